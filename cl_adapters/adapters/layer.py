@@ -1,0 +1,75 @@
+"""The bottleneck adapter and the wrapper that holds one per task around a backbone module."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cl_adapters.adapters.config import AdapterConfig
+
+# A routing plan for one batch: (task key, sample indices or None for the whole batch).
+Route = list[tuple[str, "torch.Tensor | None"]]
+
+
+class Bottleneck(nn.Module):
+    """``scaling * up(act(down(x)))``: the adapter's contribution, added by the caller."""
+
+    def __init__(self, in_dim: int, out_dim: int, cfg: AdapterConfig):
+        super().__init__()
+        self.down = nn.Linear(in_dim, cfg.r)
+        self.up = nn.Linear(cfg.r, out_dim)
+        nn.init.zeros_(self.up.weight)  # identity at init
+        nn.init.zeros_(self.up.bias)
+        self.act = getattr(F, cfg.activation)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.scaling = cfg.scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.dropout(self.act(self.down(x)))) * self.scaling
+
+
+def _linear_dims(module: nn.Module) -> tuple[int, int]:
+    """(input, output) width of a module: its first and last Linear layers."""
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise TypeError(f"cannot infer adapter width: {type(module).__name__} has no nn.Linear")
+    return linears[0].in_features, linears[-1].out_features
+
+
+class AdapterLayer(nn.Module):
+    """Wraps ``base``; each sample passes through its own task's adapter.
+
+    serial:   base(x) + adapter(base(x))   (Houlsby, Pfeiffer: on a sublayer's output)
+    parallel: base(x) + adapter(x)         (beside the FFN)
+    Tasks without an adapter (e.g. the first task of a from-scratch backbone) pass unchanged.
+    """
+
+    def __init__(self, base: nn.Module, mode: str):
+        super().__init__()
+        self.base = base
+        self.mode = mode
+        self.in_dim, self.out_dim = _linear_dims(base)
+        self.adapters = nn.ModuleDict()
+        self.route: Route = []  # set by AdaptedModel before every forward
+
+    def add(self, task: str, cfg: AdapterConfig) -> None:
+        in_dim = self.in_dim if self.mode == "parallel" else self.out_dim
+        self.adapters[task] = Bottleneck(in_dim, self.out_dim, cfg).to(self.base_device)
+
+    @property
+    def base_device(self) -> torch.device:
+        return next(self.base.parameters()).device
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        out = self.base(x, *args, **kwargs)
+        src = x if self.mode == "parallel" else out
+        routed = [(task, idx) for task, idx in self.route if task in self.adapters]
+        if not routed:
+            return out
+        if len(self.route) == 1:  # single-task batch: no gather/scatter
+            return out + self.adapters[routed[0][0]](src)
+        delta = torch.zeros_like(out)
+        for task, idx in routed:
+            delta = delta.index_put((idx,), self.adapters[task](src[idx]))
+        return out + delta

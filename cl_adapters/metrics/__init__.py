@@ -1,0 +1,7 @@
+"""Accuracy-matrix metrics (pure numpy) and the plugin that measures accuracies."""
+
+from cl_adapters.metrics.matrix import DEFINITIONS, acc, bwt, forgetting, fwt, intransigence, summarize, transfer_vs_single
+from cl_adapters.metrics.costs import CostPlugin
+from cl_adapters.metrics.plugin import AccuracyPlugin
+
+__all__ = ["DEFINITIONS", "AccuracyPlugin", "CostPlugin", "acc", "bwt", "forgetting", "fwt", "intransigence", "summarize", "transfer_vs_single"]

@@ -1,0 +1,51 @@
+"""The Avalanche plugin that measures per-task costs while training."""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import torch
+from avalanche.core import SupervisedPlugin
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+class CostPlugin(SupervisedPlugin):
+    """One record per training experience in ``tasks``.
+
+    trainable_params: parameters with requires_grad after adaptation (what the optimizer updates);
+    bytes_per_task: their storage, i.e. what a per-task checkpoint must keep; train_seconds and
+    train_samples_per_s over all epochs; peak_rss_bytes of the process so far (and peak CUDA memory).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.tasks: list[dict] = []
+
+    def before_training_exp(self, strategy, **kwargs):  # after adaptation and optimizer rebuild
+        params = [p for p in strategy.model.parameters() if p.requires_grad]
+        self._record = {
+            "experience": strategy.experience.current_experience,
+            "trainable_params": sum(p.numel() for p in params),
+            "bytes_per_task": sum(p.numel() * p.element_size() for p in params),
+        }
+        self._samples = 0
+        self._t0 = time.perf_counter()
+
+    def after_training_iteration(self, strategy, **kwargs):
+        self._samples += len(strategy.mb_y)
+
+    def after_training_exp(self, strategy, **kwargs):
+        seconds = time.perf_counter() - self._t0
+        self._record.update(
+            train_seconds=seconds,
+            train_samples=self._samples,
+            train_samples_per_s=self._samples / seconds if seconds else 0.0,
+            peak_rss_bytes=peak_rss_bytes(),
+        )
+        if torch.cuda.is_available():
+            self._record["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
+        self.tasks.append(self._record)

@@ -1,0 +1,85 @@
+"""Continual-learning metrics as pure functions of the accuracy matrix.
+
+``R[i, j]`` is the accuracy on task j after training task i (T x T). Definitions follow DESIGN.md:
+BWT and FWT as in GEM (Lopez-Paz & Ranzato 2017), forgetting as in Chaudhry et al. 2018 (max over
+earlier rows, not Avalanche's first-value convention).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFINITIONS = {
+    "acc": "mean_j R[T-1, j]",
+    "bwt": "mean_{j<T-1} (R[T-1, j] - R[j, j])  (GEM)",
+    "forgetting": "mean_{j<T-1} (max_{l<T-1} R[l, j] - R[T-1, j])  (Chaudhry 2018)",
+    "fwt": "mean_{j>0} (R[j-1, j] - b[j]), b = untrained model  (GEM)",
+    "transfer_vs_single": "mean_j (R[j, j] - S[j]), S = single-task reference",
+    "intransigence": "mean_j (J[j] - R[j, j]), J = joint training on tasks 0..j",
+}
+
+
+def _square(R) -> np.ndarray:
+    R = np.asarray(R, dtype=float)
+    if R.ndim != 2 or R.shape[0] != R.shape[1] or R.shape[0] == 0:
+        raise ValueError(f"accuracy matrix must be square and non-empty, got shape {R.shape}")
+    return R
+
+
+def _vector(v, T: int, name: str) -> np.ndarray:
+    v = np.asarray(v, dtype=float)
+    if v.shape != (T,):
+        raise ValueError(f"{name} must have one entry per task ({T}), got shape {v.shape}")
+    return v
+
+
+def acc(R) -> float:
+    R = _square(R)
+    return float(R[-1].mean())
+
+
+def bwt(R) -> float:
+    R = _square(R)
+    T = len(R)
+    if T < 2:
+        return 0.0
+    return float(np.mean(R[-1, :-1] - np.diag(R)[:-1]))
+
+
+def forgetting(R) -> float:
+    R = _square(R)
+    T = len(R)
+    if T < 2:
+        return 0.0
+    return float(np.mean(R[:-1, :-1].max(axis=0) - R[-1, :-1]))
+
+
+def fwt(R, b) -> float:
+    R = _square(R)
+    T = len(R)
+    b = _vector(b, T, "b")
+    if T < 2:
+        return 0.0
+    return float(np.mean([R[j - 1, j] - b[j] for j in range(1, T)]))
+
+
+def transfer_vs_single(R, S) -> float:
+    R = _square(R)
+    return float(np.mean(np.diag(R) - _vector(S, len(R), "S")))
+
+
+def intransigence(R, J) -> float:
+    R = _square(R)
+    return float(np.mean(_vector(J, len(R), "J") - np.diag(R)))
+
+
+def summarize(R, b=None, S=None, J=None) -> dict[str, float]:
+    """Every metric the inputs allow, keyed as in ``DEFINITIONS``."""
+    out = {"acc": acc(R), "bwt": bwt(R), "forgetting": forgetting(R)}
+    if b is not None:
+        out["fwt"] = fwt(R, b)
+    if S is not None:
+        out["transfer_vs_single"] = transfer_vs_single(R, S)
+    if J is not None:
+        out["intransigence"] = intransigence(R, J)
+    return out

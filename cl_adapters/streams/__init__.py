@@ -1,0 +1,7 @@
+"""Task streams: each function returns an Avalanche CLScenario with task labels."""
+
+from cl_adapters.streams.base import split_by_class, task_stream
+from cl_adapters.streams.digits import split_digits
+from cl_adapters.streams.mnist import load_mnist, permuted_mnist, split_mnist
+
+__all__ = ["load_mnist", "permuted_mnist", "split_by_class", "split_digits", "split_mnist", "task_stream"]

@@ -1,0 +1,139 @@
+"""Building blocks for task streams: per-task tensors in, a checked Avalanche scenario out.
+
+A stream is any function that returns an Avalanche ``CLScenario`` with task labels. The easiest way
+to write one is to produce per-task ``(inputs, labels)`` pairs and call :func:`task_stream`.
+Labels are task-local (``0 .. n_classes[t]-1``); task ``t`` gets task label ``t``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+from avalanche.benchmarks.scenarios.task_aware import with_task_labels
+from avalanche.benchmarks.utils import DataAttribute, TaskLabels, make_avalanche_dataset
+from torch.utils.data import TensorDataset
+
+from cl_adapters.errors import UserError
+
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+def task_stream(
+    train: Sequence[Split],
+    test: Sequence[Split],
+    n_classes: Sequence[int] | None = None,
+    val_fraction: float = 0.0,
+    seed: int = 0,
+):
+    """A task-incremental scenario (streams ``train``, ``test`` and, with ``val_fraction``, ``valid``).
+
+    Every experience carries ``n_classes``, the width of its task's head. Bad data fails here, with
+    the task and split named: no empty task, no NaN/inf input, every label in ``[0, n_classes)``.
+    """
+    if not train or len(train) != len(test):
+        raise UserError(f"a stream needs the same non-zero number of train and test tasks, got {len(train)} and {len(test)}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise UserError(f"stream.val_fraction must be in [0, 1), got {val_fraction}")
+    train = [_checked(x, y, f"task {t} train") for t, (x, y) in enumerate(train)]
+    test = [_checked(x, y, f"task {t} test") for t, (x, y) in enumerate(test)]
+    if n_classes is None:
+        n_classes = [int(max(ytr.max(), yte.max())) + 1 for (_, ytr), (_, yte) in zip(train, test)]
+    if len(n_classes) != len(train):
+        raise UserError(f"n_classes lists {len(n_classes)} tasks, the stream has {len(train)}")
+    for t, k in enumerate(n_classes):
+        for split, (_, y) in (("train", train[t]), ("test", test[t])):
+            if int(y.max()) >= k:
+                raise UserError(f"task {t} {split} labels go up to {int(y.max())}, outside the task's {k} classes")
+    streams = {"train": train, "test": test}
+    if val_fraction:
+        streams["train"], streams["valid"] = zip(*(_split(x, y, val_fraction, seed + t) for t, (x, y) in enumerate(train)))
+    datasets = {name: [_dataset(x, y, t) for t, (x, y) in enumerate(s)] for name, s in streams.items()}
+    scenario = with_task_labels(benchmark_from_datasets(**datasets))
+    for stream in scenario.streams.values():
+        for exp in stream:
+            exp.n_classes = int(n_classes[exp.current_experience])
+    return scenario
+
+
+def _checked(x, y, where: str) -> Split:
+    x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)
+    if len(x) == 0:
+        raise UserError(f"{where} is empty")
+    if len(x) != len(y):
+        raise UserError(f"{where} has {len(x)} inputs but {len(y)} labels")
+    if y.is_floating_point() and not torch.equal(y, y.round()):
+        raise UserError(f"{where} labels must be integers")
+    y = y.long()
+    if int(y.min()) < 0:
+        raise UserError(f"{where} has a negative label ({int(y.min())})")
+    if not torch.isfinite(x).all():
+        raise UserError(f"{where} inputs contain NaN or inf")
+    return x, y
+
+
+def _split(x, y, fraction: float, seed: int) -> tuple[Split, Split]:
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, int(round(len(x) * fraction)))
+    val, tr = perm[:n_val], perm[n_val:]
+    return (x[tr], y[tr]), (x[val], y[val])
+
+
+def _dataset(x: torch.Tensor, y: torch.Tensor, task: int):
+    return make_avalanche_dataset(
+        TensorDataset(x, y),
+        data_attributes=[DataAttribute(y.tolist(), "targets"), TaskLabels([task] * len(y))],
+    )
+
+
+def subsample(x, y, n: int | None, seed: int) -> Split:
+    """At most ``n`` samples, drawn without replacement (fixed by ``seed``)."""
+    if n is None or n >= len(x):
+        return x, y
+    if n <= 0:
+        raise UserError(f"per-task subsample sizes must be positive, got {n}")
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+    return x[idx], y[idx]
+
+
+def class_order_for(classes: Sequence[int], class_order, seed: int) -> list[int]:
+    """``None`` keeps natural order, ``"random"`` shuffles with ``seed``, a list is used as given."""
+    classes = sorted(int(c) for c in classes)
+    if class_order is None:
+        return classes
+    if class_order == "random":
+        return [classes[i] for i in np.random.default_rng(seed).permutation(len(classes))]
+    order = [int(c) for c in class_order]
+    if sorted(order) != classes:
+        raise UserError(f"stream.class_order must be a permutation of {classes}, got {order}")
+    return order
+
+
+def split_by_class(
+    train: Split,
+    test: Split,
+    n_tasks: int,
+    class_order=None,
+    seed: int = 0,
+    train_per_task: int | None = None,
+    test_per_task: int | None = None,
+    val_fraction: float = 0.0,
+):
+    """Split a labelled dataset into ``n_tasks`` tasks of consecutive classes (in ``class_order``)."""
+    (x_tr, y_tr), (x_te, y_te) = train, test
+    order = class_order_for(torch.unique(y_tr).tolist(), class_order, seed)
+    if n_tasks <= 0 or len(order) % n_tasks:
+        raise UserError(f"stream.n_tasks={n_tasks} must divide the {len(order)} classes evenly")
+    per = len(order) // n_tasks
+    tasks_tr, tasks_te = [], []
+    for t in range(n_tasks):
+        classes = torch.tensor(order[t * per : (t + 1) * per])
+        for (x, y), n, out in ((train, train_per_task, tasks_tr), (test, test_per_task, tasks_te)):
+            mask = torch.isin(y, classes)
+            local = (y[mask][:, None] == classes[None]).int().argmax(1)  # class -> 0..per-1
+            out.append(subsample(x[mask], local, n, seed + t))
+    scenario = task_stream(tasks_tr, tasks_te, [per] * n_tasks, val_fraction, seed)
+    scenario.classes_per_task = [order[t * per : (t + 1) * per] for t in range(n_tasks)]
+    return scenario

@@ -1,0 +1,154 @@
+import copy
+from functools import partial
+
+import pytest
+import torch
+from torch import nn
+
+from cl_adapters.adapters import AdapterConfig, inject_adapters
+from cl_adapters.errors import UserError
+from cl_adapters.models import MLP, AdaptedModel, PatchTransformer
+from cl_adapters.strategies import ContinualStrategy
+
+SHAPE = (1, 8, 8)
+BACKBONES = {
+    "mlp": lambda: MLP(SHAPE, hidden=(32, 32)),
+    "patch_transformer": lambda: PatchTransformer(SHAPE, patch_size=2, dim=32, depth=2, heads=2),
+}
+PLACEMENTS = ["houlsby", "pfeiffer", "parallel"]
+
+
+def grow(model: AdaptedModel, scenario, tasks) -> AdaptedModel:
+    """Adapt the model to training experiences as the strategy does (creates adapters + heads)."""
+    model.train()
+    for t in tasks:
+        model.adaptation(scenario.train_stream[t])
+    return model
+
+
+def randomize_adapters(model: AdaptedModel) -> None:
+    """Non-zero up-projections, so that adapters change outputs (as after training)."""
+    with torch.no_grad():
+        for layer in model.adapter_layers:
+            for adapter in layer.adapters.values():
+                adapter.up.weight.normal_(0, 0.5)
+
+
+def batch(scenario, tasks, n=6):
+    xs, ys, ts = [], [], []
+    for t in tasks:
+        ds = scenario.test_stream[t].dataset
+        for i in range(n):
+            x, y, task = ds[i]
+            xs.append(x), ys.append(int(y)), ts.append(task)
+    return torch.stack(xs), torch.tensor(ys), torch.tensor(ts)
+
+
+@pytest.mark.parametrize("family", BACKBONES)
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_identity_at_init(digits, family, placement):
+    torch.manual_seed(0)
+    backbone = BACKBONES[family]()
+    plain = AdaptedModel(copy.deepcopy(backbone))
+    model = grow(AdaptedModel(backbone, AdapterConfig(placement=placement, r=8)), digits, [0, 1])
+    assert all(len(layer.adapters) == 2 for layer in model.adapter_layers)
+    plain.heads = copy.deepcopy(model.heads)
+    model.eval(), plain.eval()
+    x, _, t = batch(digits, [0, 1])
+    assert torch.equal(model(x, t), plain(x, t))
+
+
+@pytest.mark.parametrize("family", BACKBONES)
+def test_presets_wrap_the_intended_modules(family):
+    expected = {
+        "mlp": {p: ["layers.0", "layers.1"] for p in PLACEMENTS},
+        "patch_transformer": {
+            "houlsby": ["blocks.0.attn.proj", "blocks.0.ffn.fc2", "blocks.1.attn.proj", "blocks.1.ffn.fc2"],
+            "pfeiffer": ["blocks.0.ffn.fc2", "blocks.1.ffn.fc2"],
+            "parallel": ["blocks.0.ffn", "blocks.1.ffn"],
+        },
+    }[family]
+    for placement in PLACEMENTS:
+        layers = inject_adapters(BACKBONES[family](), AdapterConfig(placement=placement, r=4))
+        assert sorted(layers) == expected[placement]
+        assert {layer.mode for layer in layers.values()} == {"parallel" if placement == "parallel" else "serial"}
+
+
+def test_custom_targets_and_unmatched_targets():
+    layers = inject_adapters(BACKBONES["patch_transformer"](), AdapterConfig(r=4, targets=[r"blocks\.1\.attn\.qkv"]))
+    assert list(layers) == ["blocks.1.attn.qkv"]
+    with pytest.raises(UserError, match="match no module"):
+        inject_adapters(BACKBONES["mlp"](), AdapterConfig(r=4, targets=["nothing"]))
+
+
+@pytest.mark.parametrize("bad", [{"r": 0}, {"r": -3}, {"placement": "sideways"}, {"activation": "nope"}, {"dropout": 1.5}])
+def test_config_rejects_impossible_values(bad):
+    with pytest.raises(UserError, match="adapter\\."):
+        AdapterConfig(**bad)
+
+
+@pytest.mark.parametrize("family", BACKBONES)
+@pytest.mark.parametrize("train_backbone", ["first", "all"])
+def test_only_the_current_task_receives_gradients(digits, family, train_backbone):
+    torch.manual_seed(0)
+    model = grow(AdaptedModel(BACKBONES[family](), AdapterConfig(r=8), train_backbone), digits, [0, 1, 2])
+    randomize_adapters(model)
+    x, y, t = batch(digits, [0, 1, 2])  # a mixed batch: earlier tasks' parts are used but frozen
+    nn.functional.cross_entropy(model(x, t), y).backward()
+    got = {n for n, p in model.named_parameters() if p.grad is not None}
+    expected = set(model.task_parameters(2))
+    if train_backbone == "all":
+        expected |= {n for n, _ in model.named_parameters() if ".adapters." not in n and not n.startswith("heads.")}
+    assert got == expected
+    assert all(p.grad.abs().sum() > 0 for n, p in model.named_parameters() if n in model.task_parameters(2))
+
+
+@pytest.mark.parametrize("family", BACKBONES)
+def test_per_sample_routing_equals_one_task_at_a_time(digits, family):
+    torch.manual_seed(0)
+    model = grow(AdaptedModel(BACKBONES[family](), AdapterConfig(placement="houlsby", r=8)), digits, [0, 1, 2])
+    randomize_adapters(model)
+    model.eval()
+    x, _, t = batch(digits, [2, 0, 1])
+    perm = torch.randperm(len(x))
+    x, t = x[perm], t[perm]
+    mixed = model(x, t)
+    for task in range(3):
+        alone = model(x[t == task], task)
+        torch.testing.assert_close(mixed[t == task], alone, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(model(x, torch.zeros_like(t)), mixed)  # routing matters
+
+
+def test_heads_of_different_widths_pad_with_minus_inf():
+    from cl_adapters.streams import task_stream
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(12, 1, 8, 8, generator=g)
+    s = task_stream([(x, torch.arange(12) % 2), (x, torch.arange(12) % 3)], [(x, torch.arange(12) % 2), (x, torch.arange(12) % 3)])
+    model = grow(AdaptedModel(BACKBONES["mlp"](), AdapterConfig(r=4)), s, [0, 1]).eval()
+    out = model(x[:4], torch.tensor([0, 1, 0, 1]))
+    assert out.shape == (4, 3) and torch.isinf(out[[0, 2], 2]).all() and torch.isfinite(out[[1, 3]]).all()
+
+
+@pytest.mark.parametrize("adapter,policy", [(AdapterConfig(r=8), "auto"), (None, "all")])
+def test_earlier_tasks_bit_identical_after_later_tasks(digits, adapter, policy):
+    torch.manual_seed(0)
+    strategy = ContinualStrategy(
+        backbone=BACKBONES["mlp"](),
+        model=partial(AdaptedModel, adapter=adapter, train_backbone=policy),
+        optimizer=partial(torch.optim.AdamW, lr=1e-2, weight_decay=0.1),
+        epochs=1,
+        batch_size=64,
+    )
+    model = strategy.model
+    snapshots = []
+    for t in range(3):
+        strategy.train(digits.train_stream[t])
+        snapshots.append({n: p.detach().clone() for n, p in model.task_parameters(t).items()})
+        if t == 0:
+            backbone0 = {n: p.detach().clone() for n, p in model.backbone.named_parameters() if ".adapters." not in n}
+    for t, snap in enumerate(snapshots):
+        assert snap and all(torch.equal(model.task_parameters(t)[n], v) for n, v in snap.items())
+    backbone_now = {n: p for n, p in model.backbone.named_parameters() if ".adapters." not in n}
+    frozen = all(torch.equal(backbone_now[n], v) for n, v in backbone0.items())
+    assert frozen is (adapter is not None)  # adapters: frozen after task 1; full_ft: keeps training
