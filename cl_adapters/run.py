@@ -90,7 +90,7 @@ def _build(node: DictConfig, name: str, **kwargs):
         return instantiate(node, **kwargs)
     except InstantiationException as e:
         cause = e
-        while cause.__cause__ is not None:
+        while cause.__cause__ is not None and not isinstance(cause, UserError):
             cause = cause.__cause__
         if isinstance(cause, UserError):
             raise cause from None

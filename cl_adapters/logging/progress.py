@@ -15,7 +15,7 @@ class ProgressBar(SupervisedPlugin):
     def before_training_exp(self, strategy, **kwargs):
         total = len(strategy.dataloader) * strategy.train_epochs
         task = strategy.experience.current_experience
-        self.bar = tqdm(total=total, desc=f"task {task + 1}/{self.n_tasks}", unit="it", mininterval=0.5, leave=False)
+        self.bar = tqdm(total=total, desc=f"task {task + 1}/{self.n_tasks}", unit="it", mininterval=0.5, leave=False, disable=None)
 
     def after_training_iteration(self, strategy, **kwargs):
         self.bar.update()

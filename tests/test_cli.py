@@ -1,0 +1,39 @@
+"""User mistakes at the command line: one readable line naming the culprit, non-zero exit."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+CLI = [sys.executable, "-m", "cl_adapters.run"]
+
+
+def cli(*args, cwd):
+    env = {**os.environ, "HYDRA_FULL_ERROR": ""}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
+
+
+@pytest.mark.parametrize(
+    "args,culprit",
+    [
+        (["adapter.r=0"], "adapter.r must be a positive integer, got 0"),
+        (["strategy.optimizer.lr=-0.1"], "strategy.optimizer: Invalid learning rate: -0.1"),
+        (["strategy=nope"], "Could not find 'strategy/nope'"),
+        (["stream=nope"], "Could not find 'stream/nope'"),
+        (["adapter.rr=3"], "Key 'rr' is not in struct"),
+        (["stream.n_tasks=3"], "stream.n_tasks=3 must divide the 10 classes evenly"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(tmp_path, args, culprit):
+    proc = cli(*args, "hydra.run.dir=.", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert culprit in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "results.json").exists()  # failed before any training
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path):
+    proc = cli("--cfg", "job", "strategy=full_ft", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "train_backbone: all" in proc.stdout and "_target_: cl_adapters.streams.split_digits" in proc.stdout

@@ -1,0 +1,64 @@
+"""End-to-end runs on split digits: the properties the platform promises."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cl_adapters.run import run
+
+
+@pytest.fixture(scope="module")
+def adapter_run(tmp_path_factory):
+    from hydra import compose, initialize_config_dir
+
+    from cl_adapters.run import CONFIG_DIR
+
+    out = tmp_path_factory.mktemp("adapter")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["stream=split_digits", "strategy=adapter"])
+    return run(cfg, out), out
+
+
+def test_routed_adapters_do_not_forget_at_all(adapter_run):
+    results, _ = adapter_run
+    R = np.array(results["accuracy_matrix"])
+    assert results["metrics"]["bwt"] == 0.0 and results["metrics"]["forgetting"] == 0.0
+    for j in range(len(R)):  # every column is constant from the row that trained it
+        assert (R[j:, j] == R[j, j]).all()
+    assert results["metrics"]["acc"] >= 0.95
+
+
+def test_results_json_is_complete(adapter_run):
+    results, out = adapter_run
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["run"]["status"] == "complete"
+    assert np.array(saved["accuracy_matrix"]).shape == (5, 5) and len(saved["untrained_accuracy"]) == 5
+    assert set(saved["metrics"]) == {"acc", "bwt", "forgetting", "fwt"}
+    assert saved["versions"]["torch"].startswith("2.13.0") and saved["config"]["strategy"]["epochs"] == 10
+    costs = saved["costs"]
+    assert len(costs) == 5 and all(c["train_samples_per_s"] > 0 and c["peak_rss_bytes"] > 0 for c in costs)
+    # the first task trains the from-scratch backbone; later tasks only their adapter and head
+    assert costs[0]["trainable_params"] > costs[1]["trainable_params"] == costs[4]["trainable_params"]
+    assert costs[1]["bytes_per_task"] == 4 * costs[1]["trainable_params"]
+    assert saved["throughput"]["eval_samples_per_s"] > 0
+
+
+def test_full_fine_tuning_forgets(make_cfg, tmp_path):
+    results = run(make_cfg("stream=split_digits", "strategy=full_ft"), tmp_path)
+    assert results["metrics"]["bwt"] < -0.005 and results["metrics"]["forgetting"] > 0.005
+    assert len({c["trainable_params"] for c in results["costs"]}) == 1  # the whole backbone + a head, each task
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_results(make_cfg, tmp_path):
+    from cl_adapters.errors import UserError
+
+    cfg = make_cfg("stream=split_digits", "strategy=full_ft", "strategy.optimizer.lr=1e30", "strategy.epochs=3")
+    with pytest.raises(UserError, match="training loss is nan"):
+        run(cfg, tmp_path)
+
+
+@pytest.mark.slow
+def test_split_mnist_adapter_reaches_98(make_cfg, tmp_path):
+    results = run(make_cfg("stream=split_mnist", "strategy=adapter"), tmp_path)
+    assert results["metrics"]["acc"] >= 0.98 and results["metrics"]["bwt"] == 0.0

@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from cl_adapters.errors import UserError
+from cl_adapters.streams import split_digits, split_mnist, task_stream
+
+
+def _labels(scenario, stream="train"):
+    return [torch.tensor(list(e.dataset.targets)) for e in scenario.streams[stream]]
+
+
+def test_split_digits_shape_and_task_labels(digits):
+    assert len(digits.train_stream) == len(digits.test_stream) == 5
+    assert digits.classes_per_task == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    for t, exp in enumerate(digits.train_stream):
+        assert exp.task_labels == [t] and exp.n_classes == 2
+        x, y, task = exp.dataset[0]
+        assert x.shape == (1, 8, 8) and task == t and int(y) in (0, 1)
+    assert sum(len(e.dataset) for e in digits.train_stream) + sum(len(e.dataset) for e in digits.test_stream) == 1797
+
+
+def test_split_is_fixed_by_the_seed():
+    a, b, c = split_digits(seed=0), split_digits(seed=0), split_digits(seed=1)
+    first = lambda s: s.train_stream[0].dataset[0][0]
+    assert torch.equal(first(a), first(b))
+    assert not torch.equal(first(a), first(c))
+
+
+def test_options_class_order_subsample_validation():
+    s = split_digits(n_tasks=2, class_order=[9, 8, 7, 6, 5, 4, 3, 2, 1, 0], train_per_task=50, test_per_task=20, val_fraction=0.2)
+    assert s.classes_per_task == [[9, 8, 7, 6, 5], [4, 3, 2, 1, 0]]
+    assert [len(e.dataset) for e in s.train_stream] == [40, 40]
+    assert [len(e.dataset) for e in s.valid_stream] == [10, 10]
+    assert [len(e.dataset) for e in s.test_stream] == [20, 20]
+    assert split_digits(class_order="random", seed=3).classes_per_task != s.classes_per_task
+    with pytest.raises(UserError, match="permutation"):
+        split_digits(class_order=[0, 1, 2])
+    with pytest.raises(UserError, match="divide"):
+        split_digits(n_tasks=3)
+
+
+def _good(n=10, k=2):
+    return torch.rand(n, 1, 4, 4), torch.arange(n) % k
+
+
+@pytest.mark.parametrize(
+    "train,match",
+    [
+        ([_good(), (torch.zeros(0, 1, 4, 4), torch.zeros(0))], "task 1 train is empty"),
+        ([_good(), (torch.full((4, 1, 4, 4), float("nan")), torch.zeros(4))], "task 1 train inputs contain NaN"),
+        ([_good(), (torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 5, 1]))], "task 1 train labels go up to 5"),
+        ([_good(), (torch.rand(4, 1, 4, 4), torch.tensor([0, -1, 0, 1]))], "task 1 train has a negative label"),
+        ([_good(), (torch.rand(4, 1, 4, 4), torch.tensor([0, 1]))], "4 inputs but 2 labels"),
+    ],
+)
+def test_bad_tasks_fail_with_the_task_named(train, match):
+    with pytest.raises(UserError, match=match):
+        task_stream(train, [_good(), _good()], n_classes=[2, 2])
+
+
+def test_split_mnist_from_the_packaged_file():
+    s = split_mnist(train_per_task=100, test_per_task=50)
+    assert len(s.train_stream) == 5 and s.classes_per_task[1] == [2, 3]
+    x, y, t = s.train_stream[1].dataset[0]
+    assert x.shape == (1, 28, 28) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0 and t == 1
+
+
+def test_missing_mnist_file_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="MNIST file not found"):
+        split_mnist(path=str(tmp_path / "nope.pkl.gz"))
