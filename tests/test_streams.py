@@ -68,3 +68,20 @@ def test_split_mnist_from_the_packaged_file():
 def test_missing_mnist_file_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="MNIST file not found"):
         split_mnist(path=str(tmp_path / "nope.pkl.gz"))
+
+
+def test_torchvision_source_reads_standard_files(tmp_path):
+    """The download path (for users with a network), fed local IDX files so nothing is fetched."""
+    import struct
+
+    from cl_adapters.streams.mnist import load_mnist
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 6), ("t10k", 4)):
+        images = bytes([7] * (n * 28 * 28))
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, n, 28, 28) + images)
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + bytes(i % 10 for i in range(n)))
+    (x_tr, y_tr), (x_te, y_te) = load_mnist(source="torchvision", root=str(tmp_path))
+    assert x_tr.shape == (6, 1, 28, 28) and x_te.shape == (4, 1, 28, 28)
+    assert torch.allclose(x_tr, torch.full_like(x_tr, 7 / 255)) and y_te.tolist() == [0, 1, 2, 3]
