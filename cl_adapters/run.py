@@ -44,22 +44,16 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     accuracy, costs, loggers = AccuracyPlugin(), CostPlugin(), [_build(c, "logger") for c in cfg.logger.values()]
     strategy = _build(cfg.strategy, "strategy", backbone=backbone, plugins=[accuracy, costs, ProgressBar(T)])
 
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     results = {
-        "run": {"stream": choices.get("stream", "stream"), "strategy": choices.get("strategy", "strategy"),
-                "model": choices.get("model", "model"), "adapter": choices.get("adapter"), "status": "running",
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S")},
+        "run": {**_choices(cfg), "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S")},
         "config": OmegaConf.to_container(cfg, resolve=True),
         "versions": {"python": platform.python_version(), **{p: version(p) for p in VERSIONS}},
         "metric_definitions": DEFINITIONS,
         "classes_per_task": getattr(scenario, "classes_per_task", None),
     }
-    eval_samples, eval_seconds = 0, 0.0
 
     def evaluate() -> list[float]:
-        nonlocal eval_samples, eval_seconds
         strategy.eval(eval_stream)
-        eval_samples, eval_seconds = eval_samples + accuracy.eval_samples, eval_seconds + accuracy.eval_seconds
         return [accuracy.last[j] for j in range(T)]
 
     b = evaluate()  # the untrained model (random heads): GEM's FWT baseline
@@ -75,13 +69,21 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     results["run"]["status"] = "complete"
     results["throughput"] = {
         "train_samples_per_s": sum(c["train_samples"] for c in costs.tasks) / sum(c["train_seconds"] for c in costs.tasks),
-        "eval_samples_per_s": eval_samples / eval_seconds,
+        "eval_samples_per_s": accuracy.eval_samples / accuracy.eval_seconds,
     }
     write_json_atomic(out, results)
     for logger in loggers:
         logger.log_summary(results)
     print(f"results: {out}")
     return results
+
+
+def _choices(cfg: DictConfig) -> dict:
+    """The config-group options this run was composed from (for tables and reports)."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    names = {group: choices.get(group, "?") for group in ("stream", "model", "strategy")}
+    names["adapter"] = choices.get("adapter", "?") if cfg.strategy.model.get("adapter") else None
+    return names
 
 
 def _build(node: DictConfig, name: str, **kwargs):

@@ -9,8 +9,8 @@ from avalanche.core import SupervisedPlugin
 
 
 class AccuracyPlugin(SupervisedPlugin):
-    """After each ``eval(stream)``, ``last`` maps experience id -> accuracy and ``eval_seconds`` /
-    ``eval_samples`` give eval throughput. Filling a row of R is the caller's job."""
+    """After each ``eval(stream)``, ``last`` maps experience id -> accuracy; ``eval_samples`` and
+    ``eval_seconds`` add up over all evals (eval throughput). Filling a row of R is the caller's job."""
 
     def __init__(self):
         super().__init__()
@@ -20,7 +20,7 @@ class AccuracyPlugin(SupervisedPlugin):
         self.eval_seconds = 0.0
 
     def before_eval(self, strategy, **kwargs):
-        self.last, self.eval_samples, self._t0 = {}, 0, time.perf_counter()
+        self.last, self._t0 = {}, time.perf_counter()
 
     def before_eval_exp(self, strategy, **kwargs):
         self._correct = self._seen = 0
@@ -35,4 +35,4 @@ class AccuracyPlugin(SupervisedPlugin):
         self.eval_samples += self._seen
 
     def after_eval(self, strategy, **kwargs):
-        self.eval_seconds = time.perf_counter() - self._t0
+        self.eval_seconds += time.perf_counter() - self._t0
