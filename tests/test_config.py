@@ -12,11 +12,12 @@ GROUPS = {g: sorted(p.stem for p in (Path(CONFIG_DIR) / g).glob("*.yaml")) for g
 SMALL = {  # keep MNIST options quick
     "split_mnist": ["stream.train_per_task=20", "stream.test_per_task=10"],
     "permuted_mnist": ["stream.n_tasks=2", "stream.train_per_task=20", "stream.test_per_task=10"],
+    "sentiment_domains": ["model=hf_encoder", "stream.train_per_task=20", "stream.test_per_task=10", "stream.cache_dir=null"],
 }
 
 
 def test_groups_are_not_empty():
-    assert GROUPS["stream"] == ["permuted_mnist", "split_digits", "split_mnist"]
+    assert GROUPS["stream"] == ["permuted_mnist", "sentiment_domains", "split_digits", "split_mnist"]
     assert GROUPS["strategy"] == ["adapter", "full_ft"]
     assert all(GROUPS.values())
 

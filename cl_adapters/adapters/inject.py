@@ -15,7 +15,18 @@ from cl_adapters.adapters.config import AdapterConfig
 from cl_adapters.adapters.layer import AdapterLayer
 from cl_adapters.errors import UserError
 
-PRESETS: dict[str, dict[str, list[str]]] = {
+# A target is a module-name regex, or (regex, source) for a parallel adapter whose input is another
+# module's input: ``source`` is the match expanded (``\\1`` = the layer prefix), e.g. BERT's FFN is
+# ``intermediate`` + ``output.dense``, so the adapter reads the intermediate's input.
+Target = str | tuple[str, str]
+_BERT = r"(.*encoder\.layer\.\d+)"  # BERT, RoBERTa, MiniLM, ELECTRA, XLM-R and ViT share these names
+_BERT_LIKE = {
+    "houlsby": [_BERT + r"\.attention\.output\.dense", _BERT + r"\.output\.dense"],
+    "pfeiffer": [_BERT + r"\.output\.dense"],
+    "parallel": [(_BERT + r"\.output\.dense", r"\1.intermediate")],
+}
+_DISTIL = r".*transformer\.layer\.\d+"
+PRESETS: dict[str, dict[str, list[Target]]] = {
     "mlp": {
         "houlsby": [r"layers\.\d+"],
         "pfeiffer": [r"layers\.\d+"],
@@ -26,10 +37,23 @@ PRESETS: dict[str, dict[str, list[str]]] = {
         "pfeiffer": [r"blocks\.\d+\.ffn\.fc2"],
         "parallel": [r"blocks\.\d+\.ffn"],
     },
+    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "electra", "vit"), _BERT_LIKE),
+    "distilbert": {
+        "houlsby": [_DISTIL + r"\.attention\.out_lin", _DISTIL + r"\.ffn\.lin2"],
+        "pfeiffer": [_DISTIL + r"\.ffn\.lin2"],
+        "parallel": [_DISTIL + r"\.ffn"],
+    },
+}
+# Default LoRA targets (query and value projections) per family, for the LoRA baselines.
+LORA_TARGETS: dict[str, list[str]] = {
+    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "electra", "vit"), [r".*\.attention\.self\.(query|value)"]),
+    "distilbert": [r".*\.attention\.(q_lin|v_lin)"],
+    "patch_transformer": [r"blocks\.\d+\.attn\.qkv"],
+    "mlp": [r"layers\.\d+\.fc"],
 }
 
 
-def target_patterns(backbone: nn.Module, cfg: AdapterConfig) -> list[str]:
+def target_patterns(backbone: nn.Module, cfg: AdapterConfig) -> list[Target]:
     if cfg.targets is not None:
         return cfg.targets
     family = getattr(backbone, "family", None)
@@ -42,15 +66,20 @@ def target_patterns(backbone: nn.Module, cfg: AdapterConfig) -> list[str]:
 
 
 def inject_adapters(backbone: nn.Module, cfg: AdapterConfig) -> dict[str, AdapterLayer]:
-    """Wrap every module whose full name matches a target pattern; return {name: layer}."""
-    patterns = [re.compile(p) for p in target_patterns(backbone, cfg)]
-    names = [n for n, _ in backbone.named_modules() if n and any(p.fullmatch(n) for p in patterns)]
-    if not names:
-        raise UserError(f"adapter targets {[p.pattern for p in patterns]} match no module of the backbone")
+    """Wrap every module whose full name matches a target; return {name: layer} in module order."""
+    targets = [(t, None) if isinstance(t, str) else tuple(t) for t in target_patterns(backbone, cfg)]
+    modules = dict(backbone.named_modules())
     layers = {}
-    for name in names:
-        parent_name, _, child = name.rpartition(".")
-        parent = backbone.get_submodule(parent_name)
-        layers[name] = AdapterLayer(getattr(parent, child), cfg.mode)
-        setattr(parent, child, layers[name])
+    for name in list(modules):
+        for pattern, source in targets:
+            match = re.fullmatch(pattern, name) if name else None
+            if match is None:
+                continue
+            parent_name, _, child = name.rpartition(".")
+            src = modules[match.expand(source)] if source else None
+            layers[name] = AdapterLayer(modules[name], cfg.mode, source=src)
+            setattr(backbone.get_submodule(parent_name), child, layers[name])
+            break
+    if not layers:
+        raise UserError(f"adapter targets {[t for t, _ in targets]} match no module of the backbone")
     return layers

@@ -41,17 +41,25 @@ class AdapterLayer(nn.Module):
     """Wraps ``base``; each sample passes through its own task's adapter.
 
     serial:   base(x) + adapter(base(x))   (Houlsby, Pfeiffer: on a sublayer's output)
-    parallel: base(x) + adapter(x)         (beside the FFN)
+    parallel: base(x) + adapter(x)         (beside the FFN; with ``source``, x is that module's
+                                            input, e.g. BERT's intermediate, and base its output dense)
     Tasks without an adapter (e.g. the first task of a from-scratch backbone) pass unchanged.
     """
 
-    def __init__(self, base: nn.Module, mode: str):
+    def __init__(self, base: nn.Module, mode: str, source: nn.Module | None = None):
         super().__init__()
         self.base = base
         self.mode = mode
         self.in_dim, self.out_dim = _linear_dims(base)
         self.adapters = nn.ModuleDict()
         self.route: Route = []  # set by AdaptedModel before every forward
+        self._source_input: torch.Tensor | None = None
+        if source is not None:  # parallel beside a block that is not one module (BERT's FFN)
+            self.in_dim = _linear_dims(source)[0]
+            source.register_forward_pre_hook(self._keep_source_input)
+
+    def _keep_source_input(self, module, args):
+        self._source_input = args[0]
 
     def add(self, task: str, cfg: AdapterConfig) -> None:
         in_dim = self.in_dim if self.mode == "parallel" else self.out_dim
@@ -63,7 +71,11 @@ class AdapterLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         out = self.base(x, *args, **kwargs)
-        src = x if self.mode == "parallel" else out
+        if self.mode == "serial":
+            src = out
+        else:
+            src = x if self._source_input is None else self._source_input
+            self._source_input = None
         routed = [(task, idx) for task, idx in self.route if task in self.adapters]
         if not routed:
             return out

@@ -1,6 +1,8 @@
-"""A tqdm progress bar over each training experience (all epochs), showing the running loss."""
+"""Training progress: a tqdm bar per task on a terminal, a line per epoch in logs (CI, Slurm)."""
 
 from __future__ import annotations
+
+import time
 
 from avalanche.core import SupervisedPlugin
 from tqdm.auto import tqdm
@@ -14,13 +16,25 @@ class ProgressBar(SupervisedPlugin):
 
     def before_training_exp(self, strategy, **kwargs):
         total = len(strategy.dataloader) * strategy.train_epochs
-        task = strategy.experience.current_experience
-        self.bar = tqdm(total=total, desc=f"task {task + 1}/{self.n_tasks}", unit="it", mininterval=0.5, leave=False, disable=None)
+        self.desc = f"task {strategy.experience.current_experience + 1}/{self.n_tasks}"
+        self.bar = tqdm(total=total, desc=self.desc, unit="it", mininterval=0.5, leave=False, disable=None)
+        self._t0, self._loss, self._n = time.perf_counter(), 0.0, 0
 
     def after_training_iteration(self, strategy, **kwargs):
         self.bar.update()
-        if strategy.clock.train_epoch_iterations % 20 == 0:
+        if self.bar.disable:  # accumulate on the graph-free float only where it is printed
+            self._loss, self._n = self._loss + strategy.loss.item(), self._n + 1
+        elif strategy.clock.train_epoch_iterations % 20 == 0:
             self.bar.set_postfix(epoch=strategy.clock.train_exp_epochs + 1, loss=f"{strategy.loss.item():.4f}", refresh=False)
+
+    def after_training_epoch(self, strategy, **kwargs):
+        if self.bar.disable:
+            print(
+                f"{self.desc} epoch {strategy.clock.train_exp_epochs + 1}/{strategy.train_epochs} "
+                f"loss {self._loss / max(self._n, 1):.4f} ({time.perf_counter() - self._t0:.0f}s)",
+                flush=True,
+            )
+            self._loss, self._n = 0.0, 0
 
     def after_training_exp(self, strategy, **kwargs):
         self.bar.close()

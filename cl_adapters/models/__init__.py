@@ -2,5 +2,6 @@
 
 from cl_adapters.models.adapted import AdaptedModel
 from cl_adapters.models.backbones import MLP, PatchTransformer
+from cl_adapters.models.hf_encoder import HFEncoder, default_encoder_path
 
-__all__ = ["AdaptedModel", "MLP", "PatchTransformer"]
+__all__ = ["AdaptedModel", "HFEncoder", "MLP", "PatchTransformer", "default_encoder_path"]

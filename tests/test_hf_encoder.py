@@ -1,0 +1,169 @@
+"""Pretrained encoders: offline loading, injection presets, AdapterHub parity, token cache."""
+
+import copy
+
+import pytest
+import torch
+
+from cl_adapters.adapters import AdapterConfig, inject_adapters
+from cl_adapters.errors import UserError
+from cl_adapters.models import AdaptedModel, HFEncoder
+
+PLACEMENTS = ["houlsby", "pfeiffer", "parallel"]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return HFEncoder()  # the packaged all-MiniLM-L6-v2, HF_HUB_OFFLINE=1 (conftest)
+
+
+def ids(n=4, length=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(1000, 5000, (n, length), generator=g)
+    x[:, 0] = 101
+    x[1:, length // 2 :] = 0  # right padding
+    return x
+
+
+def test_default_encoder_loads_offline(minilm):
+    assert minilm.family == "bert" and minilm.out_features == 384
+    assert sum(p.numel() for p in minilm.parameters()) == 22_713_216
+    assert minilm(ids()).shape == (4, 384)
+
+
+def test_padding_does_not_change_the_embedding(minilm):
+    x = ids(n=2, length=12)
+    padded = torch.cat([x, torch.zeros(2, 20, dtype=x.dtype)], dim=1)
+    torch.testing.assert_close(minilm(x), minilm(padded), rtol=1e-5, atol=1e-6)
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="could not be loaded"):
+        HFEncoder(name_or_path=str(tmp_path / "nope"))
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_bert_presets_wrap_the_intended_modules(minilm, placement):
+    layers = inject_adapters(copy.deepcopy(minilm), AdapterConfig(placement=placement, r=8))
+    per_layer = {
+        "houlsby": ["attention.output.dense", "output.dense"],
+        "pfeiffer": ["output.dense"],
+        "parallel": ["output.dense"],
+    }[placement]
+    assert list(layers) == [f"model.encoder.layer.{i}.{m}" for i in range(6) for m in per_layer]
+
+
+def _tiny(tmp_path, kind):
+    from transformers import AutoModel, DistilBertConfig, ViTConfig
+
+    config = {
+        "distilbert": DistilBertConfig(vocab_size=100, dim=32, hidden_dim=64, n_layers=2, n_heads=2),
+        "vit": ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+    }[kind]
+    AutoModel.from_config(config).save_pretrained(tmp_path / kind)
+    return str(tmp_path / kind)
+
+
+@pytest.mark.parametrize(
+    "kind,expected",
+    [
+        ("distilbert", {"houlsby": ["attention.out_lin", "ffn.lin2"], "pfeiffer": ["ffn.lin2"], "parallel": ["ffn"]}),
+        ("vit", {"houlsby": ["attention.output.dense", "output.dense"], "pfeiffer": ["output.dense"], "parallel": ["output.dense"]}),
+    ],
+)
+def test_other_family_presets_from_a_local_folder(tmp_path, kind, expected):
+    path = _tiny(tmp_path, kind)
+    prefix = "model.transformer.layer" if kind == "distilbert" else "model.encoder.layer"
+    for placement in PLACEMENTS:
+        layers = inject_adapters(HFEncoder(name_or_path=path), AdapterConfig(placement=placement, r=4))
+        assert list(layers) == [f"{prefix}.{i}.{m}" for i in range(2) for m in expected[placement]]
+
+
+def _grow(model, tasks):
+    from types import SimpleNamespace
+
+    model.train()
+    for t in tasks:
+        model.adaptation(SimpleNamespace(task_labels=[t], n_classes=2, current_experience=t))
+    return model
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_identity_at_init_and_routing_on_minilm(minilm, placement):
+    plain = AdaptedModel(copy.deepcopy(minilm))
+    model = _grow(AdaptedModel(copy.deepcopy(minilm), AdapterConfig(placement=placement, r=8)), [0, 1])
+    plain.heads = copy.deepcopy(model.heads)
+    x, t = ids(), torch.tensor([0, 1, 1, 0])
+    model.eval(), plain.eval()
+    assert torch.equal(model(x, t), plain(x, t))
+    with torch.no_grad():
+        for layer in model.adapter_layers:
+            for adapter in layer.adapters.values():
+                adapter.up.weight.normal_(0, 0.1)
+    mixed = model(x, t)
+    for task in (0, 1):
+        torch.testing.assert_close(mixed[t == task], model(x[t == task], task), rtol=1e-4, atol=1e-5)
+
+
+def test_parallel_adapter_reads_the_ffn_input(minilm):
+    """BERT's FFN is intermediate + output.dense: the parallel adapter must see the intermediate's input."""
+    enc = copy.deepcopy(minilm)
+    layer = inject_adapters(enc, AdapterConfig(placement="parallel", r=8))["model.encoder.layer.0.output.dense"]
+    layer.add("0", AdapterConfig(placement="parallel", r=8))
+    layer.route = [("0", None)]
+    seen = {}
+    enc.model.encoder.layer[0].intermediate.register_forward_pre_hook(lambda m, a: seen.update(ffn_in=a[0]))
+    layer.adapters["0"].register_forward_pre_hook(lambda m, a: seen.update(adapter_in=a[0]))
+    enc(ids())
+    assert torch.equal(seen["adapter_in"], seen["ffn_in"]) and seen["adapter_in"].shape[-1] == 384
+
+
+@pytest.mark.parametrize(
+    "placement,hub_config",
+    [("pfeiffer", "SeqBnConfig"), ("houlsby", "DoubleSeqBnConfig"), ("parallel", "ParBnConfig")],
+)
+def test_trainable_params_equal_adapterhub(minilm, placement, hub_config):
+    adapters = pytest.importorskip("adapters")
+    from transformers import AutoModel
+
+    hub = AutoModel.from_pretrained(minilm.name_or_path)
+    adapters.init(hub)
+    hub.add_adapter("task", config=getattr(adapters, hub_config)(reduction_factor=16))
+    hub.train_adapter("task")
+    theirs = sum(p.numel() for p in hub.parameters() if p.requires_grad)
+
+    model = _grow(AdaptedModel(copy.deepcopy(minilm), AdapterConfig(placement=placement, r=384 // 16)), [0])
+    ours = sum(p.numel() for n, p in model.task_parameters(0).items() if not n.startswith("heads."))
+    assert ours == theirs
+
+
+def test_tokenisation_is_cached(tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from cl_adapters.streams.text import tokenize_cached
+
+    from cl_adapters.models import default_encoder_path
+
+    tok = AutoTokenizer.from_pretrained(default_encoder_path())
+    texts = ["a fine film", "dull and far too long", "meh"]
+    first = tokenize_cached(texts, tok, 16, str(tmp_path))
+    assert first.shape == (3, 16) and len(list(tmp_path.glob("*.safetensors"))) == 1
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("tokenised again instead of reading the cache")
+
+    monkeypatch.setattr(type(tok), "__call__", no_tokenizing)
+    assert torch.equal(tokenize_cached(texts, tok, 16, str(tmp_path)), first)
+    with pytest.raises(AssertionError, match="tokenised again"):  # another max_length is another key
+        tokenize_cached(texts, tok, 8, str(tmp_path))
+
+
+def test_sentiment_domains_stream(tmp_path):
+    from cl_adapters.streams import sentiment_domains
+
+    s = sentiment_domains(train_per_task=40, test_per_task=20, max_length=32, cache_dir=str(tmp_path))
+    assert [e.n_classes for e in s.train_stream] == [2, 2, 3]
+    assert [len(e.dataset) for e in s.test_stream] == [20, 20, 20]
+    x, y, t = s.train_stream[2].dataset[0]
+    assert x.dtype == torch.int64 and x.shape == (32,) and t == 2 and int(y) in (0, 1, 2)
+    assert s.classes_per_task[2] == ["negative", "neutral", "positive"]
