@@ -1,6 +1,6 @@
 """Adapter training and inference speed on MiniLM vs full fine-tuning, AdapterHub and peft LoRA.
 
-    .venv/bin/python benchmarks/adapter_speed.py            # ~15 min on 2 CPU cores
+    .venv/bin/python benchmarks/adapter_speed.py            # ~12 min on 2 CPU cores
     .venv/bin/python benchmarks/adapter_speed.py --quick    # a smoke run
 
 Batch 32 x 128 random tokens, AdamW. All configurations are timed in rotation in one process
@@ -130,13 +130,15 @@ def timed_rotation(steps: dict, rounds: int, per_round: int, warmup: int) -> dic
         for _ in range(warmup):
             step()
     times = {name: [] for name in steps}
+    names = list(steps)
     for r in range(rounds):
-        for name, step in steps.items():
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order: no fixed position
+            step = steps[name]
             t0 = time.perf_counter()
             for _ in range(per_round):
                 step()
             times[name].append((time.perf_counter() - t0) / per_round)
-        print(f"round {r + 1}/{rounds}: " + ", ".join(f"{n} {times[n][-1]:.3f}s" for n in steps), flush=True)
+        print(f"round {r + 1}/{rounds}: " + ", ".join(f"{n} {times[n][-1]:.3f}s" for n in names), flush=True)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -148,7 +150,8 @@ def peak_memory(name: str) -> int:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="1 round of 2 steps (smoke test)")
+    parser.add_argument("--quick", action="store_true", help="one round (a smoke test)")
+    parser.add_argument("--out", default=str(OUT), help="folder for adapter_speed.{md,json}")
     parser.add_argument("--memory", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory:
@@ -157,7 +160,7 @@ def main():
             step()
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         return
-    rounds, per_round, warmup = (1, 2, 1) if args.quick else (5, 3, 2)
+    rounds, per_round, warmup = (1, 1, 1) if args.quick else (8, 2, 2)
 
     memory = {name: peak_memory(name) for name in TRAIN}  # first: a child forked from a big parent inherits its peak
     models = {name: build(name) for name in TRAIN}
@@ -168,20 +171,22 @@ def main():
     train_s = timed_rotation(train, rounds, per_round, warmup)
     infer_models = {name: (models[name] if name in models else build(name)) for name in INFER}
     print("inference:", flush=True)
-    infer_s = timed_rotation({n: inferer(m) for n, m in infer_models.items()}, rounds, per_round * 2, warmup)
+    infer_s = timed_rotation({n: inferer(m) for n, m in infer_models.items()}, rounds * 3, 1, warmup)
 
     results = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "python": platform.python_version()},
         "versions": {p: version(p) for p in ("cl-adapters", "torch", "transformers", "adapters", "peft")},
-        "setup": {"batch": BATCH, "length": LENGTH, "r": R, "rounds": rounds, "steps_per_round": per_round},
+        "setup": {"batch": BATCH, "length": LENGTH, "r": R, "train": f"{rounds} rounds x {per_round} steps",
+                  "inference": f"{rounds * 3} rounds x 1 batch"},
         "train": {n: {"s_per_step": train_s[n], "samples_per_s": BATCH / train_s[n], "vs_full_ft": train_s["full_ft"] / train_s[n],
                       "trainable_params": n_params[n], "peak_rss_bytes": memory[n]} for n in TRAIN},
         "inference": {n: {"s_per_batch": infer_s[n], "overhead_vs_bare": infer_s[n] / infer_s["bare"] - 1} for n in INFER},
     }
-    OUT.mkdir(exist_ok=True)
-    (OUT / "adapter_speed.json").write_text(json.dumps(results, indent=2))
-    (OUT / "adapter_speed.md").write_text(markdown(results))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "adapter_speed.json").write_text(json.dumps(results, indent=2))
+    (out / "adapter_speed.md").write_text(markdown(results))
     print(markdown(results))
 
 
@@ -192,7 +197,8 @@ def markdown(res: dict) -> str:
         "",
         f"Machine: {m['platform']}, {m['cpus']} CPUs, {m['torch_threads']} torch threads, Python {m['python']}. "
         + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
-        f"Medians of {s['rounds']} rounds x {s['steps_per_round']} steps, configs in rotation in one process.",
+        f"Medians over rounds (training {s['train']}, inference {s['inference']}), configs in rotating order "
+        "in one process; single rounds vary by up to ~20% on this shared machine.",
         "",
         "| training | s/step | samples/s | vs full FT | trainable params | peak RSS (MiB) |",
         "| --- | --- | --- | --- | --- | --- |",

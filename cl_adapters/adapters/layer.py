@@ -22,11 +22,12 @@ class Bottleneck(nn.Module):
         nn.init.zeros_(self.up.weight)  # identity at init
         nn.init.zeros_(self.up.bias)
         self.act = getattr(F, cfg.activation)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout else nn.Identity()
         self.scaling = cfg.scaling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.up(self.dropout(self.act(self.down(x)))) * self.scaling
+        y = self.up(self.dropout(self.act(self.down(x))))
+        return y if self.scaling == 1.0 else y * self.scaling  # skip a full-size pass when it is a no-op
 
 
 def _linear_dims(module: nn.Module) -> tuple[int, int]:
@@ -63,11 +64,7 @@ class AdapterLayer(nn.Module):
 
     def add(self, task: str, cfg: AdapterConfig) -> None:
         in_dim = self.in_dim if self.mode == "parallel" else self.out_dim
-        self.adapters[task] = Bottleneck(in_dim, self.out_dim, cfg).to(self.base_device)
-
-    @property
-    def base_device(self) -> torch.device:
-        return next(self.base.parameters()).device
+        self.adapters[task] = Bottleneck(in_dim, self.out_dim, cfg).to(next(self.base.parameters()).device)
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         out = self.base(x, *args, **kwargs)
