@@ -80,11 +80,8 @@ def test_other_family_presets_from_a_local_folder(tmp_path, kind, expected):
 
 
 def _grow(model, tasks):
-    from types import SimpleNamespace
-
-    model.train()
     for t in tasks:
-        model.adaptation(SimpleNamespace(task_labels=[t], n_classes=2, current_experience=t))
+        model.add_task(t, n_classes=2)
     return model
 
 

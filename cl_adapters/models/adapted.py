@@ -41,19 +41,23 @@ class AdaptedModel(DynamicModule):
 
     # -- growth ---------------------------------------------------------------------------------
     def adaptation(self, experience) -> None:
-        for task in experience.task_labels:
-            if task_key(task) not in self.heads:
-                head = nn.Linear(self.backbone.out_features, _n_classes(experience))
-                self.heads[task_key(task)] = head.to(self._adaptation_device)
-        if not self.training:
-            return
-        if len(experience.task_labels) != 1:
+        if self.training and len(experience.task_labels) != 1:
             raise UserError(f"training experience {experience.current_experience} mixes tasks {experience.task_labels}")
-        task = int(experience.task_labels[0])
+        for task in experience.task_labels:
+            self.add_task(int(task), _n_classes(experience), train=self.training)
+
+    def add_task(self, task: int, n_classes: int, train: bool = True) -> None:
+        """Create ``task``'s head if new; with ``train``, also its adapters, and make only its parts
+        (plus the backbone, if the policy says so) trainable. Evaluation only needs the head."""
+        key = task_key(task)
+        if key not in self.heads:
+            self.heads[key] = nn.Linear(self.backbone.out_features, n_classes).to(self._adaptation_device)
+        if not train:
+            return
         if self.adapter_config is not None:
             for layer in self.adapter_layers:
-                if task_key(task) not in layer.adapters:
-                    layer.add(task_key(task), self.adapter_config)
+                if key not in layer.adapters:
+                    layer.add(key, self.adapter_config)
         self.set_trainable(task)
         self.trained_tasks.append(task)
 

@@ -12,13 +12,12 @@ import csv
 import hashlib
 import importlib.util
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from sklearn.model_selection import train_test_split
 
+from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
 from cl_adapters.streams.base import subsample, task_stream
 
@@ -73,11 +72,8 @@ def tokenize_cached(texts: list[str], tokenizer, max_length: int, cache_dir: str
         return load_file(path)["input_ids"]
     ids = tokenizer(texts, max_length=max_length, truncation=True, padding="max_length", return_tensors="pt")["input_ids"]
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        save_file({"input_ids": ids.contiguous()}, tmp)
-        os.replace(tmp, path)  # atomic: a killed run never leaves half a cache file
+        with atomic_path(path) as tmp:  # a killed run never leaves half a cache file
+            save_file({"input_ids": ids.contiguous()}, tmp)
     return ids
 
 
