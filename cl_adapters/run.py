@@ -17,12 +17,13 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import cl_adapters  # noqa: F401  (applies the environment shims before torchvision can load)
 from cl_adapters.errors import UserError
 from cl_adapters.logging import ProgressBar, write_json_atomic
 from cl_adapters.metrics import DEFINITIONS, AccuracyPlugin, CostPlugin, summarize
+from cl_adapters.references import REFERENCES, ReferenceCache, reference_strategy
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the repo's conf/ (editable install)
 VERSIONS = ("cl-adapters", "torch", "avalanche-lib", "hydra-core", "numpy", "scikit-learn")
@@ -32,6 +33,9 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     """One continual-learning run. Writes ``out_dir/results.json`` after every task."""
     from avalanche.training.determinism.rng_manager import RNGManager
 
+    protocol = cfg.strategy.get("protocol", "sequential")
+    if protocol in REFERENCES:
+        _check_reference(cfg, protocol)
     RNGManager.set_random_seeds(cfg.seed)
     out = Path(out_dir) / "results.json"
     scenario = _build(cfg.stream, "stream")
@@ -41,8 +45,13 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     T = len(train_stream)
     input_shape = tuple(train_stream[0].dataset[0][0].shape)
     backbone = _build(cfg.model, "model", input_shape=input_shape)
+    plugins = [_build(node, f"plugins.{name}") for name, node in cfg.plugins.items()]
     accuracy, costs, loggers = AccuracyPlugin(), CostPlugin(), [_build(c, "logger") for c in cfg.logger.values()]
-    strategy = _build(cfg.strategy, "strategy", backbone=backbone, plugins=[accuracy, costs, ProgressBar(T)])
+    strategy = _build(cfg.strategy, "strategy", backbone=backbone, plugins=plugins,
+                      monitors=[accuracy, costs, ProgressBar(T)])
+    cache = ReferenceCache(cfg.references.dir)
+    references = {} if protocol in REFERENCES else _references(cfg, cache, Path(out_dir))
+    RNGManager.set_random_seeds(cfg.seed)  # the same data order whether or not a reference was trained first
 
     results = {
         "run": {**_choices(cfg), "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S")},
@@ -50,7 +59,9 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
         "versions": {"python": platform.python_version(), **{p: version(p) for p in VERSIONS}},
         "metric_definitions": DEFINITIONS,
         "classes_per_task": getattr(scenario, "classes_per_task", None),
+        "references": {p: {k: ref[k] for k in ("key", "fields", "diagonal", "run_dir")} for p, ref in references.items()},
     }
+    S, J = (references[p]["diagonal"] if p in references else None for p in REFERENCES)
 
     def evaluate() -> list[float]:
         strategy.eval(eval_stream)
@@ -61,8 +72,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     for i, experience in enumerate(train_stream):
         strategy.train(experience)
         R[i] = evaluate()
-        results.update(accuracy_matrix=R.tolist(), untrained_accuracy=b, costs=costs.tasks,
-                       metrics=summarize(R[: i + 1, : i + 1], b[: i + 1]))
+        metrics = summarize(R[: i + 1, : i + 1], b[: i + 1], S and S[: i + 1], J and J[: i + 1])
+        results.update(accuracy_matrix=R.tolist(), untrained_accuracy=b, costs=costs.tasks, metrics=metrics)
         write_json_atomic(out, results)
         for logger in loggers:
             logger.log_task(i, results)
@@ -72,17 +83,56 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
         "eval_samples_per_s": accuracy.eval_samples / accuracy.eval_seconds,
     }
     write_json_atomic(out, results)
+    if protocol in REFERENCES:
+        print(f"reference {protocol} cached: {cache.save(protocol, cfg, R.tolist(), out_dir)}")
     for logger in loggers:
         logger.log_summary(results)
     print(f"results: {out}")
     return results
 
 
+def _references(cfg: DictConfig, cache: ReferenceCache, out_dir: Path) -> dict[str, dict]:
+    """The cached references for this run's stream, backbone, budget and seed; with
+    ``references.compute``, missing ones are trained first (and cached for the next runs)."""
+    found = {}
+    for protocol in REFERENCES:
+        path, _ = cache.path(protocol, cfg)
+        entry = cache.load(protocol, cfg)
+        if entry is None and cfg.references.compute:
+            print(f"reference {protocol}: not cached ({path.name}); training it first")
+            ref_cfg = cfg.copy()
+            with open_dict(ref_cfg):
+                ref_cfg.strategy = reference_strategy(cfg.strategy, protocol)
+                ref_cfg.plugins = {}
+            run(ref_cfg, out_dir / "references" / protocol)
+            entry = cache.load(protocol, cfg)
+        if entry is None:
+            print(f"reference {protocol}: none cached ({path}); run strategy={protocol} with the same "
+                  "stream, model, budget and seed, or set references.compute=true")
+        else:
+            print(f"reference {protocol}: {path}")
+            found[protocol] = entry
+    return found
+
+
+def _check_reference(cfg: DictConfig, protocol: str) -> None:
+    """A reference fine-tunes the whole backbone plainly; anything else would poison the cache."""
+    model = cfg.strategy.model
+    if model.get("adapter") is not None or model.get("train_backbone", "all") != "all" or model.get("train_biases"):
+        raise UserError(f"strategy={protocol} is a reference: it fine-tunes the whole backbone "
+                        "(strategy.model.adapter=null, train_backbone=all, no train_biases)")
+    if cfg.plugins:
+        raise UserError(f"strategy={protocol} is a reference: it takes no plugins, got {list(cfg.plugins)}")
+
+
 def _choices(cfg: DictConfig) -> dict:
     """The config-group options this run was composed from (for tables and reports)."""
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     names = {group: choices.get(group, "?") for group in ("stream", "model", "strategy")}
+    if cfg.strategy.get("protocol", "sequential") in REFERENCES:  # also a reference trained inside another run
+        names["strategy"] = cfg.strategy.protocol
     names["adapter"] = choices.get("adapter", "?") if cfg.strategy.model.get("adapter") else None
+    names["plugins"] = list(cfg.plugins)
     return names
 
 

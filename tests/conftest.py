@@ -15,12 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def make_cfg():
-    """Compose conf/ with overrides, as the CLI would."""
+def make_cfg(tmp_path):
+    """Compose conf/ with overrides, as the CLI would (references cached under the test's tmp dir)."""
 
     def _compose(*overrides: str):
+        refs = [] if any(o.startswith("references.dir=") for o in overrides) else [f"references.dir={tmp_path}/refs"]
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            return compose("config", overrides=list(overrides))
+            return compose("config", overrides=[*refs, *overrides])
 
     return _compose
 

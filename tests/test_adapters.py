@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from cl_adapters.adapters import AdapterConfig, inject_adapters
+from cl_adapters.adapters import AdapterConfig, LoraConfig, inject_adapters
 from cl_adapters.errors import UserError
 from cl_adapters.models import MLP, AdaptedModel, PatchTransformer
 from cl_adapters.strategies import ContinualStrategy
@@ -29,9 +29,16 @@ def grow(model: AdaptedModel, scenario, tasks) -> AdaptedModel:
 def randomize_adapters(model: AdaptedModel) -> None:
     """Non-zero up-projections, so that adapters change outputs (as after training)."""
     with torch.no_grad():
-        for layer in model.adapter_layers:
+        for layer in model.adapters.layers:
             for adapter in layer.adapters.values():
                 adapter.up.weight.normal_(0, 0.5)
+
+
+def base_parameters(model: AdaptedModel) -> dict:
+    """The backbone's own weights (not the adapters injected into it)."""
+    adapters = model.adapters
+    own = {id(p) for k in adapters.keys() for p in adapters.parameters(k)} if adapters else set()
+    return {n: p for n, p in model.backbone.named_parameters() if id(p) not in own}
 
 
 def batch(scenario, tasks, n=6):
@@ -51,7 +58,7 @@ def test_identity_at_init(digits, family, placement):
     backbone = BACKBONES[family]()
     plain = AdaptedModel(copy.deepcopy(backbone))
     model = grow(AdaptedModel(backbone, AdapterConfig(placement=placement, r=8)), digits, [0, 1])
-    assert all(len(layer.adapters) == 2 for layer in model.adapter_layers)
+    assert all(len(layer.adapters) == 2 for layer in model.adapters.layers)
     plain.heads = copy.deepcopy(model.heads)
     model.eval(), plain.eval()
     x, _, t = batch(digits, [0, 1])
@@ -91,14 +98,14 @@ def test_config_rejects_impossible_values(bad):
 @pytest.mark.parametrize("train_backbone", ["first", "all"])
 def test_only_the_current_task_receives_gradients(digits, family, train_backbone):
     torch.manual_seed(0)
-    model = grow(AdaptedModel(BACKBONES[family](), AdapterConfig(r=8), train_backbone), digits, [0, 1, 2])
+    model = grow(AdaptedModel(BACKBONES[family](), AdapterConfig(r=8), train_backbone=train_backbone), digits, [0, 1, 2])
     randomize_adapters(model)
     x, y, t = batch(digits, [0, 1, 2])  # a mixed batch: earlier tasks' parts are used but frozen
     nn.functional.cross_entropy(model(x, t), y).backward()
     got = {n for n, p in model.named_parameters() if p.grad is not None}
     expected = set(model.task_parameters(2))
-    if train_backbone == "all":
-        expected |= {n for n, _ in model.named_parameters() if ".adapters." not in n and not n.startswith("heads.")}
+    if train_backbone == "all":  # the backbone, and the earlier heads on top of it, train too
+        expected |= {n for n, _ in model.named_parameters() if ".adapters." not in n}
     assert got == expected
     assert all(p.grad.abs().sum() > 0 for n, p in model.named_parameters() if n in model.task_parameters(2))
 
@@ -130,7 +137,7 @@ def test_heads_of_different_widths_pad_with_minus_inf():
     assert out.shape == (4, 3) and torch.isinf(out[[0, 2], 2]).all() and torch.isfinite(out[[1, 3]]).all()
 
 
-@pytest.mark.parametrize("adapter,policy", [(AdapterConfig(r=8), "auto"), (None, "all")])
+@pytest.mark.parametrize("adapter,policy", [(AdapterConfig(r=8), "auto"), (LoraConfig(r=8), "auto"), (None, "all")])
 def test_earlier_tasks_bit_identical_after_later_tasks(digits, adapter, policy):
     torch.manual_seed(0)
     strategy = ContinualStrategy(
@@ -146,9 +153,9 @@ def test_earlier_tasks_bit_identical_after_later_tasks(digits, adapter, policy):
         strategy.train(digits.train_stream[t])
         snapshots.append({n: p.detach().clone() for n, p in model.task_parameters(t).items()})
         if t == 0:
-            backbone0 = {n: p.detach().clone() for n, p in model.backbone.named_parameters() if ".adapters." not in n}
+            backbone0 = {n: p.detach().clone() for n, p in base_parameters(model).items()}
     for t, snap in enumerate(snapshots):
         assert snap and all(torch.equal(model.task_parameters(t)[n], v) for n, v in snap.items())
-    backbone_now = {n: p for n, p in model.backbone.named_parameters() if ".adapters." not in n}
+    backbone_now = base_parameters(model)
     frozen = all(torch.equal(backbone_now[n], v) for n, v in backbone0.items())
     assert frozen is (adapter is not None)  # adapters: frozen after task 1; full_ft: keeps training

@@ -8,7 +8,10 @@ from hydra.utils import instantiate
 from cl_adapters.metrics import AccuracyPlugin
 from cl_adapters.run import CONFIG_DIR
 
-GROUPS = {g: sorted(p.stem for p in (Path(CONFIG_DIR) / g).glob("*.yaml")) for g in ("stream", "model", "adapter", "strategy", "logger", "experiment")}
+GROUPS = {
+    g: sorted(p.stem for p in (Path(CONFIG_DIR) / g).glob("*.yaml"))
+    for g in ("stream", "model", "adapter", "strategy", "logger", "plugins", "experiment")
+}
 SMALL = {  # keep MNIST options quick
     "split_mnist": ["stream.train_per_task=20", "stream.test_per_task=10"],
     "permuted_mnist": ["stream.n_tasks=2", "stream.train_per_task=20", "stream.test_per_task=10"],
@@ -18,7 +21,8 @@ SMALL = {  # keep MNIST options quick
 
 def test_groups_are_not_empty():
     assert GROUPS["stream"] == ["permuted_mnist", "sentiment_domains", "split_digits", "split_mnist"]
-    assert GROUPS["strategy"] == ["adapter", "full_ft"]
+    assert GROUPS["strategy"] == ["adapter", "bitfit", "full_ft", "joint", "lora", "lora_per_task", "single_task"]
+    assert GROUPS["plugins"] == ["ewc", "lwf", "replay"]
     assert all(GROUPS.values())
 
 
@@ -29,18 +33,55 @@ def test_streams_instantiate(make_cfg, option):
     assert len(scenario.train_stream) >= 2 and scenario.train_stream[0].task_labels == [0]
 
 
+def _strategy(cfg, input_shape=(1, 8, 8), **kwargs):
+    backbone = instantiate(cfg.model, input_shape=input_shape)
+    s = instantiate(cfg.strategy, backbone=backbone, monitors=[AccuracyPlugin()], **kwargs)
+    s.model.add_task(0, 2)  # LoRA is injected here, on the first task
+    return s
+
+
 @pytest.mark.parametrize("model", GROUPS["model"])
 @pytest.mark.parametrize("adapter", GROUPS["adapter"])
+def test_every_adapter_on_every_model(make_cfg, model, adapter):
+    cfg = make_cfg(f"model={model}", f"adapter={adapter}", "strategy=adapter")
+    s = _strategy(cfg)
+    assert s.train_epochs == cfg.strategy.epochs and s.model.per_task
+    assert type(s.model.adapter_config).__name__ == cfg.adapter._target_.rsplit(".", 1)[1]
+    assert s.model.adapters.keys() == ["0"] and s.model.adapters.layers
+
+
+# what each strategy config means for the model and protocol
+EXPECTED = {
+    "adapter": dict(adapter="AdapterConfig", per_task=True, train_backbone="first", protocol="sequential"),
+    "full_ft": dict(adapter=None, train_backbone="all", protocol="sequential"),
+    "lora": dict(adapter="LoraConfig", per_task=False, train_backbone="first", protocol="sequential"),
+    "lora_per_task": dict(adapter="LoraConfig", per_task=True, train_backbone="first", protocol="sequential"),
+    "bitfit": dict(adapter=None, train_biases=True, train_backbone="first", protocol="sequential"),
+    "joint": dict(adapter=None, train_backbone="all", protocol="joint"),
+    "single_task": dict(adapter=None, train_backbone="all", protocol="single_task"),
+}
+
+
 @pytest.mark.parametrize("strategy", GROUPS["strategy"])
-def test_model_adapter_strategy_instantiate(make_cfg, model, adapter, strategy):
-    cfg = make_cfg(f"model={model}", f"adapter={adapter}", f"strategy={strategy}")
-    backbone = instantiate(cfg.model, input_shape=(1, 8, 8))
-    s = instantiate(cfg.strategy, backbone=backbone, plugins=[AccuracyPlugin()])
-    assert s.train_epochs == cfg.strategy.epochs
-    if strategy == "adapter":
-        assert s.model.adapter_config.placement == adapter and s.model.adapter_layers
-    else:
-        assert s.model.adapter_config is None and s.model.train_backbone == "all"
+def test_every_strategy_instantiates_as_documented(make_cfg, strategy):
+    s = _strategy(make_cfg(f"strategy={strategy}"))
+    got = dict(
+        adapter=type(s.model.adapter_config).__name__ if s.model.adapter_config else None,
+        per_task=s.model.per_task,
+        train_backbone=s.model.train_backbone,
+        train_biases=s.model.train_biases,
+        protocol=s.protocol,
+    )
+    assert {k: got[k] for k in EXPECTED[strategy]} == EXPECTED[strategy]
+
+
+@pytest.mark.parametrize("option", GROUPS["plugins"])
+@pytest.mark.parametrize("strategy", ["full_ft", "lora"])
+def test_plugins_instantiate_with_the_baselines(make_cfg, option, strategy):
+    cfg = make_cfg(f"strategy={strategy}", f"plugins=[{option}]")
+    plugins = [instantiate(node) for node in cfg.plugins.values()]
+    s = _strategy(cfg, plugins=plugins)
+    assert s.plugins[0] is plugins[0]
 
 
 @pytest.mark.parametrize("option", GROUPS["logger"])

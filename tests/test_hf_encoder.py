@@ -94,7 +94,7 @@ def test_identity_at_init_and_routing_on_minilm(minilm, placement):
     model.eval(), plain.eval()
     assert torch.equal(model(x, t), plain(x, t))
     with torch.no_grad():
-        for layer in model.adapter_layers:
+        for layer in model.adapters.layers:
             for adapter in layer.adapters.values():
                 adapter.up.weight.normal_(0, 0.1)
     mixed = model(x, t)

@@ -1,7 +1,22 @@
-"""Adapters: config dataclass, bottleneck layer, injection by module-name patterns."""
+"""Adapters: config dataclasses, the bottleneck layer, injection by module-name patterns, LoRA via peft.
+
+Each config's ``attach(backbone)`` injects into the backbone and returns a set that grows one adapter
+per task key (``add``), lists them (``keys``, ``parameters``) and routes each batch (``route``).
+"""
 
 from cl_adapters.adapters.config import AdapterConfig
-from cl_adapters.adapters.inject import LORA_TARGETS, PRESETS, inject_adapters
+from cl_adapters.adapters.inject import PRESETS, BottleneckAdapters, inject_adapters
 from cl_adapters.adapters.layer import AdapterLayer, Bottleneck
+from cl_adapters.adapters.lora import LORA_TARGETS, LoraAdapters, LoraConfig
 
-__all__ = ["AdapterConfig", "AdapterLayer", "Bottleneck", "LORA_TARGETS", "PRESETS", "inject_adapters"]
+__all__ = [
+    "AdapterConfig",
+    "AdapterLayer",
+    "Bottleneck",
+    "BottleneckAdapters",
+    "LORA_TARGETS",
+    "LoraAdapters",
+    "LoraConfig",
+    "PRESETS",
+    "inject_adapters",
+]

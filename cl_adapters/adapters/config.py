@@ -42,3 +42,9 @@ class AdapterConfig:
     def mode(self) -> str:
         """How the adapter meets its module: on its output (serial) or beside it (parallel)."""
         return "parallel" if self.placement == "parallel" else "serial"
+
+    def attach(self, backbone):
+        """Inject into ``backbone``; the returned set grows one adapter per task key."""
+        from cl_adapters.adapters.inject import BottleneckAdapters
+
+        return BottleneckAdapters(backbone, self)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 
+from collections.abc import Iterator
+
 from torch import nn
 
 from cl_adapters.adapters.config import AdapterConfig
-from cl_adapters.adapters.layer import AdapterLayer
+from cl_adapters.adapters.layer import AdapterLayer, Route
 from cl_adapters.errors import UserError
 
 # A target is a module-name regex, or (regex, source) for a parallel adapter whose input is another
@@ -44,15 +46,6 @@ PRESETS: dict[str, dict[str, list[Target]]] = {
         "parallel": [_DISTIL + r"\.ffn"],
     },
 }
-# Default LoRA targets (query and value projections) per family, for the LoRA baselines.
-LORA_TARGETS: dict[str, list[str]] = {
-    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "electra", "vit"), [r".*\.attention\.self\.(query|value)"]),
-    "distilbert": [r".*\.attention\.(q_lin|v_lin)"],
-    "patch_transformer": [r"blocks\.\d+\.attn\.qkv"],
-    "mlp": [r"layers\.\d+\.fc"],
-}
-
-
 def target_patterns(backbone: nn.Module, cfg: AdapterConfig) -> list[Target]:
     if cfg.targets is not None:
         return cfg.targets
@@ -83,3 +76,27 @@ def inject_adapters(backbone: nn.Module, cfg: AdapterConfig) -> dict[str, Adapte
     if not layers:
         raise UserError(f"adapter targets {[t for t, _ in targets]} match no module of the backbone")
     return layers
+
+
+class BottleneckAdapters:
+    """The bottleneck adapters injected into one backbone, one per task key in every wrapped layer."""
+
+    def __init__(self, backbone: nn.Module, cfg: AdapterConfig):
+        self.cfg = cfg
+        self.layers = list(inject_adapters(backbone, cfg).values())
+
+    def add(self, key: str) -> None:
+        for layer in self.layers:
+            if key not in layer.adapters:
+                layer.add(key, self.cfg)
+
+    def keys(self) -> list[str]:
+        return list(self.layers[0].adapters)
+
+    def parameters(self, key: str) -> Iterator[nn.Parameter]:
+        for layer in self.layers:
+            yield from layer.adapters[key].parameters()
+
+    def route(self, route: Route) -> None:
+        for layer in self.layers:
+            layer.route = route

@@ -1,43 +1,65 @@
-"""AdaptedModel: a backbone that grows a head (and, with adapters, an adapter set) per task."""
+"""AdaptedModel: a backbone that grows a head (and, with adapters, an adapter) per task."""
 
 from __future__ import annotations
 
 import torch
-from avalanche.models import DynamicModule
+from avalanche.models import MultiTaskModule
 from torch import nn
 
-from cl_adapters.adapters import AdapterConfig, inject_adapters
+from cl_adapters.adapters import AdapterConfig, LoraConfig
 from cl_adapters.errors import UserError
 
 BACKBONE_POLICIES = ("auto", "first", "all", "never")
+SHARED = "shared"  # the adapter key when one adapter serves every task
 
 
 def task_key(task: int) -> str:
     return str(int(task))
 
 
-class AdaptedModel(DynamicModule):
-    """Backbone + per-task heads (+ per-task adapters when ``adapter`` is given).
+class AdaptedModel(MultiTaskModule):
+    """Backbone + per-task heads (+ adapters when ``adapter`` is given: bottleneck or LoRA).
 
     Parts for a task are created in ``adaptation()``, which Avalanche calls before it rebuilds the
-    optimizer. On each training experience only that task's adapter and head train; the backbone
-    trains according to ``train_backbone``: ``all`` (sequential fine-tuning), ``first`` (first-session
-    adaptation, then frozen, as in APER), ``never``, or ``auto`` (= first unless pretrained).
+    optimizer. What trains on a task:
+    - its head, and its own adapter (``per_task``) or the one adapter all tasks share (not per_task);
+    - the backbone weights per ``train_backbone``: ``all`` (sequential fine-tuning), ``first``
+      (first-session adaptation, then frozen, as in APER), ``never``, or ``auto`` (= first unless
+      pretrained); with ``train_biases`` its biases keep training after that (BitFit);
+    - earlier tasks' heads too whenever a shared part trains (replay, LwF and joint training need
+      them); with per-task adapters on a frozen backbone nothing of an earlier task changes.
     """
 
-    def __init__(self, backbone: nn.Module, adapter: AdapterConfig | None = None, train_backbone: str = "auto"):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        adapter: AdapterConfig | LoraConfig | None = None,
+        *,
+        per_task: bool = True,
+        train_backbone: str = "auto",
+        train_biases: bool = False,
+    ):
         super().__init__()
         if train_backbone not in BACKBONE_POLICIES:
             raise UserError(f"strategy.model.train_backbone must be one of {BACKBONE_POLICIES}, got {train_backbone!r}")
         if train_backbone == "auto":
             train_backbone = "never" if getattr(backbone, "pretrained", False) else "first"
         self.train_backbone = train_backbone
+        self.train_biases = train_biases
+        self.per_task = per_task
         self.adapter_config = adapter
         self.backbone = backbone
-        # a plain list: the layers are registered once, inside the backbone
-        self.adapter_layers = list(inject_adapters(backbone, adapter).values()) if adapter else []
+        self.adapters = adapter.attach(backbone) if adapter is not None else None  # layers live in the backbone
         self.heads = nn.ModuleDict()
         self.trained_tasks: list[int] = []
+
+    @property
+    def shares_training(self) -> bool:
+        """Whether anything shared between tasks trains after the first one (what CL plugins act on)."""
+        return self.train_backbone == "all" or self.train_biases or (self.adapters is not None and not self.per_task)
+
+    def adapter_key(self, task: int) -> str:
+        return task_key(task) if self.per_task else SHARED
 
     # -- growth ---------------------------------------------------------------------------------
     def adaptation(self, experience) -> None:
@@ -47,49 +69,53 @@ class AdaptedModel(DynamicModule):
             self.add_task(int(task), _n_classes(experience), train=self.training)
 
     def add_task(self, task: int, n_classes: int, train: bool = True) -> None:
-        """Create ``task``'s head if new; with ``train``, also its adapters, and make only its parts
-        (plus the backbone, if the policy says so) trainable. Evaluation only needs the head."""
+        """Create ``task``'s head if new; with ``train``, also its adapter, and set what trains.
+        Evaluation only needs the head."""
         key = task_key(task)
         if key not in self.heads:
             self.heads[key] = nn.Linear(self.backbone.out_features, n_classes).to(self._adaptation_device)
         if not train:
             return
-        if self.adapter_config is not None:
-            for layer in self.adapter_layers:
-                if key not in layer.adapters:
-                    layer.add(key, self.adapter_config)
+        if self.adapters is not None:
+            self.adapters.add(self.adapter_key(task))
         self.set_trainable(task)
         self.trained_tasks.append(task)
 
     def set_trainable(self, task: int) -> None:
-        """Only ``task``'s parts train (plus the backbone if the policy says so); the rest is frozen."""
-        first = not self.trained_tasks
-        train_base = self.train_backbone == "all" or (self.train_backbone == "first" and first)
-        self.requires_grad_(train_base)  # backbone weights; task parts are set below
+        """``requires_grad`` on exactly what trains on ``task`` (see the class docstring)."""
+        train_base = self.train_backbone == "all" or (self.train_backbone == "first" and not self.trained_tasks)
+        self.requires_grad_(train_base)
+        if self.train_biases and not train_base:
+            for name, p in self.backbone.named_parameters():
+                if name.endswith("bias"):
+                    p.requires_grad_(True)
+        if self.adapters is not None:
+            for key in self.adapters.keys():
+                for p in self.adapters.parameters(key):
+                    p.requires_grad_(key == self.adapter_key(task))
+        seen = {task_key(t) for t in self.trained_tasks} if self.shares_training else set()
         for key, head in self.heads.items():
-            head.requires_grad_(key == task_key(task))
-        for layer in self.adapter_layers:
-            for key, adapter in layer.adapters.items():
-                adapter.requires_grad_(key == task_key(task))
+            head.requires_grad_(key == task_key(task) or key in seen)
 
     def task_parameters(self, task: int) -> dict[str, nn.Parameter]:
-        """The parameters that belong to ``task`` alone (its adapters and head)."""
-        key = task_key(task)
-        return {
-            n: p
-            for n, p in self.named_parameters()
-            if n.startswith(f"heads.{key}.") or f".adapters.{key}." in n
-        }
+        """The parameters that belong to ``task`` alone: its head and, if per task, its adapter."""
+        own = set(map(id, self.heads[task_key(task)].parameters()))
+        if self.adapters is not None and self.per_task and task_key(task) in self.adapters.keys():
+            own |= set(map(id, self.adapters.parameters(task_key(task))))
+        return {n: p for n, p in self.named_parameters() if id(p) in own}
 
     # -- forward --------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, task_labels: torch.Tensor | int) -> torch.Tensor:
-        """Route each sample through its own task's adapters and head.
+    def forward(self, x: torch.Tensor, task_labels: torch.Tensor | int | None) -> torch.Tensor | dict:
+        """Route each sample through its own task's adapter and head.
 
         Returns (B, max classes) logits; a task with fewer classes gets -inf in the unused columns.
+        ``task_labels=None`` gives {task: logits} for every trained task (what LwF distils).
         """
+        if task_labels is None:
+            return self.forward_all_tasks(x)
         route = _route(task_labels, len(x))
-        for layer in self.adapter_layers:
-            layer.route = route
+        if self.adapters is not None:
+            self.adapters.route(route if self.per_task else [(SHARED, None)])
         features = self.backbone(x)
         if len(route) == 1:
             return self.heads[route[0][0]](features)
@@ -100,6 +126,14 @@ class AdaptedModel(DynamicModule):
             cols = torch.arange(logits.shape[1], device=x.device)
             out = out.index_put((idx[:, None], cols[None, :]), logits)
         return out
+
+    def forward_all_tasks(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        if self.adapters is not None and self.per_task:
+            return {t: self.forward(x, t) for t in self.trained_tasks}
+        if self.adapters is not None:
+            self.adapters.route([(SHARED, None)])
+        features = self.backbone(x)
+        return {t: self.heads[task_key(t)](features) for t in self.trained_tasks}
 
 
 def _route(task_labels: torch.Tensor | int, batch: int) -> list[tuple[str, torch.Tensor | None]]:

@@ -1,21 +1,30 @@
 """ContinualStrategy: the one SupervisedTemplate subclass behind every strategy config.
 
-Strategies differ only in their model policy (``strategy/*.yaml``): ``adapter`` gives AdaptedModel an
-adapter config and freezes the backbone after the first task; ``full_ft`` trains the whole backbone
-on every task. Heads are per task in both.
+Strategies differ in their model policy (``strategy/*.yaml``: adapter, full_ft, lora, bitfit, ...)
+and in their ``protocol``:
+- ``sequential``: the continual-learning run itself, one task after another;
+- ``joint``: the upper-bound reference, trained from the initial weights on the union of tasks 0..i
+  at experience i (gives J for intransigence);
+- ``single_task``: the transfer reference, trained from the initial weights on task i alone
+  (gives S for transfer vs single-task).
+Every experience starts from a fresh optimizer state, so each task gets the same budget.
 """
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable, Sequence
 
 import torch
+from avalanche.benchmarks.utils.utils import concat_datasets
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
 from cl_adapters.errors import UserError
+
+PROTOCOLS = ("sequential", "joint", "single_task")
 
 
 class ContinualStrategy(SupervisedTemplate):
@@ -29,15 +38,22 @@ class ContinualStrategy(SupervisedTemplate):
         batch_size: int = 32,
         eval_batch_size: int = 256,
         device: str = "cpu",
+        protocol: str = "sequential",
         plugins: Sequence = (),
+        monitors: Sequence = (),
         evaluator: EvaluationPlugin | None = None,
     ):
+        """``plugins`` are continual-learning plugins (EWC, LwF, Replay, ...): they change training
+        and are checked against the model; ``monitors`` only observe (metrics, costs, progress)."""
         for key, value in (("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise UserError(f"strategy.{key} must be a positive integer, got {value!r}")
+        if protocol not in PROTOCOLS:
+            raise UserError(f"strategy.protocol must be one of {PROTOCOLS}, got {protocol!r}")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model = model(backbone)
+        _check_plugins(plugins, model, protocol)
         try:
             opt = optimizer(model.parameters())
         except ValueError as e:  # torch's own checks: "Invalid learning rate: -0.1"
@@ -46,6 +62,9 @@ class ContinualStrategy(SupervisedTemplate):
             with warnings.catch_warnings():  # "no loggers": our own plugins measure and log
                 warnings.simplefilter("ignore")
                 evaluator = EvaluationPlugin()
+        self.protocol = protocol
+        self._initial_state = copy.deepcopy(model.state_dict()) if protocol != "sequential" else None
+        self._seen_data = None
         super().__init__(
             model=model,
             optimizer=opt,
@@ -53,10 +72,26 @@ class ContinualStrategy(SupervisedTemplate):
             train_epochs=epochs,
             eval_mb_size=eval_batch_size,
             device=device,
-            plugins=list(plugins),
+            plugins=[*plugins, *monitors],
             evaluator=evaluator,
             eval_every=-1,
         )
+
+    def train_dataset_adaptation(self, **kwargs):
+        super().train_dataset_adaptation(**kwargs)
+        if self.protocol == "joint":
+            seen = self.adapted_dataset if self._seen_data is None else concat_datasets([self._seen_data, self.adapted_dataset])
+            self._seen_data = self.adapted_dataset = seen
+
+    def model_adaptation(self, model=None):
+        if self.is_training and self._initial_state is not None:  # references restart from the initial weights
+            self.model.load_state_dict(self._initial_state, strict=False)  # heads are not in it: reset below
+            for head in self.model.heads.values():
+                head.reset_parameters()
+        return super().model_adaptation(model)
+
+    def make_optimizer(self, reset_optimizer_state=False, **kwargs):
+        super().make_optimizer(reset_optimizer_state=True, **kwargs)
 
     def forward(self):
         return self.model(self.mb_x, self.mb_task_id)
@@ -70,3 +105,17 @@ class ContinualStrategy(SupervisedTemplate):
                 "(lower strategy.optimizer.lr or check the inputs)"
             )
         return loss
+
+
+def _check_plugins(plugins: Sequence, model: nn.Module, protocol: str) -> None:
+    """CL plugins act on what tasks share; refuse combinations where they cannot do anything."""
+    if not plugins:
+        return
+    names = [type(p).__name__ for p in plugins]
+    if protocol != "sequential":
+        raise UserError(f"plugins {names} do not apply to the {protocol} reference (it must train plainly)")
+    if not getattr(model, "shares_training", True):
+        raise UserError(
+            f"plugins {names} have nothing to act on: with per-task adapters on a frozen backbone no "
+            "parameter is shared between tasks (use them with full_ft, lora or bitfit)"
+        )

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
 from avalanche.benchmarks.scenarios.task_aware import with_task_labels
-from avalanche.benchmarks.utils import DataAttribute, TaskLabels, make_avalanche_dataset
+from avalanche.benchmarks.utils import DataAttribute, TaskLabels
+from avalanche.benchmarks.utils.classification_dataset import TaskAwareSupervisedClassificationDataset
 from torch.utils.data import TensorDataset
 
 from cl_adapters.errors import UserError
@@ -84,8 +85,9 @@ def _split(x, y, fraction: float, seed: int) -> tuple[Split, Split]:
 
 
 def _dataset(x: torch.Tensor, y: torch.Tensor, task: int):
-    return make_avalanche_dataset(
-        TensorDataset(x, y),
+    """A task-aware classification dataset (``task_set``, ``targets``), as Avalanche's plugins expect."""
+    return TaskAwareSupervisedClassificationDataset(
+        [TensorDataset(x, y)],
         data_attributes=[DataAttribute(y.tolist(), "targets"), TaskLabels([task] * len(y))],
     )
 

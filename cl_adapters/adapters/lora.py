@@ -1,0 +1,126 @@
+"""LoRA through peft: ``inject_adapter_in_model`` adds one named LoRA per task key; we only route.
+
+Per-task LoRAs are peft's named adapters (``lora_A[key]``, ``lora_B[key]``). A single-task batch
+activates its task's LoRA on every layer; a mixed batch hands peft ``adapter_names`` per sample.
+A key without a LoRA passes through the base layer unchanged (peft skips unknown names).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from cl_adapters.adapters.layer import Route
+from cl_adapters.errors import UserError
+
+# Default LoRA targets (query and value projections, as in Hu et al. 2022) per backbone family.
+LORA_TARGETS: dict[str, list[str]] = {
+    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "electra", "vit"), [r".*\.attention\.self\.(query|value)"]),
+    "distilbert": [r".*\.attention\.(q_lin|v_lin)"],
+    "patch_transformer": [r"blocks\.\d+\.attn\.qkv"],
+    "mlp": [r"layers\.\d+\.fc"],
+}
+
+
+@dataclass
+class LoraConfig:
+    """LoRA hyper-parameters: ``W x + (alpha / r) * B A x`` on the target Linear layers, B zero-init."""
+
+    r: int = field(default=8, metadata={"help": "rank"})
+    alpha: float = field(default=16, metadata={"help": "scaling numerator (scale = alpha / r)"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input"})
+    targets: list[str] | None = field(
+        default=None, metadata={"help": "module-name regexes; None = the backbone family's preset"}
+    )
+
+    def __post_init__(self):
+        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
+            raise UserError(f"adapter.r must be a positive integer, got {self.r!r}")
+        if not self.alpha > 0:
+            raise UserError(f"adapter.alpha must be positive, got {self.alpha!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"adapter.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.targets is not None:
+            self.targets = list(self.targets)
+            if not self.targets:
+                raise UserError("adapter.targets must name at least one module pattern (or be null)")
+
+    def to_peft(self, backbone: nn.Module):
+        """The equivalent ``peft.LoraConfig`` for this backbone (targets as one full-match regex)."""
+        from peft import LoraConfig as PeftLoraConfig
+
+        targets = self.targets
+        if targets is None:
+            family = getattr(backbone, "family", None)
+            if family not in LORA_TARGETS:
+                raise UserError(
+                    f"no LoRA preset for backbone family {family!r}: set adapter.targets to module-name "
+                    f"regexes (presets: {sorted(LORA_TARGETS)})"
+                )
+            targets = LORA_TARGETS[family]
+        return PeftLoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules="|".join(f"(?:{t})" for t in targets),
+            bias="none",
+        )
+
+    def attach(self, backbone: nn.Module) -> LoraAdapters:
+        return LoraAdapters(backbone, self)
+
+
+class LoraAdapters:
+    """The LoRAs injected (by peft) into one backbone, one named adapter per task key."""
+
+    def __init__(self, backbone: nn.Module, cfg: LoraConfig):
+        self.backbone = backbone
+        self.peft_config = cfg.to_peft(backbone)
+        self.layers: list[nn.Module] = []
+        self._names: list[str] | None = None  # per-sample adapter names for a mixed batch
+
+    def add(self, key: str) -> None:
+        from peft import inject_adapter_in_model
+        from peft.tuners.lora import LoraLayer
+
+        if key in self.keys():
+            return
+        with warnings.catch_warnings():  # "Already found a peft_config attribute": expected from the 2nd task on
+            warnings.simplefilter("ignore")
+            try:
+                inject_adapter_in_model(self.peft_config, self.backbone, adapter_name=key)
+            except ValueError as e:  # peft: no target matched / a target is not a supported layer
+                raise UserError(f"adapter (LoRA): {' '.join(str(e).split())}") from e
+        if not self.layers:
+            self.layers = [m for m in self.backbone.modules() if isinstance(m, LoraLayer)]
+            for layer in self.layers:
+                layer.register_forward_pre_hook(self._pass_names, with_kwargs=True)
+
+    def keys(self) -> list[str]:
+        return list(self.layers[0].lora_A) if self.layers else []
+
+    def parameters(self, key: str) -> Iterator[nn.Parameter]:
+        for layer in self.layers:
+            yield from layer.lora_A[key].parameters()
+            yield from layer.lora_B[key].parameters()
+
+    def route(self, route: Route) -> None:
+        if len(route) == 1:
+            self._names = None
+            for layer in self.layers:
+                # set the active adapter directly: peft's set_adapter() would also flip requires_grad
+                layer._active_adapter = [route[0][0]]
+            return
+        names = [""] * sum(len(idx) for _, idx in route)
+        for key, idx in route:
+            for i in idx.tolist():
+                names[i] = key
+        self._names = names
+
+    def _pass_names(self, module, args, kwargs):
+        if self._names is not None:
+            kwargs["adapter_names"] = self._names
+        return args, kwargs

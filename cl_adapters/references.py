@@ -1,0 +1,71 @@
+"""Reference runs (single_task -> S, joint -> J) and their cache.
+
+A reference is the same backbone fine-tuned whole with the same budget (optimizer, epochs, batch
+size) on the same stream and seed. Its key hashes exactly those fields, so a sweep trains it once
+and any change to them misses the cache instead of reusing a stale entry. The entry stores the
+fields themselves; a mismatch (a hash collision or an edited file) is refused, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from cl_adapters.logging import write_json_atomic
+
+REFERENCES = {"single_task": "S", "joint": "J"}  # protocol -> the vector it provides (diagonal of its R)
+
+
+def reference_strategy(strategy: DictConfig, protocol: str) -> DictConfig:
+    """``strategy``'s budget with the reference protocol and a whole-backbone fine-tuned model."""
+    ref = strategy.copy()
+    with open_dict(ref):
+        ref.protocol = protocol
+        ref.model = {"_target_": "cl_adapters.models.AdaptedModel", "_partial_": True, "train_backbone": "all"}
+    return ref
+
+
+def key_fields(cfg: DictConfig, protocol: str) -> dict:
+    """What a reference depends on (device and eval batch size change nothing but speed)."""
+    s = cfg.strategy
+    fields = {"protocol": protocol, "stream": cfg.stream, "model": cfg.model, "seed": cfg.seed,
+              "eval_stream": cfg.eval_stream, "strategy": s.get("_target_"), "optimizer": s.optimizer,
+              "epochs": s.epochs, "batch_size": s.batch_size}
+    return OmegaConf.to_container(OmegaConf.create(fields), resolve=True)
+
+
+def reference_key(fields: dict) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ReferenceCache:
+    """One JSON file per reference: ``<dir>/<protocol>-<key>.json``."""
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+
+    def path(self, protocol: str, cfg: DictConfig) -> tuple[Path, dict]:
+        fields = key_fields(cfg, protocol)
+        return self.dir / f"{protocol}-{reference_key(fields)}.json", fields
+
+    def load(self, protocol: str, cfg: DictConfig) -> dict | None:
+        path, fields = self.path(protocol, cfg)
+        if not path.exists():
+            return None
+        entry = json.loads(path.read_text())
+        if entry.get("fields") != fields:
+            print(f"reference {protocol}: {path} was made for other settings; ignored")
+            return None
+        return entry
+
+    def save(self, protocol: str, cfg: DictConfig, accuracy_matrix: list, run_dir: str | Path) -> Path:
+        path, fields = self.path(protocol, cfg)
+        diagonal = [row[j] for j, row in enumerate(accuracy_matrix)]
+        write_json_atomic(path, {"key": path.stem.split("-", 1)[1], "fields": fields, "diagonal": diagonal,
+                                 "accuracy_matrix": accuracy_matrix, "run_dir": str(run_dir),
+                                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        return path

@@ -1,0 +1,96 @@
+"""Reference runs (single_task, joint), their cache, and the transfer metrics they feed."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from avalanche.core import SupervisedPlugin
+from hydra.utils import instantiate
+
+from cl_adapters.errors import UserError
+from cl_adapters.models import MLP
+from cl_adapters.run import run
+from cl_adapters.streams import split_digits
+
+QUICK = ("stream=split_digits", "strategy.epochs=2")
+
+
+class Record(SupervisedPlugin):
+    """Before each training experience: the training set size and the backbone weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes, self.weights = [], []
+
+    def before_training_exp(self, strategy, **kwargs):
+        self.sizes.append(len(strategy.adapted_dataset))
+        self.weights.append({k: v.clone() for k, v in strategy.model.backbone.state_dict().items()})
+
+
+def train_reference(make_cfg, protocol):
+    cfg = make_cfg(*QUICK, f"strategy={protocol}")
+    record, stream = Record(), split_digits(n_tasks=5, seed=0)
+    strategy = instantiate(cfg.strategy, backbone=MLP((1, 8, 8), hidden=(32,)), monitors=[record])
+    initial = {k: v.clone() for k, v in strategy.model.backbone.state_dict().items()}
+    for exp in stream.train_stream:
+        strategy.train(exp)
+    return record, initial, [len(e.dataset) for e in stream.train_stream]
+
+
+@pytest.mark.parametrize("protocol", ["single_task", "joint"])
+def test_references_restart_from_the_initial_weights(make_cfg, protocol):
+    record, initial, sizes = train_reference(make_cfg, protocol)
+    for weights in record.weights:
+        assert all(torch.equal(weights[k], v) for k, v in initial.items())
+    expected = list(np.cumsum(sizes)) if protocol == "joint" else sizes  # joint: the union of tasks 0..i
+    assert record.sizes == expected
+
+
+def test_references_are_cached_reused_and_feed_transfer_metrics(make_cfg, tmp_path, capsys):
+    refs = tmp_path / "refs"
+    first = run(make_cfg(*QUICK, "strategy=full_ft", "references.compute=true"), tmp_path / "ft")
+    files = sorted(p.name.split("-")[0] for p in refs.glob("*.json"))
+    assert files == ["joint", "single_task"]
+    S = first["references"]["single_task"]["diagonal"]
+    J = first["references"]["joint"]["diagonal"]
+    R = np.array(first["accuracy_matrix"])
+    assert first["metrics"]["transfer_vs_single"] == pytest.approx(np.mean(np.diag(R) - S))
+    assert first["metrics"]["intransigence"] == pytest.approx(np.mean(np.array(J) - np.diag(R)))
+
+    capsys.readouterr()
+    mtimes = {p: p.stat().st_mtime_ns for p in refs.glob("*.json")}
+    second = run(make_cfg(*QUICK, "strategy=adapter", "references.compute=true"), tmp_path / "ad")
+    assert "training it first" not in capsys.readouterr().out  # the same stream/model/budget/seed: reused
+    assert {p: p.stat().st_mtime_ns for p in refs.glob("*.json")} == mtimes
+    assert second["references"]["single_task"]["key"] == first["references"]["single_task"]["key"]
+    assert "transfer_vs_single" in second["metrics"] and second["metrics"]["bwt"] == 0.0
+
+
+def test_a_changed_budget_misses_the_cache(make_cfg, tmp_path, capsys):
+    run(make_cfg(*QUICK, "strategy=single_task"), tmp_path / "ref")
+    same = run(make_cfg(*QUICK, "strategy=full_ft", "strategy.eval_batch_size=64"), tmp_path / "a")
+    assert "single_task" in same["references"]  # speed-only settings keep the key
+    other = run(make_cfg("stream=split_digits", "strategy.epochs=1", "strategy=full_ft"), tmp_path / "b")
+    assert "single_task" not in other["references"] and "transfer_vs_single" not in other["metrics"]
+    assert "none cached" in capsys.readouterr().out
+
+
+def test_an_entry_made_for_other_settings_is_refused(make_cfg, tmp_path, capsys):
+    run(make_cfg(*QUICK, "strategy=single_task"), tmp_path / "ref")
+    (path,) = (tmp_path / "refs").glob("single_task-*.json")
+    entry = json.loads(path.read_text())
+    entry["fields"]["epochs"] = 99  # as if the file were edited or the key collided
+    path.write_text(json.dumps(entry))
+    results = run(make_cfg(*QUICK, "strategy=full_ft"), tmp_path / "a")
+    assert "single_task" not in results["references"]
+    assert "made for other settings" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("override,match", [
+    ("strategy.model.train_backbone=first", "fine-tunes the whole backbone"),
+    ("plugins=[ewc]", "takes no plugins"),
+])
+def test_a_reference_that_is_not_plain_fine_tuning_is_refused(make_cfg, tmp_path, override, match):
+    with pytest.raises(UserError, match=match):
+        run(make_cfg(*QUICK, "strategy=joint", override), tmp_path)
