@@ -1,7 +1,7 @@
 """Reference runs (single_task -> S, joint -> J) and their cache.
 
-A reference is the same backbone fine-tuned whole with the same budget (optimizer, epochs, batch
-size) on the same stream and seed. Its key hashes exactly those fields, so a sweep trains it once
+A reference is the same backbone fine-tuned whole with the same budget (epochs, batch size, and the
+optimizer: the strategy's, or ``references.optimizer``) on the same stream and seed. Its key hashes exactly those fields, so a sweep trains it once
 and any change to them misses the cache instead of reusing a stale entry. The entry stores the
 fields themselves; a mismatch (a hash collision or an edited file) is refused, never used.
 """
@@ -20,11 +20,18 @@ from cl_adapters.logging import write_json_atomic
 REFERENCES = {"single_task": "S", "joint": "J"}  # protocol -> the vector it provides (diagonal of its R)
 
 
-def reference_strategy(strategy: DictConfig, protocol: str) -> DictConfig:
-    """``strategy``'s budget with the reference protocol and a whole-backbone fine-tuned model."""
-    ref = strategy.copy()
+def reference_optimizer(cfg: DictConfig) -> DictConfig:
+    """``references.optimizer`` if set (fine-tuning a pretrained backbone whole wants a smaller
+    learning rate than its adapters), else the strategy's own."""
+    return cfg.references.get("optimizer") or cfg.strategy.optimizer
+
+
+def reference_strategy(cfg: DictConfig, protocol: str) -> DictConfig:
+    """The run's budget with the reference protocol and a whole-backbone fine-tuned model."""
+    ref = cfg.strategy.copy()
     with open_dict(ref):
         ref.protocol = protocol
+        ref.optimizer = reference_optimizer(cfg)
         ref.model = {"_target_": "cl_adapters.models.AdaptedModel", "_partial_": True, "train_backbone": "all"}
     return ref
 
@@ -33,7 +40,7 @@ def key_fields(cfg: DictConfig, protocol: str) -> dict:
     """What a reference depends on (device and eval batch size change nothing but speed)."""
     s = cfg.strategy
     fields = {"protocol": protocol, "stream": cfg.stream, "model": cfg.model, "seed": cfg.seed,
-              "eval_stream": cfg.eval_stream, "strategy": s.get("_target_"), "optimizer": s.optimizer,
+              "eval_stream": cfg.eval_stream, "strategy": s.get("_target_"), "optimizer": reference_optimizer(cfg),
               "epochs": s.epochs, "batch_size": s.batch_size}
     return OmegaConf.to_container(OmegaConf.create(fields), resolve=True)
 

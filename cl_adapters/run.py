@@ -23,7 +23,7 @@ import cl_adapters  # noqa: F401  (applies the environment shims before torchvis
 from cl_adapters.errors import UserError
 from cl_adapters.logging import ProgressBar, write_json_atomic
 from cl_adapters.metrics import DEFINITIONS, AccuracyPlugin, CostPlugin, summarize
-from cl_adapters.references import REFERENCES, ReferenceCache, reference_strategy
+from cl_adapters.references import REFERENCES, ReferenceCache, reference_optimizer, reference_strategy
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the repo's conf/ (editable install)
 VERSIONS = ("cl-adapters", "torch", "avalanche-lib", "hydra-core", "numpy", "scikit-learn")
@@ -36,6 +36,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     protocol = cfg.strategy.get("protocol", "sequential")
     if protocol in REFERENCES:
         _check_reference(cfg, protocol)
+        cfg = cfg.copy()
+        cfg.strategy.optimizer = reference_optimizer(cfg)
     RNGManager.set_random_seeds(cfg.seed)
     out = Path(out_dir) / "results.json"
     scenario = _build(cfg.stream, "stream")
@@ -102,7 +104,7 @@ def _references(cfg: DictConfig, cache: ReferenceCache, out_dir: Path) -> dict[s
             print(f"reference {protocol}: not cached ({path.name}); training it first")
             ref_cfg = cfg.copy()
             with open_dict(ref_cfg):
-                ref_cfg.strategy = reference_strategy(cfg.strategy, protocol)
+                ref_cfg.strategy = reference_strategy(cfg, protocol)
                 ref_cfg.plugins = {}
             run(ref_cfg, out_dir / "references" / protocol)
             entry = cache.load(protocol, cfg)

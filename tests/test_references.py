@@ -94,3 +94,14 @@ def test_an_entry_made_for_other_settings_is_refused(make_cfg, tmp_path, capsys)
 def test_a_reference_that_is_not_plain_fine_tuning_is_refused(make_cfg, tmp_path, override, match):
     with pytest.raises(UserError, match=match):
         run(make_cfg(*QUICK, "strategy=joint", override), tmp_path)
+
+
+def test_references_can_have_their_own_optimizer(make_cfg, tmp_path):
+    """A pretrained backbone is fine-tuned whole with a smaller learning rate than its adapters."""
+    ref_opt = ["+references.optimizer._target_=torch.optim.SGD", "+references.optimizer._partial_=true",
+               "+references.optimizer.lr=0.05"]
+    ref = run(make_cfg(*QUICK, "strategy=single_task", *ref_opt), tmp_path / "ref")
+    assert ref["config"]["strategy"]["optimizer"]["_target_"] == "torch.optim.SGD"
+    adapter = run(make_cfg(*QUICK, "strategy=adapter", "strategy.optimizer.lr=0.01", *ref_opt), tmp_path / "a")
+    assert adapter["references"]["single_task"]["fields"]["optimizer"]["lr"] == 0.05
+    assert adapter["config"]["strategy"]["optimizer"]["lr"] == 0.01
