@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import copy
 import platform
 import sys
 import time
@@ -36,7 +37,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     protocol = cfg.strategy.get("protocol", "sequential")
     if protocol in REFERENCES:
         _check_reference(cfg, protocol)
-        cfg = cfg.copy()
+        cfg = copy.deepcopy(cfg)
         cfg.strategy.optimizer = reference_optimizer(cfg)
     RNGManager.set_random_seeds(cfg.seed)
     out = Path(out_dir) / "results.json"
@@ -65,6 +66,9 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     }
     S, J = (references[p]["diagonal"] if p in references else None for p in REFERENCES)
 
+    def first(v: list | None, n: int) -> list | None:
+        return None if v is None else v[:n]
+
     def evaluate() -> list[float]:
         strategy.eval(eval_stream)
         return [accuracy.last[j] for j in range(T)]
@@ -74,7 +78,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     for i, experience in enumerate(train_stream):
         strategy.train(experience)
         R[i] = evaluate()
-        metrics = summarize(R[: i + 1, : i + 1], b[: i + 1], S and S[: i + 1], J and J[: i + 1])
+        n = i + 1
+        metrics = summarize(R[:n, :n], b[:n], first(S, n), first(J, n))
         results.update(accuracy_matrix=R.tolist(), untrained_accuracy=b, costs=costs.tasks, metrics=metrics)
         write_json_atomic(out, results)
         for logger in loggers:
@@ -102,7 +107,7 @@ def _references(cfg: DictConfig, cache: ReferenceCache, out_dir: Path) -> dict[s
         entry = cache.load(protocol, cfg)
         if entry is None and cfg.references.compute:
             print(f"reference {protocol}: not cached ({path.name}); training it first")
-            ref_cfg = cfg.copy()
+            ref_cfg = copy.deepcopy(cfg)
             with open_dict(ref_cfg):
                 ref_cfg.strategy = reference_strategy(cfg, protocol)
                 ref_cfg.plugins = {}

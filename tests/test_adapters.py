@@ -159,3 +159,19 @@ def test_earlier_tasks_bit_identical_after_later_tasks(digits, adapter, policy):
     backbone_now = base_parameters(model)
     frozen = all(torch.equal(backbone_now[n], v) for n, v in backbone0.items())
     assert frozen is (adapter is not None)  # adapters: frozen after task 1; full_ft: keeps training
+
+
+@pytest.mark.parametrize("scaling", [1.0, 0.5])
+def test_fused_add_equals_the_plain_sum_with_the_same_gradients(scaling):
+    from cl_adapters.adapters import Bottleneck
+
+    torch.manual_seed(0)
+    adapter = Bottleneck(16, 16, AdapterConfig(r=4, scaling=scaling))
+    nn.init.normal_(adapter.up.weight), nn.init.normal_(adapter.up.bias)
+    out, x = torch.randn(3, 5, 16, requires_grad=True), torch.randn(3, 5, 16)
+    fused = adapter.add_to(out, x)
+    grads = torch.autograd.grad(fused.square().sum(), [out, *adapter.parameters()])
+    plain = out + adapter(x)
+    torch.testing.assert_close(fused, plain)
+    for g, h in zip(grads, torch.autograd.grad(plain.square().sum(), [out, *adapter.parameters()])):
+        torch.testing.assert_close(g, h)

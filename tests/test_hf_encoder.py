@@ -110,7 +110,7 @@ def test_parallel_adapter_reads_the_ffn_input(minilm):
     layer.route = [("0", None)]
     seen = {}
     enc.model.encoder.layer[0].intermediate.register_forward_pre_hook(lambda m, a: seen.update(ffn_in=a[0]))
-    layer.adapters["0"].register_forward_pre_hook(lambda m, a: seen.update(adapter_in=a[0]))
+    layer.adapters["0"].down.register_forward_pre_hook(lambda m, a: seen.update(adapter_in=a[0]))
     enc(ids())
     assert torch.equal(seen["adapter_in"], seen["ffn_in"]) and seen["adapter_in"].shape[-1] == 384
 

@@ -29,6 +29,14 @@ class Bottleneck(nn.Module):
         y = self.up(self.dropout(self.act(self.down(x))))
         return y if self.scaling == 1.0 else y * self.scaling  # skip a full-size pass when it is a no-op
 
+    def add_to(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``out + forward(x)`` with two fewer full-size memory passes: the up-projection accumulates
+        (one GEMM with beta=1) into ``out + bias`` instead of writing its own output and adding it."""
+        h = self.dropout(self.act(self.down(x)))
+        y = out + self.scaling * self.up.bias if self.scaling != 1.0 else out + self.up.bias
+        y.view(-1, y.shape[-1]).addmm_(h.reshape(-1, h.shape[-1]), self.up.weight.t(), alpha=self.scaling)
+        return y
+
 
 def _linear_dims(module: nn.Module) -> tuple[int, int]:
     """(input, output) width of a module: its first and last Linear layers."""
@@ -77,7 +85,7 @@ class AdapterLayer(nn.Module):
         if not routed:
             return out
         if len(self.route) == 1:  # single-task batch: no gather/scatter
-            return out + self.adapters[routed[0][0]](src)
+            return self.adapters[routed[0][0]].add_to(out, src)
         delta = torch.zeros_like(out)
         for task, idx in routed:
             delta = delta.index_put((idx,), self.adapters[task](src[idx]))
