@@ -173,5 +173,9 @@ def test_fused_add_equals_the_plain_sum_with_the_same_gradients(scaling):
     grads = torch.autograd.grad(fused.square().sum(), [out, *adapter.parameters()])
     plain = out + adapter(x)
     torch.testing.assert_close(fused, plain)
+    with torch.no_grad():  # inference: accumulated into ``out`` itself
+        target = out.detach().clone()
+        assert adapter.add_to(target, x, inplace=True) is target
+        torch.testing.assert_close(target, plain)
     for g, h in zip(grads, torch.autograd.grad(plain.square().sum(), [out, *adapter.parameters()])):
         torch.testing.assert_close(g, h)

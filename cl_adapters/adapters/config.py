@@ -27,16 +27,9 @@ class AdapterConfig:
     def __post_init__(self):
         if self.placement not in PLACEMENTS:
             raise UserError(f"adapter.placement must be one of {PLACEMENTS}, got {self.placement!r}")
-        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
-            raise UserError(f"adapter.r must be a positive integer, got {self.r!r}")
         if not hasattr(F, str(self.activation)):
             raise UserError(f"adapter.activation {self.activation!r} is not in torch.nn.functional")
-        if not 0.0 <= self.dropout < 1.0:
-            raise UserError(f"adapter.dropout must be in [0, 1), got {self.dropout!r}")
-        if self.targets is not None:
-            self.targets = list(self.targets)
-            if not self.targets:
-                raise UserError("adapter.targets must name at least one module pattern (or be null)")
+        check_shared_fields(self)
 
     @property
     def mode(self) -> str:
@@ -48,3 +41,15 @@ class AdapterConfig:
         from cl_adapters.adapters.inject import BottleneckAdapters
 
         return BottleneckAdapters(backbone, self)
+
+
+def check_shared_fields(cfg) -> None:
+    """The checks every adapter config needs: rank ``r``, ``dropout`` and ``targets``."""
+    if not isinstance(cfg.r, int) or isinstance(cfg.r, bool) or cfg.r <= 0:
+        raise UserError(f"adapter.r must be a positive integer, got {cfg.r!r}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise UserError(f"adapter.dropout must be in [0, 1), got {cfg.dropout!r}")
+    if cfg.targets is not None:
+        cfg.targets = list(cfg.targets)
+        if not cfg.targets:
+            raise UserError("adapter.targets must name at least one module pattern (or be null)")

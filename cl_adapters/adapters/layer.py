@@ -29,12 +29,19 @@ class Bottleneck(nn.Module):
         y = self.up(self.dropout(self.act(self.down(x))))
         return y if self.scaling == 1.0 else y * self.scaling  # skip a full-size pass when it is a no-op
 
-    def add_to(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``out + forward(x)`` with two fewer full-size memory passes: the up-projection accumulates
-        (one GEMM with beta=1) into ``out + bias`` instead of writing its own output and adding it."""
-        h = self.dropout(self.act(self.down(x)))
+    def add_to(self, out: torch.Tensor, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """``out + forward(x)`` in fewer full-size memory passes: the up-projection accumulates (one
+        GEMM with beta=1) into ``out + bias`` instead of writing its own output and adding it. With
+        ``inplace`` (no autograd, ``out`` owned by the caller) it accumulates into ``out`` itself, the
+        bias riding along as an extra column of ones: no full-size pass besides the GEMM."""
+        h = self.dropout(self.act(self.down(x))).reshape(-1, self.up.in_features)
+        if inplace:
+            h = torch.cat([h, h.new_ones(len(h), 1)], dim=1)
+            up = torch.cat([self.up.weight, self.up.bias[:, None]], dim=1)
+            out.view(-1, out.shape[-1]).addmm_(h, up.t(), alpha=self.scaling)
+            return out
         y = out + self.scaling * self.up.bias if self.scaling != 1.0 else out + self.up.bias
-        y.view(-1, y.shape[-1]).addmm_(h.reshape(-1, h.shape[-1]), self.up.weight.t(), alpha=self.scaling)
+        y.view(-1, y.shape[-1]).addmm_(h, self.up.weight.t(), alpha=self.scaling)
         return y
 
 
@@ -61,6 +68,7 @@ class AdapterLayer(nn.Module):
         self.mode = mode
         self.in_dim, self.out_dim = _linear_dims(base)
         self.adapters = nn.ModuleDict()
+        self.fresh_output = isinstance(base, nn.Linear)  # its output is a new tensor no one else holds
         self.route: Route = []  # set by AdaptedModel before every forward
         self._source_input: torch.Tensor | None = None
         if source is not None:  # parallel beside a block that is not one module (BERT's FFN)
@@ -85,7 +93,9 @@ class AdapterLayer(nn.Module):
         if not routed:
             return out
         if len(self.route) == 1:  # single-task batch: no gather/scatter
-            return self.adapters[routed[0][0]].add_to(out, src)
+            # a Linear's output is fresh, so without autograd the adapter can write into it
+            inplace = self.fresh_output and not torch.is_grad_enabled()
+            return self.adapters[routed[0][0]].add_to(out, src, inplace=inplace)
         delta = torch.zeros_like(out)
         for task, idx in routed:
             delta = delta.index_put((idx,), self.adapters[task](src[idx]))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from cl_adapters.adapters.config import check_shared_fields
 from cl_adapters.adapters.layer import Route
 from cl_adapters.errors import UserError
 
@@ -37,16 +38,9 @@ class LoraConfig:
     )
 
     def __post_init__(self):
-        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
-            raise UserError(f"adapter.r must be a positive integer, got {self.r!r}")
+        check_shared_fields(self)
         if not self.alpha > 0:
             raise UserError(f"adapter.alpha must be positive, got {self.alpha!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise UserError(f"adapter.dropout must be in [0, 1), got {self.dropout!r}")
-        if self.targets is not None:
-            self.targets = list(self.targets)
-            if not self.targets:
-                raise UserError("adapter.targets must name at least one module pattern (or be null)")
 
     def to_peft(self, backbone: nn.Module):
         """The equivalent ``peft.LoraConfig`` for this backbone (targets as one full-match regex)."""
