@@ -1,9 +1,10 @@
 """Reference runs (single_task -> S, joint -> J) and their cache.
 
 A reference is the same backbone fine-tuned whole with the same budget (epochs, batch size, and the
-optimizer: the strategy's, or ``references.optimizer``) on the same stream and seed. Its key hashes exactly those fields, so a sweep trains it once
-and any change to them misses the cache instead of reusing a stale entry. The entry stores the
-fields themselves; a mismatch (a hash collision or an edited file) is refused, never used.
+optimizer: the strategy's, or ``references.optimizer``) on the same stream and seed. Its key hashes
+exactly those fields, so a sweep trains it once and any change to them misses the cache instead of
+reusing a stale entry. The entry stores the fields themselves; a mismatch (a hash collision or an
+edited file) is refused, never used.
 """
 
 from __future__ import annotations
