@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cl_adapters.logging import write_json_atomic
 
-REFERENCES = {"single_task": "S", "joint": "J"}  # protocol -> the vector it provides (diagonal of its R)
+REFERENCES = ("single_task", "joint")  # their R diagonals: S (transfer vs single-task), J (intransigence)
 
 
 def reference_optimizer(cfg: DictConfig) -> DictConfig:

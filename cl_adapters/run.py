@@ -64,7 +64,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
         "classes_per_task": getattr(scenario, "classes_per_task", None),
         "references": {p: {k: ref[k] for k in ("key", "fields", "diagonal", "run_dir")} for p, ref in references.items()},
     }
-    S, J = (references[p]["diagonal"] if p in references else None for p in REFERENCES)
+    S, J = (references[p]["diagonal"] if p in references else None for p in REFERENCES)  # in that order
 
     def first(v: list | None, n: int) -> list | None:
         return None if v is None else v[:n]
@@ -123,13 +123,12 @@ def _references(cfg: DictConfig, cache: ReferenceCache, out_dir: Path) -> dict[s
 
 
 def _check_reference(cfg: DictConfig, protocol: str) -> None:
-    """A reference fine-tunes the whole backbone plainly; anything else would poison the cache."""
+    """A reference fine-tunes the whole backbone (the strategy refuses plugins on it); anything else
+    would poison the cache."""
     model = cfg.strategy.model
     if model.get("adapter") is not None or model.get("train_backbone", "all") != "all" or model.get("train_biases"):
         raise UserError(f"strategy={protocol} is a reference: it fine-tunes the whole backbone "
                         "(strategy.model.adapter=null, train_backbone=all, no train_biases)")
-    if cfg.plugins:
-        raise UserError(f"strategy={protocol} is a reference: it takes no plugins, got {list(cfg.plugins)}")
 
 
 def _choices(cfg: DictConfig) -> dict:

@@ -89,7 +89,7 @@ def test_an_entry_made_for_other_settings_is_refused(make_cfg, tmp_path, capsys)
 
 @pytest.mark.parametrize("override,match", [
     ("strategy.model.train_backbone=first", "fine-tunes the whole backbone"),
-    ("plugins=[ewc]", "takes no plugins"),
+    ("plugins=[ewc]", "do not apply to the joint reference"),
 ])
 def test_a_reference_that_is_not_plain_fine_tuning_is_refused(make_cfg, tmp_path, override, match):
     with pytest.raises(UserError, match=match):
