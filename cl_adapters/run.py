@@ -22,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import cl_adapters  # noqa: F401  (applies the environment shims before torchvision can load)
 from cl_adapters.errors import UserError
-from cl_adapters.logging import ProgressBar, write_json_atomic
-from cl_adapters.metrics import DEFINITIONS, AccuracyPlugin, CostPlugin, summarize
+from cl_adapters.logging import ProgressBar, plot_fusion_attention, write_json_atomic
+from cl_adapters.metrics import DEFINITIONS, AccuracyPlugin, CostPlugin, FusionAttention, summarize
 from cl_adapters.references import REFERENCES, ReferenceCache, reference_optimizer, reference_strategy
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the repo's conf/ (editable install)
@@ -49,9 +49,10 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     input_shape = tuple(train_stream[0].dataset[0][0].shape)
     backbone = _build(cfg.model, "model", input_shape=input_shape)
     plugins = [_build(node, f"plugins.{name}") for name, node in cfg.plugins.items()]
-    accuracy, costs, loggers = AccuracyPlugin(), CostPlugin(), [_build(c, "logger") for c in cfg.logger.values()]
+    accuracy, costs, attention = AccuracyPlugin(), CostPlugin(), FusionAttention()
+    loggers = [_build(c, "logger") for c in cfg.logger.values()]
     strategy = _build(cfg.strategy, "strategy", backbone=backbone, plugins=plugins,
-                      monitors=[accuracy, costs, ProgressBar(T)])
+                      monitors=[accuracy, costs, attention, ProgressBar(T)])
     cache = ReferenceCache(cfg.references.dir)
     references = {} if protocol in REFERENCES else _references(cfg, cache, Path(out_dir))
     RNGManager.set_random_seeds(cfg.seed)  # the same data order whether or not a reference was trained first
@@ -81,6 +82,9 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
         n = i + 1
         metrics = summarize(R[:n, :n], b[:n], first(S, n), first(J, n))
         results.update(accuracy_matrix=R.tolist(), untrained_accuracy=b, costs=costs.tasks, metrics=metrics)
+        if attention.attention:
+            results["fusion_attention"] = attention.attention
+            plot_fusion_attention(attention.attention, out.with_name("fusion_attention.png"))
         write_json_atomic(out, results)
         for logger in loggers:
             logger.log_task(i, results)
@@ -138,6 +142,7 @@ def _choices(cfg: DictConfig) -> dict:
     if cfg.strategy.get("protocol", "sequential") in REFERENCES:  # also a reference trained inside another run
         names["strategy"] = cfg.strategy.protocol
     names["adapter"] = choices.get("adapter", "?") if cfg.strategy.model.get("adapter") else None
+    names["fusion"] = choices.get("fusion", "?") if cfg.strategy.model.get("fusion") else None
     names["plugins"] = list(cfg.plugins)
     return names
 

@@ -10,7 +10,7 @@ from cl_adapters.run import CONFIG_DIR
 
 GROUPS = {
     g: sorted(p.stem for p in (Path(CONFIG_DIR) / g).glob("*.yaml"))
-    for g in ("stream", "model", "adapter", "strategy", "logger", "plugins", "experiment")
+    for g in ("stream", "model", "adapter", "fusion", "strategy", "logger", "plugins", "experiment")
 }
 SMALL = {  # keep MNIST options quick
     "split_mnist": ["stream.train_per_task=20", "stream.test_per_task=10"],
@@ -21,7 +21,10 @@ SMALL = {  # keep MNIST options quick
 
 def test_groups_are_not_empty():
     assert GROUPS["stream"] == ["permuted_mnist", "sentiment_domains", "split_digits", "split_mnist"]
-    assert GROUPS["strategy"] == ["adapter", "bitfit", "full_ft", "joint", "lora", "lora_per_task", "single_task"]
+    assert GROUPS["strategy"] == [
+        "adapter", "adapter_fusion", "bitfit", "full_ft", "joint", "lora", "lora_per_task", "single_task"
+    ]
+    assert GROUPS["fusion"] == ["full", "light"]
     assert GROUPS["plugins"] == ["ewc", "lwf", "replay"]
     assert all(GROUPS.values())
 
@@ -52,7 +55,9 @@ def test_every_adapter_on_every_model(make_cfg, model, adapter):
 
 # what each strategy config means for the model and protocol
 EXPECTED = {
-    "adapter": dict(adapter="AdapterConfig", per_task=True, train_backbone="first", protocol="sequential"),
+    "adapter": dict(adapter="AdapterConfig", per_task=True, train_backbone="first", protocol="sequential", fusion=None),
+    "adapter_fusion": dict(adapter="AdapterConfig", per_task=True, train_backbone="first", protocol="sequential",
+                           fusion="FusionConfig"),
     "full_ft": dict(adapter=None, train_backbone="all", protocol="sequential"),
     "lora": dict(adapter="LoraConfig", per_task=False, train_backbone="first", protocol="sequential"),
     "lora_per_task": dict(adapter="LoraConfig", per_task=True, train_backbone="first", protocol="sequential"),
@@ -71,8 +76,19 @@ def test_every_strategy_instantiates_as_documented(make_cfg, strategy):
         train_backbone=s.model.train_backbone,
         train_biases=s.model.train_biases,
         protocol=s.protocol,
+        fusion=type(s.model.fusion).__name__ if s.model.fusion else None,
     )
     assert {k: got[k] for k in EXPECTED[strategy]} == EXPECTED[strategy]
+
+
+@pytest.mark.parametrize("option", GROUPS["fusion"])
+def test_fusion_options_grow_a_fusion_per_task(make_cfg, option):
+    s = _strategy(make_cfg("strategy=adapter_fusion", f"fusion={option}"))
+    s.model.add_task(1, 2)
+    assert s.model.stages() == 2
+    s.model.next_stage()
+    fusion = s.model.adapters.fusions("1")[0]
+    assert fusion.keys == ["0", "1"] and (fusion.value is None) == (option == "light")
 
 
 @pytest.mark.parametrize("option", GROUPS["plugins"])

@@ -1,10 +1,12 @@
 """Adapters: config dataclasses, the bottleneck layer, injection by module-name patterns, LoRA via peft.
 
 Each config's ``attach(backbone)`` injects into the backbone and returns a set that grows one adapter
-per task key (``add``), lists them (``keys``, ``parameters``) and routes each batch (``route``).
+per task key (``add``), lists them (``keys``, ``parameters``) and routes each batch (``route``);
+bottleneck adapters can also be fused per task (AdapterFusion, ``fusion.py``).
 """
 
 from cl_adapters.adapters.config import AdapterConfig
+from cl_adapters.adapters.fusion import Fusion, FusionConfig
 from cl_adapters.adapters.inject import PRESETS, BottleneckAdapters, inject_adapters
 from cl_adapters.adapters.layer import AdapterLayer, Bottleneck
 from cl_adapters.adapters.lora import LORA_TARGETS, LoraAdapters, LoraConfig
@@ -14,6 +16,8 @@ __all__ = [
     "AdapterLayer",
     "Bottleneck",
     "BottleneckAdapters",
+    "Fusion",
+    "FusionConfig",
     "LORA_TARGETS",
     "LoraAdapters",
     "LoraConfig",

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from torch import nn
 
 from cl_adapters.adapters.config import AdapterConfig
+from cl_adapters.adapters.fusion import FusionConfig
 from cl_adapters.adapters.layer import AdapterLayer, Route
 from cl_adapters.errors import UserError
 
@@ -79,11 +80,13 @@ def inject_adapters(backbone: nn.Module, cfg: AdapterConfig) -> dict[str, Adapte
 
 
 class BottleneckAdapters:
-    """The bottleneck adapters injected into one backbone, one per task key in every wrapped layer."""
+    """The bottleneck adapters injected into one backbone, one per task key in every wrapped layer,
+    and the fusions over them (one per fused task key in every layer)."""
 
     def __init__(self, backbone: nn.Module, cfg: AdapterConfig):
         self.cfg = cfg
-        self.layers = list(inject_adapters(backbone, cfg).values())
+        named = inject_adapters(backbone, cfg)
+        self.layer_names, self.layers = list(named), list(named.values())
 
     def add(self, key: str) -> None:
         for layer in self.layers:
@@ -96,6 +99,15 @@ class BottleneckAdapters:
     def parameters(self, key: str) -> Iterator[nn.Parameter]:
         for layer in self.layers:
             yield from layer.adapters[key].parameters()
+
+    def add_fusion(self, key: str, over: list[str], cfg: FusionConfig) -> None:
+        """A fusion for task ``key`` over the adapters ``over``, in every layer."""
+        for layer in self.layers:
+            layer.add_fusion(key, over, cfg)
+
+    def fusions(self, key: str) -> list:
+        """Task ``key``'s fusion in every layer (empty if it has none)."""
+        return [layer.fusions[key] for layer in self.layers if key in layer.fusions]
 
     def route(self, route: Route) -> None:
         for layer in self.layers:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cl_adapters.adapters.config import AdapterConfig
+from cl_adapters.adapters.fusion import Fusion, FusionConfig
 
 # A routing plan for one batch: (task key, sample indices or None for the whole batch).
 Route = list[tuple[str, "torch.Tensor | None"]]
@@ -59,6 +60,7 @@ class AdapterLayer(nn.Module):
     serial:   base(x) + adapter(base(x))   (Houlsby, Pfeiffer: on a sublayer's output)
     parallel: base(x) + adapter(x)         (beside the FFN; with ``source``, x is that module's
                                             input, e.g. BERT's intermediate, and base its output dense)
+    A task with a fusion (``fusions[task]``) gets its learned mixture of the adapters it fuses instead.
     Tasks without an adapter (e.g. the first task of a from-scratch backbone) pass unchanged.
     """
 
@@ -68,6 +70,7 @@ class AdapterLayer(nn.Module):
         self.mode = mode
         self.in_dim, self.out_dim = _linear_dims(base)
         self.adapters = nn.ModuleDict()
+        self.fusions = nn.ModuleDict()
         self.fresh_output = isinstance(base, nn.Linear)  # its output is a new tensor no one else holds
         self.route: Route = []  # set by AdaptedModel before every forward
         self._source_input: torch.Tensor | None = None
@@ -82,6 +85,17 @@ class AdapterLayer(nn.Module):
         in_dim = self.in_dim if self.mode == "parallel" else self.out_dim
         self.adapters[task] = Bottleneck(in_dim, self.out_dim, cfg).to(next(self.base.parameters()).device)
 
+    def add_fusion(self, task: str, keys: list[str], cfg: FusionConfig) -> None:
+        self.fusions[task] = Fusion(self.out_dim, keys, cfg).to(next(self.base.parameters()).device)
+
+    def _add_task_adapter(self, task: str, out: torch.Tensor, src: torch.Tensor, inplace: bool) -> torch.Tensor:
+        """``out`` + task's adapter, or its fusion of adapters."""
+        if task in self.fusions:
+            fusion = self.fusions[task]
+            adapters = [self.adapters[k] for k in fusion.keys]
+            return fusion(out, None if self.mode == "serial" else src, adapters, inplace=inplace)
+        return self.adapters[task].add_to(out, src, inplace=inplace)
+
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         out = self.base(x, *args, **kwargs)
         if self.mode == "serial":
@@ -95,8 +109,8 @@ class AdapterLayer(nn.Module):
         if len(self.route) == 1:  # single-task batch: no gather/scatter
             # a Linear's output is fresh, so without autograd the adapter can write into it
             inplace = self.fresh_output and not torch.is_grad_enabled()
-            return self.adapters[routed[0][0]].add_to(out, src, inplace=inplace)
-        delta = torch.zeros_like(out)
+            return self._add_task_adapter(routed[0][0], out, src, inplace)
+        mixed = out
         for task, idx in routed:
-            delta = delta.index_put((idx,), self.adapters[task](src[idx]))
-        return out + delta
+            mixed = mixed.index_put((idx,), self._add_task_adapter(task, out[idx], src[idx], inplace=False))
+        return mixed

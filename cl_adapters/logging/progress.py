@@ -15,7 +15,8 @@ class ProgressBar(SupervisedPlugin):
         self.bar = None
 
     def before_training_exp(self, strategy, **kwargs):
-        total = len(strategy.dataloader) * strategy.train_epochs
+        self.epochs = strategy.train_epochs * strategy.model.stages()  # two-stage fusion: twice
+        total = len(strategy.dataloader) * self.epochs
         self.desc = f"task {strategy.experience.current_experience + 1}/{self.n_tasks}"
         self.bar = tqdm(total=total, desc=self.desc, unit="it", mininterval=0.5, leave=False, disable=None)
         self._t0, self._loss, self._n = time.perf_counter(), 0.0, 0
@@ -30,7 +31,7 @@ class ProgressBar(SupervisedPlugin):
     def after_training_epoch(self, strategy, **kwargs):
         if self.bar.disable:
             print(
-                f"{self.desc} epoch {strategy.clock.train_exp_epochs + 1}/{strategy.train_epochs} "
+                f"{self.desc} epoch {strategy.clock.train_exp_epochs + 1}/{self.epochs} "
                 f"loss {self._loss / max(self._n, 1):.4f} ({time.perf_counter() - self._t0:.0f}s)",
                 flush=True,
             )

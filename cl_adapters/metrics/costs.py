@@ -16,7 +16,8 @@ def peak_rss_bytes() -> int:
 class CostPlugin(SupervisedPlugin):
     """One record per training experience in ``tasks``.
 
-    trainable_params: parameters with requires_grad after adaptation (what the optimizer updates);
+    trainable_params: parameters with requires_grad in any epoch (what the optimizer updates; with
+    two-stage fusion the adapter's and then the fusion's);
     bytes_per_task: their storage, i.e. what a per-task checkpoint must keep; train_seconds and
     train_samples_per_s over all epochs; peak_rss_bytes of the process so far (and peak CUDA memory).
     """
@@ -25,27 +26,29 @@ class CostPlugin(SupervisedPlugin):
         super().__init__()
         self.tasks: list[dict] = []
 
-    def before_training_exp(self, strategy, **kwargs):  # after adaptation and optimizer rebuild
-        params = [p for p in strategy.model.parameters() if p.requires_grad]
-        self._record = {
-            "experience": strategy.experience.current_experience,
-            "trainable_params": sum(p.numel() for p in params),
-            "bytes_per_task": sum(p.numel() * p.element_size() for p in params),
-        }
+    def before_training_exp(self, strategy, **kwargs):
+        self._trainable: dict[int, torch.Tensor] = {}
         self._samples = 0
         self._t0 = time.perf_counter()
+
+    def before_training_epoch(self, strategy, **kwargs):  # after adaptation and every optimizer rebuild
+        self._trainable.update((id(p), p) for p in strategy.model.parameters() if p.requires_grad)
 
     def after_training_iteration(self, strategy, **kwargs):
         self._samples += len(strategy.mb_y)
 
     def after_training_exp(self, strategy, **kwargs):
         seconds = time.perf_counter() - self._t0
-        self._record.update(
+        params = self._trainable.values()
+        record = dict(
+            experience=strategy.experience.current_experience,
+            trainable_params=sum(p.numel() for p in params),
+            bytes_per_task=sum(p.numel() * p.element_size() for p in params),
             train_seconds=seconds,
             train_samples=self._samples,
             train_samples_per_s=self._samples / seconds if seconds else 0.0,
             peak_rss_bytes=peak_rss_bytes(),
         )
         if torch.cuda.is_available():
-            self._record["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
-        self.tasks.append(self._record)
+            record["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
+        self.tasks.append(record)

@@ -1,4 +1,4 @@
-"""Backbones and the task-growing AdaptedModel."""
+"""Backbones, the task-growing AdaptedModel and its safetensors checkpoints (``checkpoint``)."""
 
 from cl_adapters.models.adapted import AdaptedModel
 from cl_adapters.models.backbones import MLP, PatchTransformer

@@ -6,7 +6,7 @@ import torch
 from avalanche.models import MultiTaskModule
 from torch import nn
 
-from cl_adapters.adapters import AdapterConfig, LoraConfig
+from cl_adapters.adapters import AdapterConfig, FusionConfig, LoraConfig
 from cl_adapters.errors import UserError
 
 BACKBONE_POLICIES = ("auto", "first", "all", "never")
@@ -28,6 +28,10 @@ class AdaptedModel(MultiTaskModule):
       pretrained); with ``train_biases`` its biases keep training after that (BitFit);
     - earlier tasks' heads too whenever a shared part trains (replay, LwF and joint training need
       them); with per-task adapters on a frozen backbone nothing of an earlier task changes.
+
+    With ``fusion`` (AdapterFusion), every task from the second on also gets its own fusion over the
+    adapters so far: trained after its adapter (``two_stage``: the strategy runs ``stages()`` rounds
+    of epochs, calling ``next_stage()`` in between) or together with it (``joint``).
     """
 
     def __init__(
@@ -38,6 +42,7 @@ class AdaptedModel(MultiTaskModule):
         per_task: bool = True,
         train_backbone: str = "auto",
         train_biases: bool = False,
+        fusion: FusionConfig | None = None,
     ):
         super().__init__()
         if train_backbone not in BACKBONE_POLICIES:
@@ -52,6 +57,10 @@ class AdaptedModel(MultiTaskModule):
         self.adapters = adapter.attach(backbone) if adapter is not None else None  # layers live in the backbone
         self.heads = nn.ModuleDict()
         self.trained_tasks: list[int] = []
+        self.fusion = fusion
+        if fusion is not None and not (isinstance(adapter, AdapterConfig) and per_task and not self.shares_training):
+            raise UserError("fusion needs per-task bottleneck adapters on a frozen backbone "
+                            "(strategy=adapter_fusion: adapter=houlsby|pfeiffer|parallel, train_backbone first|never)")
 
     @property
     def shares_training(self) -> bool:
@@ -78,8 +87,46 @@ class AdaptedModel(MultiTaskModule):
             return
         if self.adapters is not None:
             self.adapters.add(self.adapter_key(task))
+        if self._fusable(task) and self.fusion.mode == "joint":
+            self._add_fusion(task)
         self.set_trainable(task)
         self.trained_tasks.append(task)
+
+    def restore_task(self, task: int, n_classes: int, fusion_over: list[str] | None = None) -> None:
+        """Create ``task``'s head, adapter and fusion as they were trained, to load weights into."""
+        self.add_task(task, n_classes, train=False)
+        if self.adapters is not None:
+            self.adapters.add(self.adapter_key(task))
+        if fusion_over:
+            self.adapters.add_fusion(task_key(task), fusion_over, self.fusion)
+        if task not in self.trained_tasks:
+            self.trained_tasks.append(task)
+
+    def _fusable(self, task: int) -> bool:
+        """A fusion needs something to mix: the task's adapter and at least one earlier one."""
+        return self.fusion is not None and self.adapters.keys().index(task_key(task)) > 0
+
+    def _add_fusion(self, task: int) -> None:
+        keys = self.adapters.keys()
+        self.adapters.add_fusion(task_key(task), keys[: keys.index(task_key(task)) + 1], self.fusion)
+
+    def stages(self) -> int:
+        """Training stages of the task being trained: 2 for two-stage fusion (adapter, then fusion)."""
+        task = self.trained_tasks[-1]
+        return 2 if self._fusable(task) and self.fusion.mode == "two_stage" else 1
+
+    def next_stage(self) -> None:
+        """Two-stage fusion's second stage: the task's fusion trains, every adapter is frozen."""
+        task = self.trained_tasks[-1]
+        self._add_fusion(task)
+        self.set_trainable(task)
+
+    def penalty(self) -> torch.Tensor | float:
+        """Extra training loss: the paper's ``||V - I||^2`` on the fusion being trained."""
+        if self.fusion is None or not self.fusion.regularization or not self.trained_tasks:
+            return 0.0
+        fusions = self.adapters.fusions(task_key(self.trained_tasks[-1]))
+        return self.fusion.regularization * sum(f.value_penalty() for f in fusions) if fusions else 0.0
 
     def set_trainable(self, task: int) -> None:
         """``requires_grad`` on exactly what trains on ``task`` (see the class docstring)."""
@@ -90,19 +137,35 @@ class AdaptedModel(MultiTaskModule):
                 if name.endswith("bias"):
                     p.requires_grad_(True)
         if self.adapters is not None:
+            own = self.adapter_key(task)
+            fusions = self.adapters.fusions(own) if self.fusion is not None else []
+            train_adapter = not (fusions and self.fusion.mode == "two_stage")
             for key in self.adapters.keys():
                 for p in self.adapters.parameters(key):
-                    p.requires_grad_(key == self.adapter_key(task))
+                    p.requires_grad_(key == own and train_adapter)
+            for fusion in fusions:  # earlier tasks' fusions were frozen with the backbone above
+                fusion.requires_grad_(True)
         seen = {task_key(t) for t in self.trained_tasks} if self.shares_training else set()
         for key, head in self.heads.items():
             head.requires_grad_(key == task_key(task) or key in seen)
 
     def task_parameters(self, task: int) -> dict[str, nn.Parameter]:
-        """The parameters that belong to ``task`` alone: its head and, if per task, its adapter."""
-        own = set(map(id, self.heads[task_key(task)].parameters()))
-        if self.adapters is not None and self.per_task and task_key(task) in self.adapters.keys():
-            own |= set(map(id, self.adapters.parameters(task_key(task))))
+        """The parameters that belong to ``task`` alone: its head and, if per task, its adapter and fusion."""
+        key = task_key(task)
+        own = set(map(id, self.heads[key].parameters()))
+        if self.adapters is not None and self.per_task and key in self.adapters.keys():
+            own |= set(map(id, self.adapters.parameters(key)))
+            if self.fusion is not None:
+                own |= {id(p) for fusion in self.adapters.fusions(key) for p in fusion.parameters()}
         return {n: p for n, p in self.named_parameters() if id(p) in own}
+
+    def fusion_attention(self, task: int) -> dict | None:
+        """Task's mean fusion attention per layer over the tokens it saw in eval mode (None: no fusion)."""
+        fusions = self.adapters.fusions(task_key(task)) if self.fusion is not None else []
+        if not fusions:
+            return None
+        return {"adapters": fusions[0].keys, "layers": self.adapters.layer_names,
+                "weights": [f.mean_attention() for f in fusions]}
 
     # -- forward --------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, task_labels: torch.Tensor | int | None) -> torch.Tensor | dict:

@@ -90,6 +90,13 @@ class ContinualStrategy(SupervisedTemplate):
                 head.reset_parameters()
         return super().model_adaptation(model)
 
+    def _train_exp(self, experience, eval_streams=None, **kwargs):
+        for stage in range(self.model.stages()):  # AdapterFusion: the task's adapter, then its fusion
+            if stage:
+                self.model.next_stage()
+                self.make_optimizer()
+            super()._train_exp(experience, eval_streams, **kwargs)
+
     def make_optimizer(self, reset_optimizer_state=False, **kwargs):
         super().make_optimizer(reset_optimizer_state=True, **kwargs)
 
@@ -98,6 +105,8 @@ class ContinualStrategy(SupervisedTemplate):
 
     def criterion(self):
         loss = super().criterion()
+        if self.is_training:
+            loss = loss + self.model.penalty()
         if self.is_training and not torch.isfinite(loss):
             raise UserError(
                 f"training loss is {loss.item()} at experience {self.experience.current_experience}, "
