@@ -87,7 +87,7 @@ def test_fusion_options_grow_a_fusion_per_task(make_cfg, option):
     s.model.add_task(1, 2)
     assert s.model.stages() == 2
     s.model.next_stage()
-    fusion = s.model.adapters.fusions("1")[0]
+    fusion = s.model.fusions(1)[0]
     assert fusion.keys == ["0", "1"] and (fusion.value is None) == (option == "light")
 
 

@@ -113,6 +113,14 @@ def test_gradients_reach_only_the_tasks_fusion(mode):
     assert {n for n, p in model.named_parameters() if p.requires_grad} >= got
 
 
+def test_mixed_task_batches_route_each_sample_through_its_own_fusion():
+    model = fused_model(FusionConfig()).eval()
+    x, tasks = torch.randn(9, 1, 8, 8), torch.tensor([2, 0, 1] * 3)
+    mixed = model(x, tasks)
+    for t in range(3):
+        torch.testing.assert_close(mixed[tasks == t], model(x[tasks == t], t), atol=1e-5, rtol=0)
+
+
 def test_two_stage_trains_the_adapter_first_then_only_the_fusion():
     torch.manual_seed(0)
     model = AdaptedModel(MLP((1, 8, 8), hidden=(D, D)), AdapterConfig(r=4), fusion=FusionConfig())
@@ -120,20 +128,20 @@ def test_two_stage_trains_the_adapter_first_then_only_the_fusion():
     model.add_task(0, 2)
     assert model.stages() == 1  # nothing to fuse yet
     model.add_task(1, 2)
-    assert model.stages() == 2 and not model.adapters.fusions("1")
+    assert model.stages() == 2 and not model.fusions(1)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".adapters.1." in n or n.startswith("heads.1.") for n in trainable)
     model.next_stage()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert all(".fusions.1." in n or n.startswith("heads.1.") for n in trainable)
-    assert [f.keys for f in model.adapters.fusions("1")] == [["0", "1"]] * 2
+    assert [f.keys for f in model.fusions(1)] == [["0", "1"]] * 2
 
 
 def test_value_regulariser_is_the_distance_from_identity():
     model = fused_model(FusionConfig(regularization=0.5), tasks=2)
     assert float(model.penalty()) == 0.0  # V = I at init
     with torch.no_grad():
-        for f in model.adapters.fusions("1"):
+        for f in model.fusions(1):
             f.value.weight[0, 1] = 2.0
     assert float(model.penalty()) == pytest.approx(0.5 * 4.0 * len(model.adapters.layers))
     assert float(fused_model(FusionConfig(value=False), tasks=2).penalty()) == 0.0
@@ -177,7 +185,7 @@ def test_save_and_reload_gives_identical_outputs(tmp_path, fusion):
     x = torch.randn(10, 1, 8, 8)
     for task in range(3):
         assert torch.equal(fresh(x, task), model(x, task))
-    assert fresh.trained_tasks == [0, 1, 2] and [f.keys for f in fresh.adapters.fusions("2")] == [["0", "1", "2"]] * 2
+    assert fresh.trained_tasks == [0, 1, 2] and [f.keys for f in fresh.fusions(2)] == [["0", "1", "2"]] * 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base.safetensors", *(f"task-{t}.safetensors" for t in range(3))]
 
 

@@ -88,7 +88,7 @@ class AdapterLayer(nn.Module):
     def add_fusion(self, task: str, keys: list[str], cfg: FusionConfig) -> None:
         self.fusions[task] = Fusion(self.out_dim, keys, cfg).to(next(self.base.parameters()).device)
 
-    def _add_task_adapter(self, task: str, out: torch.Tensor, src: torch.Tensor, inplace: bool) -> torch.Tensor:
+    def _adapted(self, task: str, out: torch.Tensor, src: torch.Tensor, inplace: bool) -> torch.Tensor:
         """``out`` + task's adapter, or its fusion of adapters."""
         if task in self.fusions:
             fusion = self.fusions[task]
@@ -109,8 +109,8 @@ class AdapterLayer(nn.Module):
         if len(self.route) == 1:  # single-task batch: no gather/scatter
             # a Linear's output is fresh, so without autograd the adapter can write into it
             inplace = self.fresh_output and not torch.is_grad_enabled()
-            return self._add_task_adapter(routed[0][0], out, src, inplace)
+            return self._adapted(routed[0][0], out, src, inplace)
         mixed = out
         for task, idx in routed:
-            mixed = mixed.index_put((idx,), self._add_task_adapter(task, out[idx], src[idx], inplace=False))
+            mixed = mixed.index_put((idx,), self._adapted(task, out[idx], src[idx], inplace=False))
         return mixed

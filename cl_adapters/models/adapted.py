@@ -106,6 +106,10 @@ class AdaptedModel(MultiTaskModule):
         """A fusion needs something to mix: the task's adapter and at least one earlier one."""
         return self.fusion is not None and self.adapters.keys().index(task_key(task)) > 0
 
+    def fusions(self, task: int) -> list:
+        """``task``'s fusion in every adapted layer (empty without one)."""
+        return self.adapters.fusions(task_key(task)) if self.fusion is not None else []
+
     def _add_fusion(self, task: int) -> None:
         keys = self.adapters.keys()
         self.adapters.add_fusion(task_key(task), keys[: keys.index(task_key(task)) + 1], self.fusion)
@@ -125,7 +129,7 @@ class AdaptedModel(MultiTaskModule):
         """Extra training loss: the paper's ``||V - I||^2`` on the fusion being trained."""
         if self.fusion is None or not self.fusion.regularization or not self.trained_tasks:
             return 0.0
-        fusions = self.adapters.fusions(task_key(self.trained_tasks[-1]))
+        fusions = self.fusions(self.trained_tasks[-1])
         return self.fusion.regularization * sum(f.value_penalty() for f in fusions) if fusions else 0.0
 
     def set_trainable(self, task: int) -> None:
@@ -137,8 +141,7 @@ class AdaptedModel(MultiTaskModule):
                 if name.endswith("bias"):
                     p.requires_grad_(True)
         if self.adapters is not None:
-            own = self.adapter_key(task)
-            fusions = self.adapters.fusions(own) if self.fusion is not None else []
+            own, fusions = self.adapter_key(task), self.fusions(task)
             train_adapter = not (fusions and self.fusion.mode == "two_stage")
             for key in self.adapters.keys():
                 for p in self.adapters.parameters(key):
@@ -155,13 +158,12 @@ class AdaptedModel(MultiTaskModule):
         own = set(map(id, self.heads[key].parameters()))
         if self.adapters is not None and self.per_task and key in self.adapters.keys():
             own |= set(map(id, self.adapters.parameters(key)))
-            if self.fusion is not None:
-                own |= {id(p) for fusion in self.adapters.fusions(key) for p in fusion.parameters()}
+            own |= {id(p) for fusion in self.fusions(task) for p in fusion.parameters()}
         return {n: p for n, p in self.named_parameters() if id(p) in own}
 
     def fusion_attention(self, task: int) -> dict | None:
         """Task's mean fusion attention per layer over the tokens it saw in eval mode (None: no fusion)."""
-        fusions = self.adapters.fusions(task_key(task)) if self.fusion is not None else []
+        fusions = self.fusions(task)
         if not fusions:
             return None
         return {"adapters": fusions[0].keys, "layers": self.adapters.layer_names,

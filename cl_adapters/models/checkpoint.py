@@ -49,7 +49,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 def save_task(model: AdaptedModel, task: int, path: str | Path) -> Path:
     key = task_key(task)
-    fusions = model.adapters.fusions(key) if model.fusion is not None else []
+    fusions = model.fusions(task)
     metadata = {"task": key, "classes": str(model.heads[key].out_features),
                 "fusion_over": json.dumps(fusions[0].keys if fusions else None), **_configs(model)}
     return _save(model.task_parameters(task), Path(path), metadata)
