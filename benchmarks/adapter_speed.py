@@ -173,29 +173,42 @@ def main():
     infer_s = timed_rotation({n: inferer(m) for n, m in infer_models.items()}, rounds * 3, 1, warmup)
 
     results = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "python": platform.python_version()},
-        "versions": {p: version(p) for p in ("cl-adapters", "torch", "transformers", "adapters", "peft")},
+        **environment("cl-adapters", "torch", "transformers", "adapters", "peft"),
         "setup": {"batch": BATCH, "length": LENGTH, "r": R, "train": f"{rounds} rounds x {per_round} steps",
                   "inference": f"{rounds * 3} rounds x 1 batch"},
         "train": {n: {"s_per_step": train_s[n], "samples_per_s": BATCH / train_s[n], "vs_full_ft": train_s["full_ft"] / train_s[n],
                       "trainable_params": n_params[n], "peak_rss_bytes": memory[n]} for n in TRAIN},
         "inference": {n: {"s_per_batch": infer_s[n], "overhead_vs_bare": infer_s[n] / infer_s["bare"] - 1} for n in INFER},
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "adapter_speed.json").write_text(json.dumps(results, indent=2))
-    (out / "adapter_speed.md").write_text(markdown(results))
-    print(markdown(results))
+    write(results, markdown(results), Path(args.out) / "adapter_speed")
+
+
+def environment(*packages: str) -> dict:
+    return {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                        "python": platform.python_version()},
+            "versions": {p: version(p) for p in packages}}
+
+
+def environment_line(res: dict) -> str:
+    m = res["machine"]
+    return (f"Machine: {m['platform']}, {m['cpus']} CPUs, {m['torch_threads']} torch threads, Python {m['python']}. "
+            + ", ".join(f"{k} {val}" for k, val in res["versions"].items()) + ".")
+
+
+def write(results: dict, markdown_text: str, stem: Path) -> None:
+    """``<stem>.json`` and ``<stem>.md``; the table is printed too."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    stem.with_suffix(".md").write_text(markdown_text)
+    print(markdown_text)
 
 
 def markdown(res: dict) -> str:
-    m, v, s = res["machine"], res["versions"], res["setup"]
+    s = res["setup"]
     lines = [
         f"# Adapter speed on all-MiniLM-L6-v2 (batch {s['batch']} x {s['length']}, r={s['r']}, AdamW)",
         "",
-        f"Machine: {m['platform']}, {m['cpus']} CPUs, {m['torch_threads']} torch threads, Python {m['python']}. "
-        + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
+        environment_line(res),
         f"Medians over rounds (training {s['train']}, inference {s['inference']}), configs in rotating order "
         "in one process; single rounds vary by up to ~20% on this shared machine.",
         "",

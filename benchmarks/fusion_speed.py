@@ -13,15 +13,13 @@ adapters frozen). Writes benchmarks/results/fusion_speed.{md,json}.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
-from importlib.metadata import version
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from adapter_speed import BATCH, LENGTH, OUT, R, Pooled, _Task0, batch, inferer, timed_rotation, trainer  # noqa: E402
+from adapter_speed import (  # noqa: E402
+    BATCH, LENGTH, OUT, R, Pooled, _Task0, environment, environment_line, inferer, timed_rotation, trainer, write,
+)
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -101,9 +99,7 @@ def main():
     one = ours(2, None).model
     adapter_params = sum(p.numel() for p in one.adapters.parameters("1"))
     results = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "python": platform.python_version()},
-        "versions": {p: version(p) for p in ("cl-adapters", "torch", "transformers", "adapters")},
+        **environment("cl-adapters", "torch", "transformers", "adapters"),
         "setup": {"batch": BATCH, "length": LENGTH, "r": R, "inference": f"{rounds} rounds x 1 batch",
                   "training": f"{max(rounds // 2, 1)} rounds x 1 step"},
         "adapter_params_per_task": adapter_params,
@@ -112,20 +108,15 @@ def main():
         "fusion_training": {name: {"s_per_step": train_s[name], "vs_adapterhub": train_s[train_names[-1]] / train_s[name]}
                             for name in train_names},
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "fusion_speed.json").write_text(json.dumps(results, indent=2))
-    (out / "fusion_speed.md").write_text(markdown(results))
-    print(markdown(results))
+    write(results, markdown(results), Path(args.out) / "fusion_speed")
 
 
 def markdown(res: dict) -> str:
-    m, v, s = res["machine"], res["versions"], res["setup"]
+    s = res["setup"]
     lines = [
         f"# AdapterFusion inference on all-MiniLM-L6-v2 (batch {s['batch']} x {s['length']}, Pfeiffer r={s['r']})",
         "",
-        f"Machine: {m['platform']}, {m['cpus']} CPUs, {m['torch_threads']} torch threads, Python {m['python']}. "
-        + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
+        environment_line(res),
         f"Medians over {s['inference']} (training: {s['training']}), configs in rotating order in one process. "
         f"Each task also stores its adapter: {res['adapter_params_per_task']:,} parameters.",
         "",
