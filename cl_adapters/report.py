@@ -1,4 +1,4 @@
-"""Comparison table from run directories: one row per strategy (+ plugins), mean ± std over seeds.
+"""Comparison table from run directories: one row per strategy (+ fusion, plugins), mean ± std over seeds.
 
     python -m cl_adapters.report multirun/2026-11-24/06-28-12 [more dirs ...] > table.md
 """
@@ -32,8 +32,10 @@ def load_runs(dirs: list[str | Path]) -> list[dict]:
 
 
 def run_name(results: dict) -> str:
+    """``strategy[fusion]+plugin+...``, e.g. ``adapter_fusion[light]``, ``full_ft+ewc``."""
     run = results["run"]
-    return "+".join([run["strategy"], *run.get("plugins", [])])
+    fusion = f"[{run['fusion']}]" if run.get("fusion") else ""
+    return "+".join([run["strategy"] + fusion, *run.get("plugins", [])])
 
 
 def mean_std(values: list) -> str:

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from cl_adapters.adapters import AdapterConfig, inject_adapters
+from cl_adapters.adapters import AdapterConfig, FusionConfig, inject_adapters
 from cl_adapters.errors import UserError
 from cl_adapters.models import AdaptedModel, HFEncoder
 
@@ -102,6 +102,31 @@ def test_identity_at_init_and_routing_on_minilm(minilm, placement):
         torch.testing.assert_close(mixed[t == task], model(x[t == task], task), rtol=1e-4, atol=1e-5)
         with torch.no_grad():  # inference writes the adapter into the Linear's output in place: same result
             torch.testing.assert_close(model(x[t == task], task), mixed[t == task], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_fusion_on_minilm_routes_and_infers_in_place(minilm, placement):
+    model = AdaptedModel(copy.deepcopy(minilm), AdapterConfig(placement=placement, r=8), fusion=FusionConfig(rank=8))
+    model.train()
+    for task in range(3):
+        model.add_task(task, n_classes=2)
+        if model.stages() == 2:
+            model.next_stage()
+    with torch.no_grad():
+        for layer in model.adapters.layers:
+            for adapter in layer.adapters.values():
+                adapter.up.weight.normal_(0, 0.1)
+            for fusion in layer.fusions.values():
+                fusion.query.weight.normal_(0, 0.3), fusion.key.weight.normal_(0, 0.3)
+    model.eval()
+    x, t = ids(6), torch.tensor([2, 0, 1, 2, 1, 0])
+    mixed = model(x, t)
+    for task in range(3):
+        torch.testing.assert_close(mixed[t == task], model(x[t == task], task), rtol=1e-4, atol=1e-5)
+        with torch.no_grad():  # in place into the Linear's output: the same
+            torch.testing.assert_close(model(x[t == task], task), mixed[t == task], rtol=1e-4, atol=1e-5)
+    weights = model.fusion_attention(2)["weights"]
+    assert len(weights) == len(model.adapters.layers) and all(abs(sum(w) - 1) < 1e-5 for w in weights)
 
 
 def test_parallel_adapter_reads_the_ffn_input(minilm):
