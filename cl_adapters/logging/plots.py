@@ -10,6 +10,26 @@ import numpy as np
 from cl_adapters.atomic import atomic_path
 
 
+def accuracy_matrix_figure(R: list[list[float | None]], title: str = ""):
+    """A heatmap of R[i][j] (accuracy on task j after training task i); unmeasured cells blank."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = np.array([[np.nan if a is None else a for a in row] for row in R], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.5 + 0.6 * len(R), 1.2 + 0.5 * len(R)), layout="constrained")
+    image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis")
+    for (i, j), a in np.ndenumerate(values):
+        if not np.isnan(a):
+            ax.text(j, i, f"{a:.2f}", ha="center", va="center", fontsize=7, color="white" if a < 0.6 else "black")
+    ax.set_xlabel("evaluated on task j")
+    ax.set_ylabel("after training task i")
+    ax.set_title(title or "accuracy matrix R[i, j]")
+    fig.colorbar(image, ax=ax, label="accuracy")
+    return fig
+
+
 def plot_fusion_attention(attention: dict[int, dict], path: str | Path) -> Path:
     """One heatmap per fused task: adapted layers (rows) x the adapters it fuses (columns)."""
     import matplotlib
