@@ -18,6 +18,6 @@ $cl -m seed=0,1,2 experiment=split_mnist strategy=full_ft,lora 'plugins=[ewc],[r
 print(f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
       + ", ".join(f"{p} {v(p)}" for p in ("torch", "avalanche-lib", "peft")) + ".")'
   echo
-  .venv/bin/python -m cl_adapters.report $out
+  .venv/bin/cl-adapters-report $out
 } > benchmarks/results/split_mnist_baselines.md
 cat benchmarks/results/split_mnist_baselines.md
