@@ -138,11 +138,12 @@ def plot(runs: list[dict], out: Path) -> list[Path]:
 
     fig, axes = plt.subplots(1, n, figsize=(0.5 + 3.2 * n, 3.2), squeeze=False, sharey=True, layout="constrained")
     for ax, (key, R) in zip(axes[0], mean_R.items()):
-        steps = np.arange(1, len(R) + 1)
+        steps = np.arange(len(R))
         for j in range(R.shape[1]):
             ax.plot(steps[j:], R[j:, j], marker="o", markersize=3, label=f"task {j}")
+        ax.set_xticks(steps)
         ax.set_title(labels[key], fontsize=8)
-        ax.set_xlabel("after training task")
+        ax.set_xlabel("after training task i")
     axes[0][0].set_ylabel("accuracy")
     axes[0][-1].legend(fontsize=6, loc="lower left")
     written.append(_save(fig, out / "task_accuracy.png"))
