@@ -41,14 +41,15 @@ def load_runs(dirs: list[str | Path]) -> tuple[list[dict], list[str]]:
         for job in sorted({p.parent for p in Path(d).rglob(".hydra")} | {p.parent for p in Path(d).rglob("results.json")}):
             if "references" in job.parts:
                 continue
-            path = job / "results.json"
+            path, error = job / "results.json", job / "error.txt"
+            why = f": {error.read_text().strip()}" if error.exists() else ""
             if not path.exists():
-                missing.append(f"{job}: no results.json (the job failed before its first task)")
+                missing.append(f"{job}: no results.json (failed before its first task{why or ' or still starting'})")
                 continue
             results = json.loads(path.read_text())
             if results["run"]["status"] != "complete":
                 done = sum(row[0] is not None for row in results.get("accuracy_matrix", []))
-                missing.append(f"{job}: {results['run']['status']} after {done} task(s)")
+                missing.append(f"{job}: {results['run']['status']} after {done} task(s){why}")
             else:
                 runs.append(results)
     return runs, missing
@@ -95,6 +96,7 @@ def rows(runs: list[dict]) -> list[dict]:
 def _cell(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "-"
+    mean = round(mean, 4) + 0.0  # no "-0.0000"
     return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
 
 

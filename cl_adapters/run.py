@@ -16,11 +16,13 @@ from pathlib import Path
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import cl_adapters  # noqa: F401  (applies the environment shims before torchvision can load)
+from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
 from cl_adapters.logging import ProgressBar, plot_fusion_attention, write_json_atomic
 from cl_adapters.metrics import DEFINITIONS, AccuracyPlugin, CostPlugin, FusionAttention, summarize
@@ -76,18 +78,24 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
 
     b = evaluate()  # the untrained model (random heads): GEM's FWT baseline
     R = np.full((T, T), np.nan)
-    for i, experience in enumerate(train_stream):
-        strategy.train(experience)
-        R[i] = evaluate()
-        n = i + 1
-        metrics = summarize(R[:n, :n], b[:n], first(S, n), first(J, n))
-        results.update(accuracy_matrix=R.tolist(), untrained_accuracy=b, costs=costs.tasks, metrics=metrics)
-        if attention.attention:
-            results["fusion_attention"] = attention.attention
-            plot_fusion_attention(attention.attention, out.with_name("fusion_attention.png"))
+    results.update(accuracy_matrix=R.tolist(), untrained_accuracy=b, costs=[], metrics={})
+    try:
+        for i, experience in enumerate(train_stream):
+            strategy.train(experience)
+            R[i] = evaluate()
+            n = i + 1
+            metrics = summarize(R[:n, :n], b[:n], first(S, n), first(J, n))
+            results.update(accuracy_matrix=R.tolist(), costs=costs.tasks, metrics=metrics)
+            if attention.attention:
+                results["fusion_attention"] = attention.attention
+                plot_fusion_attention(attention.attention, out.with_name("fusion_attention.png"))
+            write_json_atomic(out, results)
+            for logger in loggers:
+                logger.log_task(i, results)
+    except UserError as e:  # what was measured stays; the file says why the rest is missing
+        results["run"].update(status="failed", error=str(e))
         write_json_atomic(out, results)
-        for logger in loggers:
-            logger.log_task(i, results)
+        raise
     results["run"]["status"] = "complete"
     results["throughput"] = {
         "train_samples_per_s": sum(c["train_samples"] for c in costs.tasks) / sum(c["train_seconds"] for c in costs.tasks),
@@ -162,12 +170,22 @@ def _build(node: DictConfig, name: str, **kwargs):
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
+    hydra = HydraConfig.get()
     try:
-        results = run(cfg, HydraConfig.get().runtime.output_dir)
+        results = run(cfg, hydra.runtime.output_dir)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        if hydra.mode != RunMode.MULTIRUN:
+            sys.exit(2)
+        write_error(hydra.runtime.output_dir, str(e))  # the sweep goes on; its summary lists this job
+        return float("nan")
     return results["metrics"]["acc"]  # lets sweepers (e.g. optuna) optimise ACC
+
+
+def write_error(out_dir: str | Path, message: str) -> None:
+    """``error.txt`` in a failed job's folder (results.json, if the job got that far, says "failed" too)."""
+    with atomic_path(Path(out_dir) / "error.txt") as tmp:
+        tmp.write_text(message + "\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,24 @@
+"""Multirun sweeps through the CLI: every job runs even when one fails, and the sweep ends with a
+report and a list of the failed jobs (joblib locally; submitit's local executor stands in for Slurm)."""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_sweep_survives_a_failed_job_and_writes_the_report(tmp_path, launcher):
+    sweep = tmp_path / "sweep"  # run from tmp_path: the sweep and the reference cache land there
+    cmd = [sys.executable, "-m", "cl_adapters.run", "-m", f"hydra/launcher={launcher}", "strategy.epochs=1",
+           "strategy.optimizer.lr=-1,1e-3", "hydra.sweep.dir=sweep"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr[-2000:]  # all jobs ran, one failed
+    failed, ok = sorted(p for p in sweep.iterdir() if p.name[0].isdigit())
+    assert (failed / "error.txt").read_text().strip() == "strategy.optimizer: Invalid learning rate: -1"
+    assert (ok / "results.json").exists()
+    assert "not complete:" in done.stderr and "Invalid learning rate: -1" in done.stderr
+    rows = list(csv.DictReader(open(sweep / "report" / "report.csv")))
+    assert [(r["stream"], r["run"], r["seeds"]) for r in rows] == [("split_digits", "adapter", "0")]
+    assert "Not included" in (sweep / "report" / "report.md").read_text()
