@@ -16,8 +16,8 @@ from pathlib import Path
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -170,22 +170,17 @@ def _build(node: DictConfig, name: str, **kwargs):
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
-    hydra = HydraConfig.get()
+    job = HydraConfig.get()
     try:
-        results = run(cfg, hydra.runtime.output_dir)
+        results = run(cfg, job.runtime.output_dir)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        if hydra.mode != RunMode.MULTIRUN:
+        if job.mode != RunMode.MULTIRUN:
             sys.exit(2)
-        write_error(hydra.runtime.output_dir, str(e))  # the sweep goes on; its summary lists this job
+        with atomic_path(Path(job.runtime.output_dir) / "error.txt") as tmp:  # the sweep goes on and lists it
+            tmp.write_text(f"{e}\n")
         return float("nan")
     return results["metrics"]["acc"]  # lets sweepers (e.g. optuna) optimise ACC
-
-
-def write_error(out_dir: str | Path, message: str) -> None:
-    """``error.txt`` in a failed job's folder (results.json, if the job got that far, says "failed" too)."""
-    with atomic_path(Path(out_dir) / "error.txt") as tmp:
-        tmp.write_text(message + "\n")
 
 
 if __name__ == "__main__":
