@@ -58,6 +58,8 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_results(make_cfg, tmp_path)
     cfg = make_cfg("stream=split_digits", "strategy=full_ft", "strategy.optimizer.lr=1e30", "strategy.epochs=3")
     with pytest.raises(UserError, match="training loss is nan"):
         run(cfg, tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())  # kept, and says why it stopped
+    assert saved["run"]["status"] == "failed" and "training loss is nan" in saved["run"]["error"]
 
 
 @pytest.mark.slow
