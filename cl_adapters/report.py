@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from cl_adapters.atomic import atomic_path
+from cl_adapters.logging.plots import heatmap, pyplot, save_figure
 
 COLUMNS = {  # header -> metric key
     "ACC": "acc",
@@ -114,11 +115,7 @@ def table(runs: list[dict]) -> str:
 
 def plot(runs: list[dict], out: Path) -> list[Path]:
     """The three report figures (see the module docstring)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     groups = grouped(runs)
     mean_R = {key: np.mean([np.array(r["accuracy_matrix"], dtype=float) for r in group], axis=0)
               for key, group in groups.items()}
@@ -128,15 +125,12 @@ def plot(runs: list[dict], out: Path) -> list[Path]:
 
     fig, axes = plt.subplots(1, n, figsize=(0.5 + 3.2 * n, 3.4), squeeze=False, layout="constrained")
     for ax, (key, R) in zip(axes[0], mean_R.items()):
-        image = ax.imshow(R, vmin=0, vmax=1, cmap="viridis")
-        for (i, j), a in np.ndenumerate(R):
-            if R.shape[0] <= 10 and not np.isnan(a):
-                ax.text(j, i, f"{a:.2f}", ha="center", va="center", fontsize=6, color="white" if a < 0.6 else "black")
+        image = heatmap(ax, R, annotate=len(R) <= 10, fontsize=6)
         ax.set_title(labels[key], fontsize=8)
         ax.set_xlabel("task j")
         ax.set_ylabel("after task i")
     fig.colorbar(image, ax=axes[0].tolist(), label="mean accuracy R[i, j]")
-    written.append(_save(fig, out / "accuracy_matrices.png"))
+    written.append(save_figure(fig, out / "accuracy_matrices.png"))
 
     fig, axes = plt.subplots(1, n, figsize=(0.5 + 3.2 * n, 3.2), squeeze=False, sharey=True, layout="constrained")
     for ax, (key, R) in zip(axes[0], mean_R.items()):
@@ -148,7 +142,7 @@ def plot(runs: list[dict], out: Path) -> list[Path]:
         ax.set_xlabel("after training task i")
     axes[0][0].set_ylabel("accuracy")
     axes[0][-1].legend(fontsize=6, loc="lower left")
-    written.append(_save(fig, out / "task_accuracy.png"))
+    written.append(save_figure(fig, out / "task_accuracy.png"))
 
     fig, ax = plt.subplots(figsize=(5, 3.6), layout="constrained")
     for row in rows(runs):
@@ -158,17 +152,8 @@ def plot(runs: list[dict], out: Path) -> list[Path]:
     ax.set_xlabel("trainable parameters per task (mean)")
     ax.set_ylabel("ACC (mean ± std over seeds)")
     ax.legend(fontsize=6)
-    written.append(_save(fig, out / "acc_vs_params.png"))
+    written.append(save_figure(fig, out / "acc_vs_params.png"))
     return written
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
 
 
 def write(runs: list[dict], missing: list[str], out: Path) -> list[Path]:

@@ -10,19 +10,40 @@ import numpy as np
 from cl_adapters.atomic import atomic_path
 
 
-def accuracy_matrix_figure(R: list[list[float | None]], title: str = ""):
-    """A heatmap of R[i][j] (accuracy on task j after training task i); unmeasured cells blank."""
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def heatmap(ax, values: np.ndarray, annotate: bool = True, fontsize: int = 7, **kwargs):
+    """Values in [0, 1] as colours, each cell labelled with its value unless NaN; returns the image."""
+    image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis", **kwargs)
+    if annotate:
+        for (i, j), a in np.ndenumerate(values):
+            if not np.isnan(a):
+                ax.text(j, i, f"{a:.2f}", ha="center", va="center", fontsize=fontsize,
+                        color="white" if a < 0.6 else "black")
+    return image
+
+
+def save_figure(fig, path: str | Path, **kwargs) -> Path:
+    """PNG, written atomically; the figure is closed."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, **kwargs)
+    pyplot().close(fig)
+    return Path(path)
+
+
+def accuracy_matrix_figure(R: list[list[float | None]], title: str = ""):
+    """A heatmap of R[i][j] (accuracy on task j after training task i); unmeasured cells blank."""
     values = np.array([[np.nan if a is None else a for a in row] for row in R], dtype=float)
-    fig, ax = plt.subplots(figsize=(1.5 + 0.6 * len(R), 1.2 + 0.5 * len(R)), layout="constrained")
-    image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis")
-    for (i, j), a in np.ndenumerate(values):
-        if not np.isnan(a):
-            ax.text(j, i, f"{a:.2f}", ha="center", va="center", fontsize=7, color="white" if a < 0.6 else "black")
+    fig, ax = pyplot().subplots(figsize=(1.5 + 0.6 * len(R), 1.2 + 0.5 * len(R)), layout="constrained")
+    image = heatmap(ax, values)
     ax.set_xlabel("evaluated on task j")
     ax.set_ylabel("after training task i")
     ax.set_title(title or "accuracy matrix R[i, j]")
@@ -32,32 +53,21 @@ def accuracy_matrix_figure(R: list[list[float | None]], title: str = ""):
 
 def plot_fusion_attention(attention: dict[int, dict], path: str | Path) -> Path:
     """One heatmap per fused task: adapted layers (rows) x the adapters it fuses (columns)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     tasks = sorted(attention)
     layers = attention[tasks[0]]["layers"]
     prefix = os.path.commonprefix([name.rsplit(".", 1)[0] + "." for name in layers]) if len(layers) > 1 else ""
     prefix = prefix[: prefix.rfind(".") + 1]  # cut at a dot: "encoder.layer.", not "encoder.layer.1"
     widths = [len(attention[t]["adapters"]) for t in tasks]
-    fig, axes = plt.subplots(1, len(tasks), squeeze=False, sharey=True, width_ratios=widths, layout="constrained",
+    fig, axes = pyplot().subplots(1, len(tasks), squeeze=False, sharey=True, width_ratios=widths, layout="constrained",
                              figsize=(1.5 + 0.6 * sum(widths) + 0.4 * len(tasks), 1.2 + 0.35 * len(layers)))
     for ax, task in zip(axes[0], tasks):
         weights = np.array(attention[task]["weights"])
-        image = ax.imshow(weights, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        image = heatmap(ax, weights, annotate=weights.size <= 200, aspect="auto")
         ax.set_xticks(range(weights.shape[1]), attention[task]["adapters"])
         ax.set_xlabel("adapter of task")
         ax.set_title(f"task {task}")
-        if weights.size <= 200:
-            for (i, j), w in np.ndenumerate(weights):
-                ax.text(j, i, f"{w:.2f}", ha="center", va="center", fontsize=7, color="white" if w < 0.6 else "black")
     axes[0][0].set_yticks(range(len(layers)), [name.removeprefix(prefix) for name in layers])
     axes[0][0].set_ylabel("adapted layer")
     fig.colorbar(image, ax=axes[0].tolist(), label="mean fusion attention")
     fig.suptitle("AdapterFusion: which adapters each task uses")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
