@@ -24,6 +24,8 @@ import numpy as np
 from cl_adapters.atomic import atomic_path
 from cl_adapters.logging.plots import heatmap, pyplot, save_figure
 
+# config that does not change what a run measures (top-level adapter, fusion: the used ones are under strategy.model)
+UNMEASURED = {"logger", "adapter", "fusion", "references.dir", "references.compute"}  # ... nor any *.seed, *.device
 COLUMNS = {  # header -> metric key
     "ACC": "acc",
     "BWT": "bwt",
@@ -35,25 +37,31 @@ COLUMNS = {  # header -> metric key
 
 
 def load_runs(dirs: list[str | Path]) -> tuple[list[dict], list[str]]:
-    """(complete results, what is missing): every results.json under ``dirs`` (references trained inside
-    a run are skipped); a run that did not complete, or a Hydra job folder without results, is listed."""
-    runs, missing = [], []
+    """(complete results, what is left out): every results.json under ``dirs`` (references trained inside
+    a run are skipped). A run that did not complete, a Hydra job folder without results, and the older of
+    two runs of the same setup and seed are listed instead."""
+    found, missing = {}, []
     for d in dirs:
         for job in sorted({p.parent for p in Path(d).rglob(".hydra")} | {p.parent for p in Path(d).rglob("results.json")}):
-            if "references" in job.parts:
-                continue
+            if job.parent.name == "references" and (job.parent.parent / "results.json").exists():
+                continue  # a reference trained inside a run (references.compute=true)
             path, error = job / "results.json", job / "error.txt"
             why = f": {error.read_text().strip()}" if error.exists() else ""
             if not path.exists():
                 missing.append(f"{job}: no results.json (failed before its first task{why or ' or still starting'})")
                 continue
             results = json.loads(path.read_text())
+            results["dir"] = str(job)
             if results["run"]["status"] != "complete":
                 done = sum(row[0] is not None for row in results.get("accuracy_matrix", []))
                 missing.append(f"{job}: {results['run']['status']} after {done} task(s){why}")
-            else:
-                runs.append(results)
-    return runs, missing
+                continue
+            key = (results["run"]["stream"], run_name(results), fingerprint(results), results["config"]["seed"])
+            older, newer = sorted([results, found.get(key, results)], key=lambda r: r["run"].get("started", ""))
+            if older is not newer:
+                missing.append(f"{older['dir']}: the same setup and seed as {newer['dir']}, which is newer and used")
+            found[key] = newer
+    return list(found.values()), missing
 
 
 def run_name(results: dict) -> str:
@@ -63,12 +71,46 @@ def run_name(results: dict) -> str:
     return "+".join([run["strategy"] + fusion, *run.get("plugins", [])])
 
 
+def setup(results: dict) -> dict[str, str]:
+    """What must match for runs to be averaged: the resolved config as flat ``a.b.c -> value`` leaves,
+    without seeds, device, loggers and the reference cache's location, plus the metric definitions."""
+    def leaves(node: dict, prefix: str = "") -> dict[str, str]:
+        flat = {}
+        for key, value in node.items():
+            if isinstance(value, dict):
+                flat.update(leaves(value, f"{prefix}{key}."))
+            else:
+                flat[prefix + key] = json.dumps(value)
+        return flat
+
+    flat = leaves({**results["config"], "metric_definitions": results.get("metric_definitions")})
+    return {k: v for k, v in flat.items() if k.rsplit(".", 1)[-1] not in ("seed", "device")
+            and k not in UNMEASURED and k.split(".")[0] not in UNMEASURED}
+
+
+def fingerprint(results: dict) -> str:
+    return json.dumps(setup(results), sort_keys=True)
+
+
 def grouped(runs: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    """(stream, run name) -> its runs sorted by seed, in sorted order."""
+    """(stream, row label) -> its runs sorted by seed, in sorted order. Runs are averaged only when
+    their setups match; rows that share a stream and run name are labelled with the settings that
+    differ (e.g. ``adapter (strategy.optimizer.lr=0.01)``)."""
     groups = defaultdict(list)
     for results in runs:
-        groups[(results["run"]["stream"], run_name(results))].append(results)
-    return {key: sorted(group, key=lambda r: r["config"]["seed"]) for key, group in sorted(groups.items())}
+        groups[(results["run"]["stream"], run_name(results), fingerprint(results))].append(results)
+    names = defaultdict(list)
+    for stream, name, key in groups:
+        names[(stream, name)].append(key)
+    out = {}
+    for (stream, name), keys in names.items():
+        setups = {key: json.loads(key) for key in keys}
+        differ = sorted({leaf for s in setups.values() for leaf in s if len({t.get(leaf) for t in setups.values()}) > 1})
+        for key in keys:
+            shown = ", ".join(f"{leaf}={json.loads(setups[key].get(leaf, 'null'))}" for leaf in differ[:3])
+            label = name if len(keys) == 1 else f"{name} ({shown}{', ...' if len(differ) > 3 else ''})"
+            out[(stream, label)] = sorted(groups[(stream, name, key)], key=lambda r: r["config"]["seed"])
+    return dict(sorted(out.items()))
 
 
 def mean_std(values: list) -> tuple[float | None, float | None]:
@@ -120,28 +162,37 @@ def plot(runs: list[dict], out: Path) -> list[Path]:
     mean_R = {key: np.mean([np.array(r["accuracy_matrix"], dtype=float) for r in group], axis=0)
               for key, group in groups.items()}
     labels = {key: f"{key[0]}: {key[1]}" for key in groups}
-    n = len(groups)
+    ncols = min(len(groups), 4)
+    nrows = -(-len(groups) // ncols)
     written = []
 
-    fig, axes = plt.subplots(1, n, figsize=(0.5 + 3.2 * n, 3.4), squeeze=False, layout="constrained")
-    for ax, (key, R) in zip(axes[0], mean_R.items()):
+    def panels(height: float, **kw):
+        fig, axes = plt.subplots(nrows, ncols, figsize=(0.5 + 3.4 * ncols, height * nrows), squeeze=False,
+                                 layout="constrained", **kw)
+        for ax in axes.flat[len(groups):]:
+            ax.set_visible(False)
+        return fig, axes
+
+    fig, axes = panels(3.4)
+    for ax, (key, R) in zip(axes.flat, mean_R.items()):
         image = heatmap(ax, R, annotate=len(R) <= 10, fontsize=6)
         ax.set_title(labels[key], fontsize=8)
         ax.set_xlabel("task j")
         ax.set_ylabel("after task i")
-    fig.colorbar(image, ax=axes[0].tolist(), label="mean accuracy R[i, j]")
+    fig.colorbar(image, ax=axes.ravel().tolist(), label="mean accuracy R[i, j]")
     written.append(save_figure(fig, out / "accuracy_matrices.png"))
 
-    fig, axes = plt.subplots(1, n, figsize=(0.5 + 3.2 * n, 3.2), squeeze=False, sharey=True, layout="constrained")
-    for ax, (key, R) in zip(axes[0], mean_R.items()):
+    fig, axes = panels(3.2, sharey=True)
+    for ax, (key, R) in zip(axes.flat, mean_R.items()):
         steps = np.arange(len(R))
         for j in range(R.shape[1]):
             ax.plot(steps[j:], R[j:, j], marker="o", markersize=3, label=f"task {j}")
         ax.set_xticks(steps)
         ax.set_title(labels[key], fontsize=8)
         ax.set_xlabel("after training task i")
-    axes[0][0].set_ylabel("accuracy")
-    axes[0][-1].legend(fontsize=6, loc="lower left")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy")
+    axes.flat[0].legend(fontsize=6, loc="lower left")
     written.append(save_figure(fig, out / "task_accuracy.png"))
 
     fig, ax = plt.subplots(figsize=(5, 3.6), layout="constrained")
@@ -156,10 +207,21 @@ def plot(runs: list[dict], out: Path) -> list[Path]:
     return written
 
 
-def write(runs: list[dict], missing: list[str], out: Path) -> list[Path]:
-    text = table(runs)
+def provenance(runs: list[dict]) -> str:
+    """Where the numbers come from: the versions and machines of the runs (distinct values joined by /)."""
+    def distinct(values) -> str:
+        return " / ".join(sorted({str(v) for v in values}))
+
+    versions = ", ".join(f"{p} {distinct(r.get('versions', {}).get(p) for r in runs)}" for p in runs[0].get("versions", {}))
+    machines = distinct(f"{m['platform']}, {m['cpus']} CPUs, {m['torch_threads']} torch thread(s), {m['device']}"
+                        for m in (r.get("machine") for r in runs) if m)
+    return f"{len(runs)} runs; mean ± std over seeds; train s: all tasks.  \nVersions: {versions}.  \nMachine: {machines or '?'}."
+
+
+def write(runs: list[dict], missing: list[str], out: Path, title: str | None = None) -> list[Path]:
+    text = (f"# {title}\n\n" if title else "") + provenance(runs) + "\n\n" + table(runs)
     if missing:
-        text += "\n\nNot included (unfinished or failed):\n" + "\n".join(f"- {m}" for m in missing)
+        text += "\n\nNot included:\n" + "\n".join(f"- {m}" for m in missing)
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(text + "\n")
     records = rows(runs)
@@ -174,15 +236,26 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="cl-adapters-report", description=__doc__.split("\n\n")[0])
     parser.add_argument("dirs", nargs="*", default=["multirun"], help="multirun or run directories")
     parser.add_argument("--out", help="where to write the report (default: <first dir>/report)")
+    parser.add_argument("--title", help="a heading for report.md (and the W&B Report)")
+    parser.add_argument("--wandb", action="store_true", help="also save a W&B Report of these runs (online W&B only)")
     args = parser.parse_args(argv)
     runs, missing = load_runs(args.dirs)
     if not runs:
         sys.exit(f"error: no complete results.json under {args.dirs}" + "".join(f"\n  {m}" for m in missing))
-    written = write(runs, missing, Path(args.out or Path(args.dirs[0]) / "report"))
+    written = write(runs, missing, Path(args.out or Path(args.dirs[0]) / "report"), args.title)
     print(table(runs))
     for m in missing:
         print(f"not included: {m}", file=sys.stderr)
     print(f"report: {', '.join(str(p) for p in written)}", file=sys.stderr)  # stdout: the table alone
+    if args.wandb:
+        from cl_adapters.logging.wandb import publish_report
+
+        try:
+            urls = publish_report(runs, args.title or f"cl-adapters: {', '.join(args.dirs)}",
+                                  provenance(runs) + "\n\n" + table(runs))
+        except RuntimeError as e:
+            sys.exit(f"error: --wandb: {e}")
+        print(f"W&B report: {' '.join(urls)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

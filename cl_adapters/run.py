@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import platform
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import hydra
 import numpy as np
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
@@ -26,6 +28,7 @@ from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
 from cl_adapters.logging import ProgressBar, plot_fusion_attention, write_json_atomic
 from cl_adapters.metrics import DEFINITIONS, AccuracyPlugin, CostPlugin, FusionAttention, summarize
+from cl_adapters.resume import Checkpoints
 from cl_adapters.references import REFERENCES, ReferenceCache, reference_optimizer, reference_strategy
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the repo's conf/ (editable install)
@@ -63,6 +66,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
         "run": {**_choices(cfg), "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S")},
         "config": OmegaConf.to_container(cfg, resolve=True),
         "versions": {"python": platform.python_version(), **{p: version(p) for p in VERSIONS}},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "device": str(strategy.device)},
         "metric_definitions": DEFINITIONS,
         "classes_per_task": getattr(scenario, "classes_per_task", None),
         "references": {p: {k: ref[k] for k in ("key", "fields", "diagonal", "run_dir")} for p, ref in references.items()},
@@ -79,8 +84,22 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     b = evaluate()  # the untrained model (random heads): GEM's FWT baseline
     R = np.full((T, T), np.nan)
     results.update(accuracy_matrix=R.tolist(), untrained_accuracy=b, costs=[], metrics={})
+    checkpoints, done = _checkpoints(cfg, protocol, plugins, strategy.model, Path(out_dir)), 0
+    if checkpoints is not None and cfg.resume and (last := checkpoints.resume(strategy.model)) is not None:
+        done = last["task"] + 1
+        measured = last["results"]
+        R[:done] = np.array(measured["accuracy_matrix"], dtype=float)[:done]
+        costs.tasks = measured["costs"]
+        attention.attention = {int(t): a for t, a in measured.get("fusion_attention", {}).items()}
+        results.update({k: measured[k] for k in ("accuracy_matrix", "costs", "metrics") if k in measured})
+        results["run"]["resumed_after_task"] = measured["run"].get("resumed_after_task", []) + [done - 1]
+        print(f"resumed from {checkpoints.dir} after task {done}/{T}")
+    elif checkpoints is not None:
+        checkpoints.clear()
     try:
         for i, experience in enumerate(train_stream):
+            if i < done:
+                continue
             strategy.train(experience)
             R[i] = evaluate()
             n = i + 1
@@ -90,11 +109,15 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
                 results["fusion_attention"] = attention.attention
                 plot_fusion_attention(attention.attention, out.with_name("fusion_attention.png"))
             write_json_atomic(out, results)
+            if checkpoints is not None:
+                checkpoints.save(i, strategy.model, results)
             for logger in loggers:
                 logger.log_task(i, results)
     except UserError as e:  # what was measured stays; the file says why the rest is missing
         results["run"].update(status="failed", error=str(e))
         write_json_atomic(out, results)
+        for logger in loggers:
+            logger.log_failure(results)
         raise
     results["run"]["status"] = "complete"
     results["throughput"] = {
@@ -108,6 +131,20 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
         logger.log_summary(results)
     print(f"results: {out}")
     return results
+
+
+def _checkpoints(cfg: DictConfig, protocol: str, plugins: list, model, out_dir: Path) -> Checkpoints | None:
+    """The run's per-task checkpoints (``checkpoint=true``), started from the model's initial weights.
+    References restart from scratch instead (they are short and cached once done); plugin state is not
+    checkpointed, so a run with plugins is not resumed."""
+    if not cfg.checkpoint or protocol in REFERENCES:
+        return None
+    checkpoints = Checkpoints(out_dir, OmegaConf.to_container(cfg, resolve=True))
+    if plugins and cfg.resume and checkpoints.dir.exists():
+        raise UserError(f"{checkpoints.dir}: runs with plugins ({', '.join(cfg.plugins)}) cannot resume (their state "
+                        "is not checkpointed); start over with resume=false or another run dir")
+    checkpoints.start(model)
+    return checkpoints
 
 
 def _references(cfg: DictConfig, cache: ReferenceCache, out_dir: Path) -> dict[str, dict]:

@@ -16,12 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def make_cfg(tmp_path):
-    """Compose conf/ with overrides, as the CLI would (references cached under the test's tmp dir)."""
+    """Compose conf/ with overrides, as the CLI would (references cached under the test's tmp dir; the
+    console logger only, unless a test asks for W&B)."""
 
     def _compose(*overrides: str):
-        refs = [] if any(o.startswith("references.dir=") for o in overrides) else [f"references.dir={tmp_path}/refs"]
+        defaults = {"references.dir": f"{tmp_path}/refs", "logger": "console"}
+        given = {o.split("=", 1)[0] for o in overrides}
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            return compose("config", overrides=[*refs, *overrides])
+            return compose("config", overrides=[*(f"{k}={v}" for k, v in defaults.items() if k not in given), *overrides])
 
     return _compose
 

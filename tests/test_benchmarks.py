@@ -25,3 +25,23 @@ def test_fusion_speed_benchmark_smoke(tmp_path):
     assert res["ours_full_N2"]["fusion_params_per_task"] == res["adapterhub_fuse_N2"]["fusion_params_per_task"]
     assert res["ours_light_N5"]["fusion_params_per_task"] < 0.05 * res["ours_full_N5"]["fusion_params_per_task"]
     assert res["bare"]["overhead_vs_bare"] == 0.0
+
+
+
+@pytest.mark.parametrize("suite", ["split_digits", "split_mnist", "permuted_mnist", "sentiment"])
+def test_every_job_of_a_suite_composes(make_cfg, suite, tmp_path):
+    """Each suite's sweeps expand into jobs whose configs compose, seeds 0-2 each; references first."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from suite import sweeps
+
+    protocols = []
+    for overrides in sweeps(suite, [], tmp_path):
+        overrides = [o for o in overrides if not o.startswith("hydra")]
+        (jobs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(overrides), None)
+        cfgs = [make_cfg(*job) for job in jobs]
+        assert sorted(c.seed for c in cfgs) == sorted([0, 1, 2] * (len(cfgs) // 3))
+        protocols.append({c.strategy.protocol for c in cfgs})
+    assert protocols[0] == {"single_task", "joint"} and all(p == {"sequential"} for p in protocols[1:])

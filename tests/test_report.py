@@ -9,13 +9,17 @@ import pytest
 from cl_adapters.report import load_runs, main, table
 
 
-def write(path, strategy, seed, acc, bwt, plugins=(), status="complete", transfer=None, fusion=None, stream="digits"):
+def write(path, strategy, seed, acc, bwt, plugins=(), status="complete", transfer=None, fusion=None, stream="digits",
+          config=None, started="2026-11-24T10:00:00"):
     metrics = {"acc": acc, "bwt": bwt, "forgetting": -bwt, "fwt": 0.0}
     if transfer is not None:
         metrics["transfer_vs_single"] = transfer
     results = {
-        "run": {"strategy": strategy, "plugins": list(plugins), "status": status, "fusion": fusion, "stream": stream},
-        "config": {"seed": seed},
+        "run": {"strategy": strategy, "plugins": list(plugins), "status": status, "fusion": fusion, "stream": stream,
+                "started": started},
+        "config": {"seed": seed, **(config or {})},
+        "versions": {"torch": "2.13.0"},
+        "machine": {"platform": "Linux", "cpus": 2, "torch_threads": 1, "device": "cpu"},
         "metrics": metrics,
         "accuracy_matrix": [[acc, None], [acc - bwt, acc]] if status == "complete" else [[acc, None], [None, None]],
         "costs": [{"trainable_params": 100, "bytes_per_task": 400, "train_seconds": 1.0},
@@ -61,10 +65,74 @@ def test_report_files(sweep, tmp_path_factory, capsys):
     records = list(csv.DictReader(open(out / "report.csv")))
     assert [(r["stream"], r["run"]) for r in records][:2] == [("digits", "adapter"), ("digits", "adapter_fusion[full]")]
     assert float(records[0]["acc"]) == pytest.approx(0.85) and records[0]["seeds"] == "0 1"
-    assert "Not included (unfinished or failed)" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert "Versions: torch 2.13.0.  \nMachine: Linux, 2 CPUs, 1 torch thread(s), cpu." in text
+    assert "Not included:" in text and "3: running after 1 task(s)" in text
     assert "not included:" in capsys.readouterr().err
 
 
 def test_no_runs_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no complete results.json"):
         main([str(tmp_path)])
+
+
+def test_a_failed_job_is_listed_with_its_error(tmp_path):
+    write(tmp_path / "0", "adapter", 0, 0.9, 0.0)
+    write(tmp_path / "1", "lora", 0, 0.5, 0.0, status="failed")
+    (tmp_path / "1" / "error.txt").write_text("strategy.optimizer: Invalid learning rate: -1\n")
+    runs, missing = load_runs([tmp_path])
+    assert [r["run"]["strategy"] for r in runs] == ["adapter"]
+    assert missing == [f"{tmp_path / '1'}: failed after 1 task(s): strategy.optimizer: Invalid learning rate: -1"]
+
+
+def test_runs_of_different_setups_are_never_averaged(tmp_path):
+    write(tmp_path / "0", "adapter", 0, 0.9, 0.0, config={"strategy": {"lr": 0.001, "device": "cpu"}})
+    write(tmp_path / "1", "adapter", 1, 0.7, 0.0, config={"strategy": {"lr": 0.001, "device": "cuda"}})  # same setup
+    write(tmp_path / "2", "adapter", 0, 0.5, 0.0, config={"strategy": {"lr": 0.1, "device": "cpu"}})
+    write(tmp_path / "3", "adapter", 0, 0.6, 0.0, config={"strategy": {"lr": 0.1}}, stream="mnist")
+    runs, _ = load_runs([tmp_path])
+    lines = table(runs).splitlines()[2:]
+    assert [line.split(" | ")[:3] for line in lines] == [
+        ["| digits", "adapter (strategy.lr=0.001)", "0,1"], ["| digits", "adapter (strategy.lr=0.1)", "0"],
+        ["| mnist", "adapter", "0"]]
+
+
+def test_a_rerun_of_the_same_setup_and_seed_replaces_the_older_run(tmp_path):
+    write(tmp_path / "a" / "0", "adapter", 0, 0.5, 0.0, started="2026-11-24T10:00:00")
+    write(tmp_path / "b" / "0", "adapter", 0, 0.9, 0.0, started="2026-11-24T11:00:00")
+    runs, missing = load_runs([tmp_path / "b", tmp_path / "a"])
+    assert [r["metrics"]["acc"] for r in runs] == [0.9]
+    assert missing == [f"{tmp_path / 'a' / '0'}: the same setup and seed as {tmp_path / 'b' / '0'}, which is newer and used"]
+
+
+def test_wandb_report_offline_says_so_and_keeps_the_local_report(tmp_path, monkeypatch, capsys):
+    write(tmp_path / "0", "adapter", 0, 0.9, 0.0, config={"logger": {"wandb": {"project": "p", "entity": None}}})
+    (tmp_path / "0" / "wandb" / "offline-run-20261124_100000-abc123").mkdir(parents=True)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with pytest.raises(SystemExit, match=r"--wandb: W&B is offline \(WANDB_MODE=offline\): no W&B Report made"):
+        main([str(tmp_path), "--out", str(tmp_path / "report"), "--wandb"])
+    assert (tmp_path / "report" / "report.md").exists()
+
+
+def test_wandb_report_without_wandb_runs_is_refused(tmp_path):
+    write(tmp_path / "0", "adapter", 0, 0.9, 0.0)
+    with pytest.raises(SystemExit, match="none of these runs logged to W&B"):
+        main([str(tmp_path), "--wandb"])
+
+
+def test_wandb_report_compares_exactly_the_sweeps_runs(tmp_path):
+    from cl_adapters.logging.wandb import report, run_ids
+
+    for i in range(2):
+        write(tmp_path / str(i), "adapter", i, 0.9, 0.0, config={"logger": {"wandb": {"project": "p", "entity": "me"}}})
+        (tmp_path / str(i) / "wandb" / f"offline-run-20261124_10000{i}-id{i}").mkdir(parents=True)
+    runs, _ = load_runs([tmp_path])
+    ((where, ids),) = run_ids(runs).items()
+    assert where == ("me", "p") and ids == ["id0", "id1"]
+    plan = report("me", "p", ids, "sweep", table(runs))
+    grid = plan.blocks[1]
+    assert plan.blocks[0].text == table(runs)
+    assert grid.runsets[0].filters == """Metric("ID") in ['id0', 'id1']"""
+    assert grid.runsets[0].groupby == ["config.run_name"]
+    assert [p.title for p in grid.panels] == ["ACC", "BWT", "forgetting", "ACC vs trainable parameters per task",
+                                              "ACC as the stream goes on"]

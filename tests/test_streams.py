@@ -33,8 +33,10 @@ def test_options_class_order_subsample_validation():
     assert [len(e.dataset) for e in s.valid_stream] == [10, 10]
     assert [len(e.dataset) for e in s.test_stream] == [20, 20]
     assert split_digits(class_order="random", seed=3).classes_per_task != s.classes_per_task
-    with pytest.raises(UserError, match="permutation"):
-        split_digits(class_order=[0, 1, 2])
+    assert split_digits(n_tasks=4, class_order=[0, 1, 2, 3, 4, 5, 6, 7]).classes_per_task[3] == [6, 7]  # a subset
+    for bad in ([0, 1, 12, 3], [0, 0, 1, 2]):
+        with pytest.raises(UserError, match="distinct classes of"):
+            split_digits(n_tasks=2, class_order=bad)
     with pytest.raises(UserError, match="divide"):
         split_digits(n_tasks=3)
 

@@ -57,7 +57,7 @@ def test_offline_run_logs_each_task_and_the_summary(make_cfg, tmp_path):
     strategy = results["run"]["strategy"]  # the config-group choice ("?" outside the Hydra CLI)
     assert info.run_group == "sweep-1" and info.job_type == strategy and info.display_name == f"{strategy}-seed0"
     config = {u.key: json.loads(u.value_json) for u in info.config.update}
-    assert config["strategy"]["epochs"] == 1 and config["seed"] == 0
+    assert config["strategy"]["epochs"] == 1 and config["seed"] == 0 and config["run_name"] == strategy
     R = results["accuracy_matrix"]
     assert sorted(history)[:5] == [0, 1, 2, 3, 4]
     for i in range(5):
@@ -93,3 +93,13 @@ def test_a_failure_mid_run_stops_only_wandb(capsys):
     logger.log_task(0, results)
     logger.log_task(0, results)
     assert logger.failed and capsys.readouterr().err.count("W&B logging failed (OSError: disk full)") == 1
+
+
+def test_a_run_that_fails_is_marked_failed_on_wandb(make_cfg, tmp_path):
+    results = run(make_cfg("strategy.epochs=1"), tmp_path / "run")
+    logger = WandbLogger(dir=str(tmp_path))
+    logger.log_task(0, results)
+    logger.log_failure(results)
+    (path,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    (exit_record,) = [r.exit for r in wandb_records(path) if r.WhichOneof("record_type") == "exit"]
+    assert exit_record.exit_code == 1

@@ -21,6 +21,9 @@ class ConsoleLogger:
             f"{cost['train_samples_per_s']:.0f}/s {cost['trainable_params']:,} params"
         )
 
+    def log_failure(self, results: dict) -> None:
+        """Nothing to add: the error is printed by the run, results.json keeps the tasks that finished."""
+
     def log_summary(self, results: dict) -> None:
         R = results["accuracy_matrix"]
         T = len(R)

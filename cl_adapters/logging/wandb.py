@@ -1,10 +1,13 @@
 """Weights & Biases: one W&B run per Hydra job, offline by default (no account or network; ``wandb sync``
 later), on the current wandb API. W&B is a mirror of results.json: if it cannot start or fails mid-run,
-the run goes on with its local outputs after one warning."""
+the run goes on with its local outputs after one warning. ``report`` builds a W&B Report of a sweep's runs
+(``cl-adapters-report --wandb``)."""
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 from cl_adapters.logging.plots import accuracy_matrix_figure
 
@@ -47,7 +50,9 @@ class WandbLogger:
                 s["group"] = hydra.sweep.dir
         s["job_type"] = s["job_type"] or results["run"]["strategy"]
         s["name"] = s["name"] or f"{run_name(results)}-seed{results['config']['seed']}"
-        self.run = wandb.init(**s, config=results["config"], reinit="create_new")
+        run = {k: results["run"][k] for k in ("stream", "model", "strategy", "adapter", "fusion", "plugins")}
+        config = {**results["config"], "run": run, "run_name": run_name(results)}  # run_name: what reports group by
+        self.run = wandb.init(**s, config=config, reinit="create_new")
 
     def log_task(self, task: int, results: dict) -> None:
         if self.run is None:
@@ -80,3 +85,66 @@ class WandbLogger:
 
         if self.run is not None:
             self._guard("summary", finish)
+
+    def log_failure(self, results: dict) -> None:
+        """A run that stopped on an error: what it logged stays, the W&B run is marked failed."""
+        if self.run is not None:
+            self._guard("finish", lambda: self.run.finish(exit_code=1))
+
+
+def run_ids(runs: list[dict]) -> dict[tuple[str | None, str], list[str]]:
+    """(entity, project) -> the W&B run ids of the runs (read from the ``wandb/`` folders of their jobs)."""
+    found = {}
+    for results in runs:
+        settings = results["config"].get("logger", {}).get("wandb")
+        if settings:
+            folder = Path(settings.get("dir") or results["dir"]) / "wandb"
+            ids = sorted(p.name.rsplit("-", 1)[1] for p in folder.glob("*run-*-*") if p.is_dir())
+            found.setdefault((settings.get("entity"), settings["project"]), []).extend(ids)
+    return found
+
+
+def report(entity: str, project: str, ids: list[str], title: str, table: str):
+    """A W&B Report comparing the runs ``ids``: the local table, then bar charts of ACC, BWT and forgetting
+    and ACC against trainable parameters, all grouped by run name (mean ± std over seeds)."""
+    import wandb_workspaces.reports.v2 as wr
+    from wandb_workspaces import expr
+
+    runset = wr.Runset(entity=entity, project=project, name="runs", filters=[expr.Metric("ID").isin(ids)],
+                       groupby=["config.run_name"])
+    grouped = dict(groupby_aggfunc="mean", groupby_rangefunc="stddev")
+    panels = [wr.BarPlot(title=name, metrics=[key], **grouped)
+              for name, key in (("ACC", "acc"), ("BWT", "bwt"), ("forgetting", "forgetting"))]
+    panels += [wr.ScatterPlot(title="ACC vs trainable parameters per task", x=wr.SummaryMetric("trainable_params_per_task"),
+                              y=wr.SummaryMetric("acc"), log_x=True),
+               wr.LinePlot(title="ACC as the stream goes on", x="Step", y=["acc"], **grouped)]
+    return wr.Report(entity=entity, project=project, title=title, description=f"{len(ids)} cl-adapters runs",
+                     blocks=[wr.MarkdownBlock(text=table), wr.PanelGrid(runsets=[runset], panels=panels)])
+
+
+def publish_report(runs: list[dict], title: str, table: str) -> list[str]:
+    """Save a W&B Report per (entity, project) of ``runs``; returns the URLs. Refuses, before saving anything,
+    when W&B is offline or not logged in, or when some runs were never uploaded (``wandb sync``)."""
+    found = run_ids(runs)
+    if not found:
+        raise RuntimeError("none of these runs logged to W&B (run them with logger=wandb)")
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled"):
+        raise RuntimeError(f"W&B is offline (WANDB_MODE={os.environ['WANDB_MODE']}): no W&B Report made. Upload the runs "
+                           "with `wandb sync <job dir>/wandb/offline-run-*`, then rerun with WANDB_MODE=online")
+    import wandb
+
+    try:
+        api = wandb.Api()
+        plans = []
+        for (entity, project), ids in found.items():
+            entity = entity or api.default_entity
+            online = {r.id for r in api.runs(f"{entity}/{project}", filters={"name": {"$in": ids}})}
+            if set(ids) - online:
+                raise RuntimeError(f"{len(set(ids) - online)} of {len(ids)} runs are not on W&B in {entity}/{project} "
+                                   "(offline runs: `wandb sync <job dir>/wandb/offline-run-*` first); no W&B Report made")
+            plans.append(report(entity, project, ids, title, table))
+        return [plan.save().url for plan in plans]
+    except RuntimeError:
+        raise
+    except Exception as e:  # not logged in, no network, ...
+        raise RuntimeError(f"W&B is not reachable ({type(e).__name__}: {e}); no W&B Report made") from e

@@ -103,15 +103,16 @@ def subsample(x, y, n: int | None, seed: int) -> Split:
 
 
 def class_order_for(classes: Sequence[int], class_order, seed: int) -> list[int]:
-    """``None`` keeps natural order, ``"random"`` shuffles with ``seed``, a list is used as given."""
+    """``None`` keeps natural order, ``"random"`` shuffles with ``seed``, a list is used as given (a
+    subset of the classes is fine: the others are left out of the stream)."""
     classes = sorted(int(c) for c in classes)
     if class_order is None:
         return classes
     if class_order == "random":
         return [classes[i] for i in np.random.default_rng(seed).permutation(len(classes))]
     order = [int(c) for c in class_order]
-    if sorted(order) != classes:
-        raise UserError(f"stream.class_order must be a permutation of {classes}, got {order}")
+    if len(set(order)) != len(order) or not set(order) <= set(classes):
+        raise UserError(f"stream.class_order must list distinct classes of {classes}, got {order}")
     return order
 
 

@@ -1,0 +1,66 @@
+"""Benchmark suites: every strategy x seeds 0,1,2 on one stream, as Hydra multiruns with the joblib
+launcher, then the comparison report in ``benchmarks/results/<suite>/`` (report.md, report.csv, plots).
+
+    python benchmarks/suite.py split_mnist              # also: split_digits, permuted_mnist, sentiment
+    python benchmarks/suite.py split_mnist hydra.launcher.n_jobs=1 strategy.epochs=2   # extra overrides
+
+The references (single_task, joint) run first, so every strategy finds them cached (transfer,
+intransigence). A failed job does not stop the suite: the report lists it and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = "seed=0,1,2"
+REFERENCES = ("references", ["strategy=single_task,joint"])
+PEFT = ("strategies", ["strategy=adapter,adapter_fusion,lora,lora_per_task,bitfit,full_ft"])
+LIGHT_FUSION = ("fusion_light", ["strategy=adapter_fusion", "fusion=light"])
+PLUGINS = ("plugins", ["strategy=full_ft,lora", "plugins=[ewc],[replay],[lwf]"])
+ALL = (REFERENCES, PEFT, LIGHT_FUSION, PLUGINS)
+SUITES = {  # suite -> [(sweep name, overrides)], run in this order
+    "split_digits": [(name, ["experiment=split_digits", *o]) for name, o in ALL],
+    "split_mnist": [(name, ["experiment=split_mnist", *o]) for name, o in ALL],
+    "permuted_mnist": [(name, ["experiment=permuted_mnist_quick", *o]) for name, o in ALL],
+    "sentiment": [  # MiniLM on CPU: hours (full fine-tuning wants its own learning rate)
+        ("references", ["experiment=sentiment", "strategy=single_task,joint"]),
+        ("strategies", ["experiment=sentiment", "strategy=adapter,adapter_fusion,lora,lora_per_task", "fusion=light"]),
+        ("full_ft", ["experiment=sentiment_full_ft"]),
+    ],
+}
+
+
+def sweeps(suite: str, extra: list[str], out: Path) -> list[list[str]]:
+    """The Hydra overrides of each of the suite's multiruns."""
+    return [["hydra/launcher=joblib", SEEDS, *overrides, *extra, f"hydra.sweep.dir={out / name}"]
+            for name, overrides in SUITES[suite]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("suite", choices=sorted(SUITES))
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every sweep")
+    parser.add_argument("--out", type=Path, help="the sweeps' directory (default: multirun/suites/<suite>)")
+    parser.add_argument("--report", type=Path, help="the report's directory (default: benchmarks/results/<suite>)")
+    args = parser.parse_args(argv)
+    out = args.out or ROOT / "multirun" / "suites" / args.suite
+    start, failed = time.time(), 0
+    for overrides in sweeps(args.suite, args.overrides, out):
+        print("+ cl-adapters -m", " ".join(overrides), file=sys.stderr, flush=True)
+        failed |= subprocess.run([sys.executable, "-m", "cl_adapters.run", "-m", *overrides], cwd=ROOT).returncode != 0  # a failed job: listed in the report, suite goes on
+    minutes = (time.time() - start) / 60
+    command = " ".join(["python benchmarks/suite.py", args.suite, *args.overrides])
+    report = args.report or ROOT / "benchmarks" / "results" / args.suite
+    title = f"{args.suite}: `{command}` ({minutes:.1f} min wall clock, jobs in parallel)"
+    done = subprocess.run([sys.executable, "-m", "cl_adapters.report", *(str(out / name) for name, _ in SUITES[args.suite]),
+                           "--out", str(report), "--title", title], cwd=ROOT)
+    return 1 if failed or done.returncode else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

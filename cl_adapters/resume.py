@@ -1,0 +1,166 @@
+"""Per-task checkpoints of a run, and resuming from the newest good one.
+
+After task i the run writes to ``<run dir>/checkpoint/``:
+
+- ``task-<i>.safetensors``: the tensors task i created or changed (its head, adapter and fusion; the
+  backbone too when it trained), so an adapter run's checkpoint costs what its adapters cost;
+- ``task-<i>.json``: that file's sha256, what the model needs to rebuild task i's parts, the results
+  so far (rows of R, costs, metrics), the RNG states and the config the run was started with.
+
+Both are written atomically, the JSON last: a kill mid-write leaves task i-1 the newest complete
+checkpoint. A resume rebuilds the run as it started (the same seed gives the same initial weights, data
+and untrained heads; a fingerprint of the initial weights checks it), overlays task files 0..i,
+restores the RNG states and goes on with task i+1, so on CPU it ends with the same accuracy matrix,
+bit for bit, as a run that was never stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from cl_adapters.atomic import atomic_path
+from cl_adapters.errors import UserError
+from cl_adapters.logging import write_json_atomic
+from cl_adapters.models.adapted import task_key
+
+UNCHECKED = ("logger", "resume")  # config that may change between a run and its resume
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """A hash of the model's weights (names, shapes and values)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _leaves(node, prefix: str = "") -> dict:
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    return {k: v for key, value in node.items() for k, v in _leaves(value, f"{prefix}{key}.").items()}
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    np_state = np.random.get_state()
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors |= {f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+    py_version, py_state, py_gauss = random.getstate()
+    return tensors, {"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+                     "python": [py_version, list(py_state), py_gauss]}
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], states: dict) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+    version, state, gauss = states["python"]
+    random.setstate((version, tuple(state), gauss))
+
+
+class Checkpoints:
+    """The checkpoints of one run directory (see the module docstring)."""
+
+    def __init__(self, run_dir: str | Path, config: dict):
+        self.dir = Path(run_dir) / "checkpoint"
+        self.config = {k: v for k, v in config.items() if k not in UNCHECKED}
+        self._last: dict[str, torch.Tensor] = {}
+
+    def start(self, model) -> None:
+        """Remember the initial weights: task files hold what changed since."""
+        self._last = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._initial = fingerprint(self._last)
+
+    def clear(self, after: int = -1) -> None:
+        """Remove the checkpoints of tasks after ``after`` (all by default): a run that starts over, or
+        goes on from an earlier task, must not leave later files of another attempt in its chain."""
+        for path in self.dir.glob("task-*.*"):
+            if int(path.name.split(".")[0].split("-")[1]) > after:
+                path.unlink()
+
+    def save(self, task: int, model, results: dict) -> Path:
+        state = model.state_dict()
+        changed = {k: v for k, v in state.items() if k not in self._last or not torch.equal(v, self._last[k])}
+        rng_tensors, rng = _rng_state()
+        weights = self.dir / f"task-{task}.safetensors"
+        with atomic_path(weights) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in (changed | rng_tensors).items()}, str(tmp))
+        fusions = model.fusions(task)
+        record = {"task": task, "weights": weights.name, "sha256": _sha256(weights), "initial_weights": self._initial,
+                  "classes": model.heads[task_key(task)].out_features, "fusion_over": fusions[0].keys if fusions else None,
+                  "trained_tasks": model.trained_tasks, "rng": rng, "config": self.config, "results": results}
+        self._last = {k: v.detach().clone() for k, v in state.items()}
+        return write_json_atomic(self.dir / f"task-{task}.json", record)
+
+    def _valid(self) -> list[dict]:
+        """Task records 0..i with intact files, up to the first bad or missing one (with a warning)."""
+        records = []
+        for task in range(len(list(self.dir.glob("task-*.json")))):
+            path = self.dir / f"task-{task}.json"
+            try:
+                record = json.loads(path.read_text())
+                if _sha256(self.dir / record["weights"]) != record["sha256"]:
+                    raise ValueError(f"{record['weights']} does not match its sha256")
+            except (OSError, ValueError, KeyError) as e:
+                print(f"warning: checkpoint of task {task} is unusable ({path}: {e}); resuming from the one before")
+                break
+            records.append(record)
+        return records
+
+    def resume(self, model) -> dict | None:
+        """Restore the newest good checkpoint into ``model`` (just built and evaluated, before any training)
+        and the RNG states; returns its record (``results`` holds what was measured), or None if none."""
+        records = self._valid()
+        if not records:
+            return None
+        last = records[-1]
+        if last["config"] != self.config:
+            old, new = _leaves(last["config"]), _leaves(self.config)
+            differ = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+            raise UserError(f"{self.dir} was written by a run with another config ({'; '.join(differ[:5])}); "
+                            "resume it with the same config, or start over with resume=false or another run dir")
+        self.start(model)
+        if self._initial != last["initial_weights"]:
+            raise UserError(f"{self.dir}: the rebuilt initial model differs from the checkpointed run's "
+                            "(another backbone file, torch version or device?); start over with resume=false")
+        for record in records:
+            model.restore_task(record["task"], record["classes"], record["fusion_over"])
+        model.trained_tasks[:] = last["trained_tasks"]
+        state = model.state_dict()
+        for record in records:
+            path = self.dir / record["weights"]
+            with safe_open(str(path), framework="pt") as f:
+                for name in f.keys():
+                    if name.startswith("rng."):
+                        continue
+                    tensor = f.get_tensor(name)
+                    if name not in state or state[name].shape != tensor.shape:
+                        found = tuple(state[name].shape) if name in state else "no such tensor"
+                        raise UserError(f"{path}: tensor {name} {tuple(tensor.shape)} does not fit the model ({found})")
+                    with torch.no_grad():
+                        state[name].copy_(tensor)
+        with safe_open(str(self.dir / last["weights"]), framework="pt") as f:
+            _set_rng_state({k: f.get_tensor(k) for k in f.keys() if k.startswith("rng.")}, last["rng"])
+        self._last = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.clear(after=last["task"])
+        return last

@@ -1,0 +1,89 @@
+"""Per-task checkpoints and resume: a run killed mid-stream and resumed ends with the accuracy matrix of a
+run that was never stopped, bit for bit; a corrupt newest checkpoint falls back to the one before."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cl_adapters.errors import UserError
+from cl_adapters.run import run
+
+FOUR_TASKS = ["stream.n_tasks=4", "stream.class_order=[0,1,2,3,4,5,6,7]", "strategy.epochs=20"]
+
+
+def cli(run_dir, *overrides):
+    cmd = [sys.executable, "-m", "cl_adapters.run", *FOUR_TASKS, f"hydra.run.dir={run_dir}", *overrides]
+    return subprocess.Popen(cmd, cwd=run_dir.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def matrix(run_dir):
+    return json.loads((run_dir / "results.json").read_text())["accuracy_matrix"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("whole") / "run"
+    out, _ = cli(run_dir).communicate(timeout=600)
+    assert "results:" in out, out[-2000:]
+    return matrix(run_dir)
+
+
+def killed_after_two_tasks(run_dir):
+    proc = cli(run_dir)
+    while not (run_dir / "checkpoint" / "task-1.json").exists():
+        assert proc.poll() is None, proc.stdout.read()[-2000:]
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "checkpoint" / "task-2.json").exists()  # killed while training task 3
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["run"]["status"] == "running" and results["accuracy_matrix"][2][0] is None
+
+
+def test_a_killed_run_resumes_to_the_same_matrix(tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    killed_after_two_tasks(run_dir)
+    out, _ = cli(run_dir).communicate(timeout=600)  # the same command in the same run dir resumes
+    assert "resumed from" in out and "after task 2/4" in out, out[-2000:]
+    assert matrix(run_dir) == uninterrupted
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["run"]["status"] == "complete" and results["run"]["resumed_after_task"] == [1]
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    killed_after_two_tasks(run_dir)
+    newest = run_dir / "checkpoint" / "task-1.safetensors"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    out, _ = cli(run_dir).communicate(timeout=600)
+    assert "checkpoint of task 1 is unusable" in out and "does not match its sha256" in out, out[-2000:]
+    assert "after task 1/4" in out
+    assert matrix(run_dir) == uninterrupted
+
+
+def test_resuming_with_another_config_is_refused(make_cfg, tmp_path):
+    run(make_cfg("strategy.epochs=1"), tmp_path)
+    with pytest.raises(UserError, match=r"another config \(strategy.epochs: 1 -> 2\)"):
+        run(make_cfg("strategy.epochs=2"), tmp_path)
+    run(make_cfg("strategy.epochs=2", "resume=false"), tmp_path)  # starting over is allowed
+    assert json.loads((tmp_path / "checkpoint" / "task-4.json").read_text())["config"]["strategy"]["epochs"] == 2
+
+
+def test_checkpoints_hold_only_what_each_task_changed(make_cfg, tmp_path):
+    from safetensors import safe_open
+
+    run(make_cfg("strategy.epochs=1"), tmp_path)  # adapters on a backbone trained on task 1, then frozen
+    names = []
+    for t in range(5):
+        with safe_open(str(tmp_path / "checkpoint" / f"task-{t}.safetensors"), framework="pt") as f:
+            names.append({n for n in f.keys() if not n.startswith("rng.")})
+    assert any(n.startswith("backbone.") and ".adapters." not in n for n in names[0])
+    for t in range(1, 5):
+        assert names[t] and all(f".{t}." in n for n in names[t]), sorted(names[t])[:5]
