@@ -24,8 +24,9 @@ import numpy as np
 from cl_adapters.atomic import atomic_path
 from cl_adapters.logging.plots import heatmap, pyplot, save_figure
 
-# config that does not change what a run measures (top-level adapter, fusion: the used ones are under strategy.model)
-UNMEASURED = {"logger", "adapter", "fusion", "references.dir", "references.compute"}  # ... nor any *.seed, *.device
+# config that does not change what a run measures, nor does any *.seed or *.device (top-level adapter
+# and fusion: the ones a run uses are under strategy.model)
+UNMEASURED = {"logger", "adapter", "fusion", "checkpoint", "resume", "references.dir", "references.compute"}
 COLUMNS = {  # header -> metric key
     "ACC": "acc",
     "BWT": "bwt",

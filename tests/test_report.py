@@ -136,3 +136,17 @@ def test_wandb_report_compares_exactly_the_sweeps_runs(tmp_path):
     assert grid.runsets[0].groupby == ["config.run_name"]
     assert [p.title for p in grid.panels] == ["ACC", "BWT", "forgetting", "ACC vs trainable parameters per task",
                                               "ACC as the stream goes on"]
+
+
+def test_wandb_report_when_wandb_is_unreachable_saves_nothing(tmp_path, monkeypatch):
+    import wandb
+
+    def no_login():
+        raise RuntimeError("not logged in")
+
+    write(tmp_path / "0", "adapter", 0, 0.9, 0.0, config={"logger": {"wandb": {"project": "p", "entity": None}}})
+    (tmp_path / "0" / "wandb" / "run-20261124_100000-abc123").mkdir(parents=True)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setattr(wandb, "Api", no_login)
+    with pytest.raises(SystemExit, match=r"W&B is not reachable \(RuntimeError: not logged in\); no W&B Report made"):
+        main([str(tmp_path), "--wandb"])

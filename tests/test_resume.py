@@ -87,3 +87,25 @@ def test_checkpoints_hold_only_what_each_task_changed(make_cfg, tmp_path):
     assert any(n.startswith("backbone.") and ".adapters." not in n for n in names[0])
     for t in range(1, 5):
         assert names[t] and all(f".{t}." in n for n in names[t]), sorted(names[t])[:5]
+
+
+def test_a_preempted_slurm_job_is_requeued_and_resumes(tmp_path, uninterrupted):
+    """submitit's local executor stands in for Slurm: its preemption signal makes the launcher requeue
+    the job (hydra-submitit's checkpoint hook), which reruns in the same job dir and resumes."""
+    import psutil
+
+    cmd = [sys.executable, "-m", "cl_adapters.run", "-m", "hydra/launcher=submitit_local", *FOUR_TASKS,
+           "hydra.sweep.dir=sweep"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    while not list(tmp_path.glob("sweep/0_*/checkpoint/task-1.json")):
+        assert proc.poll() is None, proc.stdout.read()[-2000:]
+        time.sleep(0.005)
+    (job,) = [p for p in psutil.Process(proc.pid).children(recursive=True) if "submitit.core._submit" in " ".join(p.cmdline())]
+    job.send_signal(signal.SIGUSR2)  # what Slurm sends before pre-empting or timing out a job
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-2000:]
+    (run_dir,) = tmp_path.glob("sweep/0_*")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["run"]["status"] == "complete" and results["run"]["resumed_after_task"] in ([1], [2])
+    assert matrix(run_dir) == uninterrupted
+    assert "preempted" in "".join(p.read_text() for p in tmp_path.glob("sweep/.submitit/*/*_log.err"))

@@ -133,18 +133,19 @@ def publish_report(runs: list[dict], title: str, table: str) -> list[str]:
                            "with `wandb sync <job dir>/wandb/offline-run-*`, then rerun with WANDB_MODE=online")
     import wandb
 
-    try:
-        api = wandb.Api()
-        plans = []
-        for (entity, project), ids in found.items():
-            entity = entity or api.default_entity
-            online = {r.id for r in api.runs(f"{entity}/{project}", filters={"name": {"$in": ids}})}
-            if set(ids) - online:
-                raise RuntimeError(f"{len(set(ids) - online)} of {len(ids)} runs are not on W&B in {entity}/{project} "
-                                   "(offline runs: `wandb sync <job dir>/wandb/offline-run-*` first); no W&B Report made")
-            plans.append(report(entity, project, ids, title, table))
-        return [plan.save().url for plan in plans]
-    except RuntimeError:
-        raise
-    except Exception as e:  # not logged in, no network, ...
-        raise RuntimeError(f"W&B is not reachable ({type(e).__name__}: {e}); no W&B Report made") from e
+    def reach(call):
+        try:
+            return call()
+        except Exception as e:  # noqa: BLE001 - not logged in, no network, server errors
+            raise RuntimeError(f"W&B is not reachable ({type(e).__name__}: {e}); no W&B Report made") from e
+
+    api = reach(wandb.Api)
+    plans = []
+    for (entity, project), ids in found.items():
+        entity = entity or api.default_entity
+        online = reach(lambda: {r.id for r in api.runs(f"{entity}/{project}", filters={"name": {"$in": ids}})})
+        if set(ids) - online:
+            raise RuntimeError(f"{len(set(ids) - online)} of {len(ids)} runs are not on W&B in {entity}/{project} "
+                               "(offline runs: `wandb sync <job dir>/wandb/offline-run-*` first); no W&B Report made")
+        plans.append(report(entity, project, ids, title, table))
+    return [reach(plan.save).url for plan in plans]
