@@ -3,15 +3,15 @@
 After task i the run writes to ``<run dir>/checkpoint/``:
 
 - ``task-<i>.safetensors``: the tensors task i created or changed (its head, adapter and fusion; the
-  backbone too when it trained), so an adapter run's checkpoint costs what its adapters cost;
+  backbone too when it trained), plus the RNG states; task 0's file holds the whole model, so the
+  chain needs nothing else and every later file costs what that task trained;
 - ``task-<i>.json``: that file's sha256, what the model needs to rebuild task i's parts, the results
-  so far (rows of R, costs, metrics), the RNG states and the config the run was started with.
+  so far (rows of R, costs, metrics) and the config the run was started with.
 
 Both are written atomically, the JSON last: a kill mid-write leaves task i-1 the newest complete
-checkpoint. A resume rebuilds the run as it started (the same seed gives the same initial weights, data
-and untrained heads; a fingerprint of the initial weights checks it), overlays task files 0..i,
-restores the RNG states and goes on with task i+1, so on CPU it ends with the same accuracy matrix,
-bit for bit, as a run that was never stopped.
+checkpoint. A resume rebuilds the run's objects from its config, overlays task files 0..i, restores the
+RNG states and goes on with task i+1, so on CPU it ends with the same accuracy matrix, bit for bit, as a
+run that was never stopped. ``cl_adapters.inference`` loads the same files to predict.
 """
 
 from __future__ import annotations
@@ -39,15 +39,6 @@ def _sha256(path: Path) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
-
-
-def fingerprint(state: dict[str, torch.Tensor]) -> str:
-    """A hash of the model's weights (names, shapes and values)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(state.items()):
-        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -81,15 +72,11 @@ def _set_rng_state(tensors: dict[str, torch.Tensor], states: dict) -> None:
 class Checkpoints:
     """The checkpoints of one run directory (see the module docstring)."""
 
-    def __init__(self, run_dir: str | Path, config: dict):
+    def __init__(self, run_dir: str | Path, config: dict, input_shape: tuple[int, ...] | None = None):
         self.dir = Path(run_dir) / "checkpoint"
         self.config = {k: v for k, v in config.items() if k not in UNCHECKED}
-        self._last: dict[str, torch.Tensor] = {}
-
-    def start(self, model) -> None:
-        """Remember the initial weights: task files hold what changed since."""
-        self._last = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self._initial = fingerprint(self._last)
+        self.input_shape = input_shape
+        self._last: dict[str, torch.Tensor] = {}  # the weights as last saved: later files hold what changed
 
     def clear(self, after: int = -1) -> None:
         """Remove the checkpoints of tasks after ``after`` (all by default): a run that starts over, or
@@ -106,14 +93,14 @@ class Checkpoints:
         with atomic_path(weights) as tmp:
             save_file({k: v.detach().cpu().contiguous() for k, v in (changed | rng_tensors).items()}, str(tmp))
         fusions = model.fusions(task)
-        record = {"task": task, "weights": weights.name, "sha256": _sha256(weights), "initial_weights": self._initial,
+        record = {"task": task, "weights": weights.name, "sha256": _sha256(weights), "input_shape": self.input_shape,
                   "classes": model.heads[task_key(task)].out_features, "fusion_over": fusions[0].keys if fusions else None,
                   "trained_tasks": model.trained_tasks, "rng": rng, "config": self.config, "results": results}
         self._last = {k: v.detach().clone() for k, v in state.items()}
         return write_json_atomic(self.dir / f"task-{task}.json", record)
 
-    def _valid(self) -> list[dict]:
-        """Task records 0..i with intact files, up to the first bad or missing one (with a warning)."""
+    def records(self) -> list[dict]:
+        """The records of tasks 0..i whose files are intact, up to the first bad or missing one (warned)."""
         records = []
         for task in range(len(list(self.dir.glob("task-*.json")))):
             path = self.dir / f"task-{task}.json"
@@ -122,30 +109,16 @@ class Checkpoints:
                 if _sha256(self.dir / record["weights"]) != record["sha256"]:
                     raise ValueError(f"{record['weights']} does not match its sha256")
             except (OSError, ValueError, KeyError) as e:
-                print(f"warning: checkpoint of task {task} is unusable ({path}: {e}); resuming from the one before")
+                print(f"warning: checkpoint of task {task} is unusable ({path}: {e}); using the ones before it")
                 break
             records.append(record)
         return records
 
-    def resume(self, model) -> dict | None:
-        """Restore the newest good checkpoint into ``model`` (just built and evaluated, before any training)
-        and the RNG states; returns its record (``results`` holds what was measured), or None if none."""
-        records = self._valid()
-        if not records:
-            return None
-        last = records[-1]
-        if last["config"] != self.config:
-            old, new = _leaves(last["config"]), _leaves(self.config)
-            differ = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
-            raise UserError(f"{self.dir} was written by a run with another config ({'; '.join(differ[:5])}); "
-                            "resume it with the same config, or start over with resume=false or another run dir")
-        self.start(model)
-        if self._initial != last["initial_weights"]:
-            raise UserError(f"{self.dir}: the rebuilt initial model differs from the checkpointed run's "
-                            "(another backbone file, torch version or device?); start over with resume=false")
+    def load(self, model, records: list[dict]) -> None:
+        """Rebuild tasks 0..i's parts in ``model`` and load their weights (task 0's file first)."""
         for record in records:
             model.restore_task(record["task"], record["classes"], record["fusion_over"])
-        model.trained_tasks[:] = last["trained_tasks"]
+        model.trained_tasks[:] = records[-1]["trained_tasks"]
         state = model.state_dict()
         for record in records:
             path = self.dir / record["weights"]
@@ -159,6 +132,20 @@ class Checkpoints:
                         raise UserError(f"{path}: tensor {name} {tuple(tensor.shape)} does not fit the model ({found})")
                     with torch.no_grad():
                         state[name].copy_(tensor)
+
+    def resume(self, model) -> dict | None:
+        """Restore the newest good checkpoint into ``model`` (just built, before any training) and the
+        RNG states; returns its record (``results`` holds what was measured), or None if there is none."""
+        records = self.records()
+        if not records:
+            return None
+        last = records[-1]
+        if last["config"] != self.config:
+            old, new = _leaves(last["config"]), _leaves(self.config)
+            differ = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+            raise UserError(f"{self.dir} was written by a run with another config ({'; '.join(differ[:5])}); "
+                            "resume it with the same config, or start over with resume=false or another run dir")
+        self.load(model, records)
         with safe_open(str(self.dir / last["weights"]), framework="pt") as f:
             _set_rng_state({k: f.get_tensor(k) for k in f.keys() if k.startswith("rng.")}, last["rng"])
         self._last = {k: v.detach().clone() for k, v in model.state_dict().items()}

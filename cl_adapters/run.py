@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import platform
@@ -84,7 +85,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     b = evaluate()  # the untrained model (random heads): GEM's FWT baseline
     R = np.full((T, T), np.nan)
     results.update(accuracy_matrix=R.tolist(), untrained_accuracy=b, costs=[], metrics={})
-    checkpoints, done = _checkpoints(cfg, protocol, plugins, strategy.model, Path(out_dir)), 0
+    checkpoints, done = _checkpoints(cfg, protocol, plugins, Path(out_dir), input_shape), 0
     if checkpoints is not None and cfg.resume and (last := checkpoints.resume(strategy.model)) is not None:
         done = last["task"] + 1
         measured = last["results"]
@@ -96,6 +97,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
         print(f"resumed from {checkpoints.dir} after task {done}/{T}")
     elif checkpoints is not None:
         checkpoints.clear()
+    write_json_atomic(out, results)  # before training: an unwritable run dir fails now, not after task 1
     try:
         for i, experience in enumerate(train_stream):
             if i < done:
@@ -115,7 +117,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
                 logger.log_task(i, results)
     except UserError as e:  # what was measured stays; the file says why the rest is missing
         results["run"].update(status="failed", error=str(e))
-        write_json_atomic(out, results)
+        with contextlib.suppress(UserError):  # a full disk keeps the last task's file, status "running"
+            write_json_atomic(out, results)
         for logger in loggers:
             logger.log_failure(results)
         raise
@@ -133,17 +136,16 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     return results
 
 
-def _checkpoints(cfg: DictConfig, protocol: str, plugins: list, model, out_dir: Path) -> Checkpoints | None:
-    """The run's per-task checkpoints (``checkpoint=true``), started from the model's initial weights.
-    References restart from scratch instead (they are short and cached once done); plugin state is not
-    checkpointed, so a run with plugins is not resumed."""
+def _checkpoints(cfg: DictConfig, protocol: str, plugins: list, out_dir: Path, input_shape: tuple) -> Checkpoints | None:
+    """The run's per-task checkpoints (``checkpoint=true``). References restart from scratch instead
+    (they are short, and cached once done); plugin state is not checkpointed, so runs with plugins
+    write checkpoints but are not resumed."""
     if not cfg.checkpoint or protocol in REFERENCES:
         return None
-    checkpoints = Checkpoints(out_dir, OmegaConf.to_container(cfg, resolve=True))
-    if plugins and cfg.resume and checkpoints.dir.exists():
+    checkpoints = Checkpoints(out_dir, OmegaConf.to_container(cfg, resolve=True), input_shape)
+    if plugins and cfg.resume and any(checkpoints.dir.glob("task-*.json")):
         raise UserError(f"{checkpoints.dir}: runs with plugins ({', '.join(cfg.plugins)}) cannot resume (their state "
                         "is not checkpointed); start over with resume=false or another run dir")
-    checkpoints.start(model)
     return checkpoints
 
 

@@ -18,3 +18,36 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
             raise RuntimeError("killed")
     assert json.loads(path.read_text())["acc"] == 0.5
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary files left
+
+
+def test_a_full_disk_mid_run_is_one_clear_error_and_keeps_the_last_results(make_cfg, tmp_path, monkeypatch):
+    import errno
+
+    from cl_adapters import atomic
+    from cl_adapters.errors import UserError
+    from cl_adapters.run import run
+
+    real_replace, writes = atomic.os.replace, []
+
+    def fills_up(src, dst):
+        writes.append(dst)
+        if len([d for d in writes if str(d).endswith("results.json")]) > 3:  # the start, tasks 1 and 2
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", fills_up)
+    with pytest.raises(UserError, match=r"cannot write .*results.json: No space left on device"):
+        run(make_cfg("strategy.epochs=1"), tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["run"]["status"] == "running" and [r[0] is not None for r in saved["accuracy_matrix"]][:3] == [
+        True, True, False]
+    assert not list(tmp_path.rglob(".*.tmp"))  # no half-written files left behind
+
+
+def test_an_unwritable_run_dir_is_one_clear_error(make_cfg, tmp_path):
+    from cl_adapters.errors import UserError
+    from cl_adapters.run import run
+
+    (tmp_path / "taken").write_text("a file where the run dir should be")
+    with pytest.raises(UserError, match=r"cannot write .*taken/results.json: .*taken is not a directory"):
+        run(make_cfg("strategy.epochs=1"), tmp_path / "taken")

@@ -109,3 +109,24 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes(tmp_path, uninterrupted):
     assert results["run"]["status"] == "complete" and results["run"]["resumed_after_task"] in ([1], [2])
     assert matrix(run_dir) == uninterrupted
     assert "preempted" in "".join(p.read_text() for p in tmp_path.glob("sweep/.submitit/*/*_log.err"))
+
+
+def test_a_nan_loss_mid_stream_keeps_the_finished_tasks(make_cfg, tmp_path, monkeypatch):
+    import torch
+
+    from cl_adapters.strategies import ContinualStrategy
+
+    criterion = ContinualStrategy.criterion
+
+    def nan_on_task_3(self):
+        loss = criterion(self)
+        return loss * torch.nan if self.is_training and self.experience.current_experience == 2 else loss
+
+    monkeypatch.setattr(ContinualStrategy, "criterion", nan_on_task_3)
+    with pytest.raises(UserError, match=r"training loss is nan in task 3 \(experience 2\), epoch 1/1, batch 2"):
+        run(make_cfg("strategy.epochs=1"), tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["run"]["status"] == "failed" and [row[0] is not None for row in saved["accuracy_matrix"]] == [
+        True, True, False, False, False]
+    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == [
+        "task-0.json", "task-0.safetensors", "task-1.json", "task-1.safetensors"]

@@ -108,9 +108,10 @@ class ContinualStrategy(SupervisedTemplate):
         if self.is_training:
             loss = loss + self.model.penalty()
         if self.is_training and not torch.isfinite(loss):
+            exp = self.experience.current_experience
             raise UserError(
-                f"training loss is {loss.item()} at experience {self.experience.current_experience}, "
-                f"epoch {self.clock.train_exp_epochs}, iteration {self.clock.train_epoch_iterations} "
+                f"training loss is {loss.item()} in task {exp + 1} (experience {exp}), epoch "
+                f"{self.clock.train_exp_epochs + 1}/{self.train_epochs}, batch {self.clock.train_epoch_iterations + 1} "
                 "(lower strategy.optimizer.lr or check the inputs)"
             )
         return loss

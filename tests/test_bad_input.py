@@ -1,0 +1,56 @@
+"""Malformed configs and streams, table-driven: each stops the run with one line naming the culprit, and
+nothing is left marked complete."""
+
+import json
+
+import pytest
+import torch
+
+from cl_adapters.errors import UserError
+from cl_adapters.run import run
+from cl_adapters.streams import task_stream
+
+BAD_STREAM = ["stream._target_=test_bad_input.bad_stream"]
+
+
+def bad_stream(kind: str, seed: int = 0, **_):
+    """Two tasks of 2 classes on 4x4 inputs, with one defect."""
+    def task(n=20, k=2):
+        return torch.rand(n, 1, 4, 4), torch.arange(n) % k
+
+    train, test, n_classes = [task(), task()], [task(), task()], [2, 2]
+    if kind == "nan_inputs":
+        train[1][0][3] = float("nan")
+    elif kind == "labels":
+        train[1] = (train[1][0], train[1][1] + 3)
+    elif kind == "empty":
+        train[1] = (torch.zeros(0, 1, 4, 4), torch.zeros(0, dtype=torch.long))
+    elif kind == "classes":
+        n_classes = [2, 2, 2]
+    return task_stream(train, test, n_classes=n_classes, seed=seed)
+
+
+@pytest.mark.parametrize(
+    "overrides,culprit",
+    [
+        (["strategy.epochs=abc"], "strategy.epochs must be a positive integer, got 'abc'"),
+        (["strategy.batch_size=0"], "strategy.batch_size must be a positive integer, got 0"),
+        (["strategy.protocol=nope"], "strategy.protocol must be one of"),
+        (["adapter.r=-4"], "adapter.r must be a positive integer, got -4"),
+        (["strategy.optimizer.lr=-1"], "strategy.optimizer: Invalid learning rate: -1"),
+        (["stream.n_tasks=0"], "stream.n_tasks=0 must divide the 10 classes evenly"),
+        (["stream.train_per_task=0"], "per-task subsample sizes must be positive, got 0"),
+        (["stream.class_order=[0,0,1,2]"], "stream.class_order must list distinct classes"),
+        (["eval_stream=valid"], "eval_stream='valid' is not a stream of this scenario"),
+        ([*BAD_STREAM, "+stream.kind=nan_inputs"], "task 1 train inputs contain NaN"),
+        ([*BAD_STREAM, "+stream.kind=labels"], "task 1 train labels go up to 4, outside the task's 2 classes"),
+        ([*BAD_STREAM, "+stream.kind=empty"], "task 1 train is empty"),
+        ([*BAD_STREAM, "+stream.kind=classes"], "n_classes lists 3 tasks, the stream has 2"),
+    ],
+)
+def test_malformed_input_is_one_line_naming_the_culprit(make_cfg, tmp_path, overrides, culprit):
+    with pytest.raises(UserError) as error:
+        run(make_cfg("strategy.epochs=1", *overrides), tmp_path)
+    assert culprit in str(error.value) and "\n" not in str(error.value)
+    results = tmp_path / "results.json"
+    assert not results.exists() or json.loads(results.read_text())["run"]["status"] != "complete"

@@ -1,0 +1,78 @@
+"""A run's model from its run dir: the same accuracies as the run measured, mixed-task batches routed per
+sample, an export/load round trip with identical outputs, mismatched files refused naming the tensor."""
+
+import json
+
+import pytest
+import torch
+
+from cl_adapters.errors import UserError
+from cl_adapters.inference import build_model, export, load_run, predict
+from cl_adapters.models import checkpoint
+from cl_adapters.resume import Checkpoints
+from cl_adapters.run import run
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A fusion run: adapters, fusions and heads per task on a backbone trained on task 1."""
+    from hydra import compose, initialize_config_dir
+
+    from cl_adapters.run import CONFIG_DIR
+
+    out = tmp_path_factory.mktemp("run")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["logger=console", f"references.dir={out}/refs", "strategy=adapter_fusion",
+                                           "fusion=light", "strategy.epochs=1", "stream.n_tasks=2"])
+    results = run(cfg, out)
+    return out, results
+
+
+def test_loaded_model_scores_what_the_run_measured(finished):
+    from cl_adapters.streams import split_digits
+
+    out, results = finished
+    model = load_run(out)
+    for task, experience in enumerate(split_digits(n_tasks=2, seed=0).test_stream):
+        samples = list(experience.dataset)
+        x, y, t = torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples]), torch.tensor([s[2] for s in samples])
+        accuracy = int((predict(model, x, t) == y).sum()) / len(y)
+        assert accuracy == results["accuracy_matrix"][-1][task]  # exactly: the same weights
+
+
+def test_a_mixed_batch_is_routed_per_sample(finished):
+    out, _ = finished
+    model = load_run(out)
+    x = torch.rand(16, 1, 8, 8)
+    tasks = torch.tensor([0, 1] * 8)
+    mixed = model(x, tasks)
+    for t in (0, 1):
+        alone = model(x[tasks == t], t)
+        assert torch.equal(mixed[tasks == t][:, : alone.shape[1]], alone)
+
+
+def test_export_and_load_give_identical_outputs(finished, tmp_path):
+    out, _ = finished
+    model = load_run(out)
+    export(out, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.safetensors", "task-0.safetensors", "task-1.safetensors"]
+    record = json.loads((out / "checkpoint" / "task-1.json").read_text())
+    fresh = checkpoint.load(build_model(record["config"], record["input_shape"]), tmp_path).eval()
+    x, tasks = torch.rand(8, 1, 8, 8), torch.tensor([0, 1] * 4)
+    assert torch.equal(fresh(x, tasks), model(x, tasks))
+
+
+def test_a_mismatched_adapter_file_is_refused_naming_the_tensor(finished):
+    out, _ = finished
+    checkpoints = Checkpoints(out, {})
+    records = checkpoints.records()
+    config = json.loads(json.dumps(records[-1]["config"]))
+    config["strategy"]["model"]["adapter"]["r"] = 16  # the run's adapters have r=64
+    with pytest.raises(UserError, match=r"task-0.safetensors: tensor backbone\.layers\.0\.adapters\.0\.down\.\w+ \(64,"
+                                        r".* does not fit the model \(\(16,"):
+        checkpoints.load(build_model(config, records[-1]["input_shape"]), records)
+
+
+def test_no_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="no usable checkpoint"):
+        load_run(tmp_path)
