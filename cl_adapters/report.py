@@ -23,6 +23,7 @@ import numpy as np
 
 from cl_adapters.atomic import atomic_path
 from cl_adapters.logging.plots import heatmap, pyplot, save_figure
+from cl_adapters.logging.results import flatten
 
 # config that does not change what a run measures, nor does any *.seed or *.device (top-level adapter
 # and fusion: the ones a run uses are under strategy.model)
@@ -75,17 +76,8 @@ def run_name(results: dict) -> str:
 def setup(results: dict) -> dict[str, str]:
     """What must match for runs to be averaged: the resolved config as flat ``a.b.c -> value`` leaves,
     without seeds, device, loggers and the reference cache's location, plus the metric definitions."""
-    def leaves(node: dict, prefix: str = "") -> dict[str, str]:
-        flat = {}
-        for key, value in node.items():
-            if isinstance(value, dict):
-                flat.update(leaves(value, f"{prefix}{key}."))
-            else:
-                flat[prefix + key] = json.dumps(value)
-        return flat
-
-    flat = leaves({**results["config"], "metric_definitions": results.get("metric_definitions")})
-    return {k: v for k, v in flat.items() if k.rsplit(".", 1)[-1] not in ("seed", "device")
+    flat = flatten({**results["config"], "metric_definitions": results.get("metric_definitions")})
+    return {k: json.dumps(v) for k, v in flat.items() if k.rsplit(".", 1)[-1] not in ("seed", "device")
             and k not in UNMEASURED and k.split(".")[0] not in UNMEASURED}
 
 

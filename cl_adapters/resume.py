@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 
 from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
-from cl_adapters.logging import write_json_atomic
+from cl_adapters.logging.results import flatten, write_json_atomic
 from cl_adapters.models.adapted import task_key
 
 UNCHECKED = ("logger", "resume")  # config that may change between a run and its resume
@@ -40,12 +40,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _leaves(node, prefix: str = "") -> dict:
-    if not isinstance(node, dict):
-        return {prefix[:-1]: node}
-    return {k: v for key, value in node.items() for k, v in _leaves(value, f"{prefix}{key}.").items()}
 
 
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
@@ -141,7 +135,7 @@ class Checkpoints:
             return None
         last = records[-1]
         if last["config"] != self.config:
-            old, new = _leaves(last["config"]), _leaves(self.config)
+            old, new = flatten(last["config"]), flatten(self.config)
             differ = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
             raise UserError(f"{self.dir} was written by a run with another config ({'; '.join(differ[:5])}); "
                             "resume it with the same config, or start over with resume=false or another run dir")

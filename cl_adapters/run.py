@@ -87,13 +87,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     results.update(accuracy_matrix=R.tolist(), untrained_accuracy=b, costs=[], metrics={})
     checkpoints, done = _checkpoints(cfg, protocol, plugins, Path(out_dir), input_shape), 0
     if checkpoints is not None and cfg.resume and (last := checkpoints.resume(strategy.model)) is not None:
-        done = last["task"] + 1
-        measured = last["results"]
-        R[:done] = np.array(measured["accuracy_matrix"], dtype=float)[:done]
-        costs.tasks = measured["costs"]
-        attention.attention = {int(t): a for t, a in measured.get("fusion_attention", {}).items()}
-        results.update({k: measured[k] for k in ("accuracy_matrix", "costs", "metrics") if k in measured})
-        results["run"]["resumed_after_task"] = measured["run"].get("resumed_after_task", []) + [done - 1]
+        done = _restore(last["results"], results, R, costs, attention)
         print(f"resumed from {checkpoints.dir} after task {done}/{T}")
     elif checkpoints is not None:
         checkpoints.clear()
@@ -134,6 +128,17 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
         logger.log_summary(results)
     print(f"results: {out}")
     return results
+
+
+def _restore(measured: dict, results: dict, R: np.ndarray, costs: CostPlugin, attention: FusionAttention) -> int:
+    """Put what a checkpoint measured back in place (rows of R, costs, metrics); returns the tasks done."""
+    done = sum(row[0] is not None for row in measured["accuracy_matrix"])
+    R[:done] = np.array(measured["accuracy_matrix"][:done], dtype=float)
+    costs.tasks = measured["costs"]
+    attention.attention = {int(t): a for t, a in measured.get("fusion_attention", {}).items()}
+    results.update({k: measured[k] for k in ("accuracy_matrix", "costs", "metrics") if k in measured})
+    results["run"]["resumed_after_task"] = measured["run"].get("resumed_after_task", []) + [done - 1]
+    return done
 
 
 def _checkpoints(cfg: DictConfig, protocol: str, plugins: list, out_dir: Path, input_shape: tuple) -> Checkpoints | None:

@@ -24,3 +24,10 @@ def write_json_atomic(path: str | Path, data: dict) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(_clean(data), indent=2))
     return Path(path)
+
+
+def flatten(node, prefix: str = "") -> dict:
+    """A nested config as ``{"a.b.c": value}`` leaves (to compare two configs and name what differs)."""
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    return {k: v for key, value in node.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
