@@ -88,6 +88,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     checkpoints, done = _checkpoints(cfg, protocol, plugins, Path(out_dir), input_shape), 0
     if checkpoints is not None and cfg.resume and (last := checkpoints.resume(strategy.model)) is not None:
         done = _restore(last["results"], results, R, costs, attention)
+        strategy.clock.train_exp_counter = done  # Avalanche's count of trained experiences
         print(f"resumed from {checkpoints.dir} after task {done}/{T}")
     elif checkpoints is not None:
         checkpoints.clear()
