@@ -26,6 +26,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from cl_adapters import plugin_state
 from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
 from cl_adapters.logging.results import flatten, write_json_atomic
@@ -79,17 +80,20 @@ class Checkpoints:
             if int(path.name.split(".")[0].split("-")[1]) > after:
                 path.unlink()
 
-    def save(self, task: int, model, results: dict) -> Path:
+    def save(self, task: int, model, results: dict, plugins: list = ()) -> Path:
         state = model.state_dict()
         changed = {k: v for k, v in state.items() if k not in self._last or not torch.equal(v, self._last[k])}
         rng_tensors, rng = _rng_state()
+        plugin_tensors, plugins_info = plugin_state.state(plugins)
         weights = self.dir / f"task-{task}.safetensors"
         with atomic_path(weights) as tmp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in (changed | rng_tensors).items()}, str(tmp))
+            tensors = changed | rng_tensors | plugin_tensors
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
         fusions = model.fusions(task)
         record = {"task": task, "weights": weights.name, "sha256": _sha256(weights), "input_shape": self.input_shape,
                   "classes": model.heads[task_key(task)].out_features, "fusion_over": fusions[0].keys if fusions else None,
-                  "trained_tasks": model.trained_tasks, "rng": rng, "config": self.config, "results": results}
+                  "trained_tasks": model.trained_tasks, "rng": rng, "plugins": plugins_info, "config": self.config,
+                  "results": results}
         self._last = {k: v.detach().clone() for k, v in state.items()}
         return write_json_atomic(self.dir / f"task-{task}.json", record)
 
@@ -118,7 +122,7 @@ class Checkpoints:
             path = self.dir / record["weights"]
             with safe_open(str(path), framework="pt") as f:
                 for name in f.keys():
-                    if name.startswith("rng."):
+                    if name.startswith(("rng.", "plugin.")):
                         continue
                     tensor = f.get_tensor(name)
                     if name not in state or state[name].shape != tensor.shape:
@@ -127,9 +131,10 @@ class Checkpoints:
                     with torch.no_grad():
                         state[name].copy_(tensor)
 
-    def resume(self, model) -> dict | None:
-        """Restore the newest good checkpoint into ``model`` (just built, before any training) and the
-        RNG states; returns its record (``results`` holds what was measured), or None if there is none."""
+    def resume(self, model, plugins: list = ()) -> dict | None:
+        """Restore the newest good checkpoint into ``model`` (just built, before any training), the CL
+        plugins' state and the RNG states; returns its record (``results`` holds what was measured), or
+        None if there is none."""
         records = self.records()
         if not records:
             return None
@@ -139,8 +144,11 @@ class Checkpoints:
             differ = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
             raise UserError(f"{self.dir} was written by a run with another config ({'; '.join(differ[:5])}); "
                             "resume it with the same config, or start over with resume=false or another run dir")
+        plugin_state.check(plugins)
         self.load(model, records)
         with safe_open(str(self.dir / last["weights"]), framework="pt") as f:
+            plugin_state.restore(plugins, model, {k: f.get_tensor(k) for k in f.keys() if k.startswith("plugin.")},
+                                 last["plugins"])
             _set_rng_state({k: f.get_tensor(k) for k in f.keys() if k.startswith("rng.")}, last["rng"])
         self._last = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.clear(after=last["task"])

@@ -85,10 +85,11 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     b = evaluate()  # the untrained model (random heads): GEM's FWT baseline
     R = np.full((T, T), np.nan)
     results.update(accuracy_matrix=R.tolist(), untrained_accuracy=b, costs=[], metrics={})
-    checkpoints, done = _checkpoints(cfg, protocol, plugins, Path(out_dir), input_shape), 0
-    if checkpoints is not None and cfg.resume and (last := checkpoints.resume(strategy.model)) is not None:
+    checkpoints, done = _checkpoints(cfg, Path(out_dir), input_shape), 0
+    if checkpoints is not None and cfg.resume and (last := checkpoints.resume(strategy.model, plugins)) is not None:
         done = _restore(last["results"], results, R, costs, attention)
         strategy.clock.train_exp_counter = done  # Avalanche's count of trained experiences
+        strategy.restore_experiences([train_stream[k] for k in range(done)])
         print(f"resumed from {checkpoints.dir} after task {done}/{T}")
     elif checkpoints is not None:
         checkpoints.clear()
@@ -107,7 +108,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
                 plot_fusion_attention(attention.attention, out.with_name("fusion_attention.png"))
             write_json_atomic(out, results)
             if checkpoints is not None:
-                checkpoints.save(i, strategy.model, results)
+                checkpoints.save(i, strategy.model, results, plugins)
             for logger in loggers:
                 logger.log_task(i, results)
     except UserError as e:  # what was measured stays; the file says why the rest is missing
@@ -142,17 +143,9 @@ def _restore(measured: dict, results: dict, R: np.ndarray, costs: CostPlugin, at
     return done
 
 
-def _checkpoints(cfg: DictConfig, protocol: str, plugins: list, out_dir: Path, input_shape: tuple) -> Checkpoints | None:
-    """The run's per-task checkpoints (``checkpoint=true``). References restart from scratch instead
-    (they are short, and cached once done); plugin state is not checkpointed, so runs with plugins
-    write checkpoints but are not resumed."""
-    if not cfg.checkpoint or protocol in REFERENCES:
-        return None
-    checkpoints = Checkpoints(out_dir, OmegaConf.to_container(cfg, resolve=True), input_shape)
-    if plugins and cfg.resume and any(checkpoints.dir.glob("task-*.json")):
-        raise UserError(f"{checkpoints.dir}: runs with plugins ({', '.join(cfg.plugins)}) cannot resume (their state "
-                        "is not checkpointed); start over with resume=false or another run dir")
-    return checkpoints
+def _checkpoints(cfg: DictConfig, out_dir: Path, input_shape: tuple) -> Checkpoints | None:
+    """The run's per-task checkpoints (``checkpoint=true``)."""
+    return Checkpoints(out_dir, OmegaConf.to_container(cfg, resolve=True), input_shape) if cfg.checkpoint else None
 
 
 def _references(cfg: DictConfig, cache: ReferenceCache, out_dir: Path) -> dict[str, dict]:

@@ -130,3 +130,36 @@ def test_a_nan_loss_mid_stream_keeps_the_finished_tasks(make_cfg, tmp_path, monk
         True, True, False, False, False]
     assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == [
         "task-0.json", "task-0.safetensors", "task-1.json", "task-1.safetensors"]
+
+
+@pytest.mark.parametrize("overrides", [("strategy=full_ft", f"plugins=[{p}]") for p in ("ewc", "lwf", "replay")]
+                         + [("strategy=joint",), ("strategy=single_task",)])
+def test_plugins_and_references_resume_to_the_same_matrix(make_cfg, tmp_path, monkeypatch, overrides):
+    """EWC's importances, LwF's previous model and classes, the replay buffer, the joint reference's data
+    so far: restored on resume."""
+    from cl_adapters.resume import Checkpoints
+
+    overrides = (*overrides, "strategy.epochs=2")
+    whole = run(make_cfg(*overrides), tmp_path / "whole")["accuracy_matrix"]
+    save = Checkpoints.save
+
+    def killed_after_task_2(self, task, *args):
+        path = save(self, task, *args)
+        if task == 1:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(Checkpoints, "save", killed_after_task_2)
+    with pytest.raises(KeyboardInterrupt):
+        run(make_cfg(*overrides), tmp_path / "cut")
+    monkeypatch.setattr(Checkpoints, "save", save)
+    resumed = run(make_cfg(*overrides), tmp_path / "cut")
+    assert resumed["run"]["resumed_after_task"] == [1] and resumed["accuracy_matrix"] == whole
+
+
+def test_a_plugin_whose_state_is_not_checkpointed_refuses_to_resume(make_cfg, tmp_path):
+    overrides = ("strategy=full_ft", "+plugins.mas._target_=avalanche.training.plugins.MASPlugin", "strategy.epochs=1")
+    run(make_cfg(*overrides), tmp_path)
+    with pytest.raises(UserError, match="MASPlugin: its state is not checkpointed, so this run cannot resume"):
+        run(make_cfg(*overrides), tmp_path)
+    run(make_cfg(*overrides, "resume=false"), tmp_path)

@@ -83,6 +83,13 @@ class ContinualStrategy(SupervisedTemplate):
             seen = self.adapted_dataset if self._seen_data is None else concat_datasets([self._seen_data, self.adapted_dataset])
             self._seen_data = self.adapted_dataset = seen
 
+    def restore_experiences(self, experiences) -> None:
+        """After a resume, what the protocol keeps of the experiences already trained: joint, their data."""
+        if self.protocol == "joint":
+            for experience in experiences:
+                self.experience = experience
+                self.train_dataset_adaptation()
+
     def model_adaptation(self, model=None):
         if self.is_training and self._initial_state is not None:  # references restart from the initial weights
             self.model.load_state_dict(self._initial_state, strict=False)  # heads are not in it: reset below

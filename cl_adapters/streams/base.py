@@ -51,7 +51,7 @@ def task_stream(
     streams = {"train": train, "test": test}
     if val_fraction:
         streams["train"], streams["valid"] = zip(*(_split(x, y, val_fraction, seed + t) for t, (x, y) in enumerate(train)))
-    datasets = {name: [_dataset(x, y, t) for t, (x, y) in enumerate(s)] for name, s in streams.items()}
+    datasets = {name: [task_dataset(x, y, t) for t, (x, y) in enumerate(s)] for name, s in streams.items()}
     scenario = with_task_labels(benchmark_from_datasets(**datasets))
     for stream in scenario.streams.values():
         for exp in stream:
@@ -84,7 +84,7 @@ def _split(x, y, fraction: float, seed: int) -> tuple[Split, Split]:
     return (x[tr], y[tr]), (x[val], y[val])
 
 
-def _dataset(x: torch.Tensor, y: torch.Tensor, task: int):
+def task_dataset(x: torch.Tensor, y: torch.Tensor, task: int):
     """A task-aware classification dataset (``task_set``, ``targets``), as Avalanche's plugins expect."""
     return TaskAwareSupervisedClassificationDataset(
         [TensorDataset(x, y)],

@@ -1,0 +1,83 @@
+"""The state of Avalanche's CL plugins as tensors and JSON, so a checkpointed run with EWC, LwF or Replay
+resumes exactly: EWC's saved parameters and importances, LwF's classes per task (its previous model is
+the restored model itself), the replay buffer's samples and reservoir weights, group by group.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from avalanche.training.plugins import EWCPlugin, LwFPlugin, ReplayPlugin
+from avalanche.training.storage_policy import ExperienceBalancedBuffer, ReservoirSamplingBuffer
+from avalanche.training.utils import ParamData
+
+from cl_adapters.errors import UserError
+from cl_adapters.streams.base import task_dataset
+
+SUPPORTED = (EWCPlugin, LwFPlugin, ReplayPlugin)
+
+
+def check(plugins: list) -> None:
+    """Refuse, before training, plugins whose state a checkpoint cannot hold."""
+    for plugin in plugins:
+        if not isinstance(plugin, SUPPORTED):
+            raise UserError(f"{type(plugin).__name__}: its state is not checkpointed, so this run cannot resume; "
+                            "start over with resume=false (or checkpoint=false)")
+        if isinstance(plugin, ReplayPlugin) and type(plugin.storage_policy) is not ExperienceBalancedBuffer:
+            raise UserError(f"ReplayPlugin with {type(plugin.storage_policy).__name__}: only the default "
+                            "ExperienceBalancedBuffer is checkpointed; start over with resume=false")
+
+
+def state(plugins: list) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """(tensors named ``plugin.<i>.*``, one JSON-able dict per plugin)."""
+    tensors, info = {}, []
+    for i, plugin in enumerate(plugins):
+        prefix = f"plugin.{i}"
+        if isinstance(plugin, EWCPlugin):
+            for kind in ("saved_params", "importances"):
+                for exp, params in getattr(plugin, kind).items():
+                    tensors |= {f"{prefix}.{kind}.{exp}.{name}": p.data.detach().cpu() for name, p in params.items()}
+            info.append({"experiences": {kind: list(getattr(plugin, kind)) for kind in ("saved_params", "importances")}})
+        elif isinstance(plugin, LwFPlugin):
+            classes = {str(t): sorted(int(c) for c in cs) for t, cs in plugin.lwf.prev_classes_by_task.items()}
+            info.append({"expcount": plugin.lwf.expcount, "prev_classes_by_task": classes})
+        elif isinstance(plugin, ReplayPlugin):
+            policy, groups = plugin.storage_policy, {}
+            for g, group in policy.buffer_groups.items():
+                samples = [group.buffer[j] for j in range(len(group.buffer))]
+                tensors[f"{prefix}.{g}.weights"] = group._buffer_weights.detach().cpu()
+                if samples:
+                    tensors[f"{prefix}.{g}.x"] = torch.stack([s[0] for s in samples])
+                    tensors[f"{prefix}.{g}.y"] = torch.tensor([int(s[1]) for s in samples])
+                groups[str(g)] = {"max_size": group.max_size, "task": int(samples[0][-1]) if samples else 0}
+            info.append({"num_exps": policy._num_exps, "groups": groups})
+        else:
+            info.append({})  # not checkpointed: a resume is refused by ``check``
+    return tensors, info
+
+
+def restore(plugins: list, model, tensors: dict[str, torch.Tensor], info: list[dict]) -> None:
+    """Put ``state``'s output back into freshly built plugins of the same config."""
+    for i, (plugin, data) in enumerate(zip(plugins, info)):
+        prefix = f"plugin.{i}"
+        if isinstance(plugin, EWCPlugin):
+            for kind, experiences in data["experiences"].items():
+                target = getattr(plugin, kind)
+                for exp in experiences:
+                    start = f"{prefix}.{kind}.{exp}."
+                    target[int(exp)] = {name[len(start):]: ParamData(name[len(start):], init_tensor=t.clone())
+                                        for name, t in tensors.items() if name.startswith(start)}
+        elif isinstance(plugin, LwFPlugin):
+            plugin.lwf.expcount = data["expcount"]
+            plugin.lwf.prev_model = copy.deepcopy(model)
+            plugin.lwf.prev_classes_by_task.update({int(t): set(cs) for t, cs in data["prev_classes_by_task"].items()})
+        elif isinstance(plugin, ReplayPlugin):
+            policy = plugin.storage_policy
+            policy._num_exps = data["num_exps"]
+            for g, group_info in data["groups"].items():
+                group = ReservoirSamplingBuffer(group_info["max_size"])
+                group._buffer_weights = tensors[f"{prefix}.{g}.weights"].clone()
+                if f"{prefix}.{g}.x" in tensors:
+                    group.buffer = task_dataset(tensors[f"{prefix}.{g}.x"], tensors[f"{prefix}.{g}.y"], group_info["task"])
+                policy.buffer_groups[int(g)] = group
