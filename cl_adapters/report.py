@@ -24,6 +24,7 @@ import numpy as np
 from cl_adapters.atomic import atomic_path
 from cl_adapters.logging.plots import heatmap, pyplot, save_figure
 from cl_adapters.logging.results import flatten
+from cl_adapters.metrics.costs import cost_summary
 
 # config that does not change what a run measures, nor does any *.seed or *.device (top-level adapter
 # and fusion: the ones a run uses are under strategy.model)
@@ -120,11 +121,10 @@ def rows(runs: list[dict]) -> list[dict]:
         row = {"stream": stream, "run": name, "seeds": " ".join(str(r["config"]["seed"]) for r in group)}
         for key in COLUMNS.values():
             row[key], row[f"{key}_std"] = mean_std([r["metrics"].get(key) for r in group])
-        per_task = [[c["trainable_params"] for c in r["costs"]] for r in group]
-        row["trainable_params_first"], row["trainable_params_last"] = per_task[0][0], per_task[0][-1]
-        row["trainable_params_per_task"] = statistics.mean(statistics.mean(p) for p in per_task)
-        row["bytes_per_task"] = statistics.mean(statistics.mean(c["bytes_per_task"] for c in r["costs"]) for r in group)
-        row["train_seconds"] = statistics.mean(sum(c["train_seconds"] for c in r["costs"]) for r in group)
+        costs = group[0]["costs"]
+        row["trainable_params_first"], row["trainable_params_last"] = costs[0]["trainable_params"], costs[-1]["trainable_params"]
+        summaries = [cost_summary(r["costs"]) for r in group]
+        row.update({key: statistics.mean(s[key] for s in summaries) for key in summaries[0]})
         out.append(row)
     return out
 
@@ -225,6 +225,16 @@ def write(runs: list[dict], missing: list[str], out: Path, title: str | None = N
     return [out / "report.md", out / "report.csv", *plot(runs, out)]
 
 
+def emit(runs: list[dict], missing: list[str], out: Path, title: str | None = None) -> list[Path]:
+    """Write the report to ``out``; print the table (stdout, alone) and what is left out (stderr)."""
+    written = write(runs, missing, out, title)
+    print(table(runs))
+    for m in missing:
+        print(f"not included: {m}", file=sys.stderr)
+    print(f"report: {', '.join(str(p) for p in written)}", file=sys.stderr)
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="cl-adapters-report", description=__doc__.split("\n\n")[0])
     parser.add_argument("dirs", nargs="*", default=["multirun"], help="multirun or run directories")
@@ -235,11 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     runs, missing = load_runs(args.dirs)
     if not runs:
         sys.exit(f"error: no complete results.json under {args.dirs}" + "".join(f"\n  {m}" for m in missing))
-    written = write(runs, missing, Path(args.out or Path(args.dirs[0]) / "report"), args.title)
-    print(table(runs))
-    for m in missing:
-        print(f"not included: {m}", file=sys.stderr)
-    print(f"report: {', '.join(str(p) for p in written)}", file=sys.stderr)  # stdout: the table alone
+    emit(runs, missing, Path(args.out or Path(args.dirs[0]) / "report"), args.title)
     if args.wandb:
         from cl_adapters.logging.wandb import publish_report
 

@@ -20,11 +20,9 @@ class SweepSummary(Callback):
         sweep = Path(config.hydra.sweep.dir)
         runs, missing = report.load_runs([sweep])
         print(f"sweep {sweep}: {len(runs)} job(s) complete, {len(missing)} not", file=sys.stderr)
-        for line in missing:
-            print(f"  not complete: {line}", file=sys.stderr)
         if runs:
-            written = report.write(runs, missing, sweep / "report")
-            print(report.table(runs))
-            print(f"report: {written[0].parent}", file=sys.stderr)
+            report.emit(runs, missing, sweep / "report")
+        else:
+            print("".join(f"  not included: {m}\n" for m in missing), end="", file=sys.stderr)
         if missing:
             sys.exit(1)  # every job ran and the report is written; the exit status tells a script some failed

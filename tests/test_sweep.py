@@ -18,7 +18,7 @@ def test_sweep_survives_a_failed_job_and_writes_the_report(tmp_path, launcher):
     failed, ok = sorted(p for p in sweep.iterdir() if p.name[0].isdigit())
     assert (failed / "error.txt").read_text().strip() == "strategy.optimizer: Invalid learning rate: -1"
     assert (ok / "results.json").exists()
-    assert "not complete:" in done.stderr and "Invalid learning rate: -1" in done.stderr
+    assert "not included:" in done.stderr and "Invalid learning rate: -1" in done.stderr
     rows = list(csv.DictReader(open(sweep / "report" / "report.csv")))
     assert [(r["stream"], r["run"], r["seeds"]) for r in rows] == [("split_digits", "adapter", "0")]
     assert "Not included" in (sweep / "report" / "report.md").read_text()

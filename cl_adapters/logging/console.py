@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from cl_adapters.metrics import DEFINITIONS
+from cl_adapters.metrics import DEFINITIONS, cost_summary
 
 
 class ConsoleLogger:
@@ -40,9 +40,10 @@ class ConsoleLogger:
         for name, value in results["metrics"].items():
             metrics.add_row(name, f"{value:+.4f}" if name != "acc" else f"{value:.4f}", DEFINITIONS[name])
         costs = results["costs"]
-        metrics.add_row("trainable params/task", f"{sum(c['trainable_params'] for c in costs) / T:,.0f}", "mean over tasks")
-        metrics.add_row("bytes stored/task", f"{sum(c['bytes_per_task'] for c in costs) / T:,.0f}", "params trained per task")
-        metrics.add_row("train time", f"{sum(c['train_seconds'] for c in costs):.1f}s", "all tasks")
+        summary = cost_summary(costs)
+        metrics.add_row("trainable params/task", f"{summary['trainable_params_per_task']:,.0f}", "mean over tasks")
+        metrics.add_row("bytes stored/task", f"{summary['bytes_per_task']:,.0f}", "params trained per task")
+        metrics.add_row("train time", f"{summary['train_seconds']:.1f}s", "all tasks")
         metrics.add_row("train samples/s", f"{results['throughput']['train_samples_per_s']:.0f}", "all tasks")
         metrics.add_row("eval samples/s", f"{results['throughput']['eval_samples_per_s']:.0f}", "all evals")
         metrics.add_row("peak RSS", f"{max(c['peak_rss_bytes'] for c in costs) / 2**20:.0f} MiB", "process")

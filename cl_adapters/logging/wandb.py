@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from cl_adapters.logging.plots import accuracy_matrix_figure
+from cl_adapters.metrics.costs import cost_summary
 
 
 class WandbLogger:
@@ -76,11 +77,7 @@ class WandbLogger:
             figure = accuracy_matrix_figure(R, title=self.run.name)
             self.run.log({"accuracy_matrix": wandb.Table(columns=columns, data=[[i, *row] for i, row in enumerate(R)]),
                           "accuracy_matrix_heatmap": wandb.Image(figure)})
-            costs = results["costs"]
-            self.run.summary.update({**results["metrics"], **results["throughput"],
-                                     "trainable_params_per_task": sum(c["trainable_params"] for c in costs) / len(costs),
-                                     "bytes_per_task": sum(c["bytes_per_task"] for c in costs) / len(costs),
-                                     "train_seconds": sum(c["train_seconds"] for c in costs)})
+            self.run.summary.update({**results["metrics"], **results["throughput"], **cost_summary(results["costs"])})
             self.run.finish()
 
         if self.run is not None:

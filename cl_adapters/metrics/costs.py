@@ -52,3 +52,10 @@ class CostPlugin(SupervisedPlugin):
         if torch.cuda.is_available():
             record["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
         self.tasks.append(record)
+
+
+def cost_summary(costs: list[dict]) -> dict[str, float]:
+    """A run's costs in three numbers: trainable parameters and bytes per task (means), train seconds (sum)."""
+    return {"trainable_params_per_task": sum(c["trainable_params"] for c in costs) / len(costs),
+            "bytes_per_task": sum(c["bytes_per_task"] for c in costs) / len(costs),
+            "train_seconds": sum(c["train_seconds"] for c in costs)}
