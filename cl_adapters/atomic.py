@@ -21,14 +21,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # what open() would give, not mkstemp's owner-only 0600
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        folder = next((p for p in path.parents if p.exists()), None)
-        why = f"{folder} is not a directory" if folder and not folder.is_dir() else (e.strerror or str(e))
-        raise UserError(f"cannot write {path}: {why} (what was written before is intact)") from e
+        raise write_error(path, e) from e
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+def write_error(path: Path, error: OSError) -> UserError:
+    """A refused write as one line naming the file (and a file standing where a folder should be)."""
+    folder = next((p for p in path.parents if p.exists()), None)
+    why = f"{folder} is not a directory" if folder and not folder.is_dir() else (error.strerror or str(error))
+    return UserError(f"cannot write {path}: {why} (what was written before is intact)")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

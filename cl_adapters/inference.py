@@ -1,5 +1,6 @@
-"""Predict with a run's model: rebuilt from the config in its checkpoints and loaded from their
-safetensors files (nothing is unpickled), the newest intact task included.
+"""Predict with a run's model: rebuilt from the config stored in its checkpoint chain (only through the
+project's own constructors, see ``allowlist``) and loaded from its safetensors files (nothing is
+unpickled); a run that did not finish gives the tasks it checkpointed.
 
     from cl_adapters.inference import load_run, predict, export
     model = load_run("outputs/2026-11-24/10-00-00_split_digits_adapter")
@@ -9,43 +10,60 @@ safetensors files (nothing is unpickled), the newest intact task included.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from cl_adapters import allowlist
 from cl_adapters.errors import UserError
 from cl_adapters.models import checkpoint
 from cl_adapters.models.adapted import AdaptedModel
 from cl_adapters.resume import Checkpoints
+from cl_adapters.rundir import RunDir, remove_temp_files
 
 
-def build_model(config: dict, input_shape: tuple[int, ...]) -> AdaptedModel:
-    """The run's model before any task (backbone as configured, no adapters or heads yet)."""
+def build_model(config: dict, input_shape: tuple[int, ...], source: str | Path = "config",
+                allow: Iterable[str] = ()) -> AdaptedModel:
+    """The run's model before any task (backbone as configured, no adapters or heads yet). ``config``
+    is checked against the allowlist first (``allow``: more targets you trust, e.g. ``my_streams.*``)."""
+    allowlist.check(config, source, allow)
     cfg = OmegaConf.create(config)
     backbone = instantiate(cfg.model, input_shape=tuple(input_shape))
     return instantiate(cfg.strategy.model)(backbone)
 
 
-def load_run(run_dir: str | Path, device: str = "cpu") -> AdaptedModel:
-    """The model of ``run_dir`` after its last checkpointed task, in eval mode."""
-    checkpoints = Checkpoints(run_dir, {})
-    records = checkpoints.records()
-    if not records:
+def load_run(run_dir: str | Path, device: str = "cpu", allow: Iterable[str] = ()) -> AdaptedModel:
+    """The model of ``run_dir`` after its newest good checkpoint, in eval mode (``model.trained_tasks``
+    says which tasks it holds; a line on stderr too)."""
+    checkpoints = Checkpoints(run_dir)
+    if not RunDir.is_busy(run_dir):  # no live run writes here: its temporary files are leftovers
+        remove_temp_files(checkpoints.dir)
+    links = checkpoints.chain()
+    if not links:
         raise UserError(f"{checkpoints.dir}: no usable checkpoint (the run wrote none, or checkpoint=false)")
-    model = build_model(records[-1]["config"], records[-1]["input_shape"])
-    checkpoints.load(model, records)
+    head = links[0]
+    model = build_model(head.config or {}, links[-1].record["input_shape"], head.path, allow)
+    checkpoints.load(model, links)
+    total = len(links[-1].record["results"].get("accuracy_matrix", [])) or "?"
+    print(f"load_run: {run_dir}: run {head.run_id}, tasks {model.trained_tasks} (checkpointed {len(links)} of {total})",
+          file=sys.stderr)
     return model.eval().to(device)
 
 
 @torch.no_grad()
 def predict(model: AdaptedModel, x: torch.Tensor, task_labels: torch.Tensor | int) -> torch.Tensor:
     """Class indices within each sample's task (its own adapter and head)."""
+    asked = {int(t) for t in torch.as_tensor(task_labels).reshape(-1).tolist()}
+    if unknown := sorted(asked - set(model.trained_tasks)):
+        raise UserError(f"task(s) {unknown} were not trained in this model (it holds tasks {model.trained_tasks})")
     return model(x, task_labels).argmax(1)
 
 
-def export(run_dir: str | Path, out_dir: str | Path) -> Path:
+def export(run_dir: str | Path, out_dir: str | Path, allow: Iterable[str] = ()) -> Path:
     """The run's model as ``checkpoint.save`` files: the base once and one file per task (head, adapter,
     fusion, with their configs), for ``checkpoint.load``/``load_task`` into a model of the same config."""
-    return checkpoint.save(load_run(run_dir), out_dir)
+    return checkpoint.save(load_run(run_dir, allow=allow), out_dir)

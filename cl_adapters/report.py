@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from cl_adapters.atomic import atomic_path
+from cl_adapters.errors import UserError
 from cl_adapters.logging.plots import heatmap, pyplot, save_figure
 from cl_adapters.logging.results import flatten
 from cl_adapters.metrics.costs import cost_summary
@@ -53,10 +54,15 @@ def load_runs(dirs: list[str | Path]) -> tuple[list[dict], list[str]]:
             if not path.exists():
                 missing.append(f"{job}: no results.json (failed before its first task{why or ' or still starting'})")
                 continue
-            results = json.loads(path.read_text())
+            try:
+                results = read_results(path)
+            except ValueError as e:
+                missing.append(f"{path}: unreadable, {e}")
+                continue
             results["dir"] = str(job)
             if results["run"]["status"] != "complete":
-                done = sum(row[0] is not None for row in results.get("accuracy_matrix", []))
+                rows_done = [row for row in results.get("accuracy_matrix") or [] if isinstance(row, list) and row]
+                done = sum(row[0] is not None for row in rows_done)
                 missing.append(f"{job}: {results['run']['status']} after {done} task(s){why}")
                 continue
             key = (results["run"]["stream"], run_name(results), fingerprint(results), results["config"]["seed"])
@@ -65,6 +71,40 @@ def load_runs(dirs: list[str | Path]) -> tuple[list[dict], list[str]]:
                 missing.append(f"{older['dir']}: the same setup and seed as {newer['dir']}, which is newer and used")
             found[key] = newer
     return list(found.values()), missing
+
+
+def read_results(path: Path) -> dict:
+    """A results.json with what the report reads of it; ValueError says what is wrong (the report lists
+    the file and goes on)."""
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON ({e.msg}, line {e.lineno})") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(str(e)) from e
+    if not isinstance(results, dict) or not isinstance(results.get("run"), dict) or "status" not in results["run"]:
+        raise ValueError("no run.status")
+    if results["run"]["status"] != "complete":
+        return results
+    run, config, costs = results["run"], results.get("config"), results.get("costs")
+
+    def number(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    checks = {
+        "run.stream and run.strategy": all(isinstance(run.get(k), str) for k in ("stream", "strategy")),
+        "run.plugins": isinstance(run.get("plugins", []), list),
+        "config.seed": isinstance(config, dict) and number(config.get("seed")),
+        "metrics.acc": isinstance(results.get("metrics"), dict) and number(results["metrics"].get("acc")),
+        "accuracy_matrix": isinstance(results.get("accuracy_matrix"), list)
+                           and all(isinstance(row, list) for row in results["accuracy_matrix"]),
+        "costs (one per task)": isinstance(costs, list) and costs and all(
+            isinstance(c, dict) and all(number(c.get(k)) for k in ("trainable_params", "bytes_per_task", "train_seconds"))
+            for c in costs),
+    }
+    if bad := [name for name, ok in checks.items() if not ok]:
+        raise ValueError(f"missing or malformed: {', '.join(bad)}")
+    return results
 
 
 def run_name(results: dict) -> str:
@@ -245,7 +285,10 @@ def main(argv: list[str] | None = None) -> None:
     runs, missing = load_runs(args.dirs)
     if not runs:
         sys.exit(f"error: no complete results.json under {args.dirs}" + "".join(f"\n  {m}" for m in missing))
-    emit(runs, missing, Path(args.out or Path(args.dirs[0]) / "report"), args.title)
+    try:
+        emit(runs, missing, Path(args.out or Path(args.dirs[0]) / "report"), args.title)
+    except UserError as e:  # --out unwritable, disk full
+        sys.exit(f"error: {e}")
     if args.wandb:
         from cl_adapters.logging.wandb import publish_report
 

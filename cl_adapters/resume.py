@@ -1,17 +1,19 @@
-"""Per-task checkpoints of a run, and resuming from the newest good one.
+"""Per-task checkpoints of a run: a hash chain of safetensors files, and resuming from its newest link.
 
-After task i the run writes to ``<run dir>/checkpoint/``:
+After task i the run writes ``<run dir>/checkpoint/task-<i>.safetensors``, one file, atomically:
 
-- ``task-<i>.safetensors``: the tensors task i created or changed (its head, adapter and fusion; the
-  backbone too when it trained), plus the RNG states; task 0's file holds the whole model, so the
-  chain needs nothing else and every later file costs what that task trained;
-- ``task-<i>.json``: that file's sha256, what the model needs to rebuild task i's parts, the results
-  so far (rows of R, costs, metrics) and the config the run was started with.
+- tensors: what task i created or changed (its head, adapter and fusion; the backbone too when it
+  trained), the RNG states and the CL plugins' state; task 0's file holds the whole model;
+- metadata: the run id, the task, ``previous`` (task i-1's digest), what rebuilds task i's parts and
+  the results so far; task 0's also the run's config (stored once: later links are bound to it);
+- ``digest``: sha256 over all of the above, so a file verifies itself.
 
-Both are written atomically, the JSON last: a kill mid-write leaves task i-1 the newest complete
-checkpoint. A resume rebuilds the run's objects from its config, overlays task files 0..i, restores the
-RNG states and goes on with task i+1, so on CPU it ends with the same accuracy matrix, bit for bit, as a
-run that was never stopped. ``cl_adapters.inference`` loads the same files to predict.
+A chain is read from task 0 on and ends before the first file that is missing, corrupt, of another run
+(run id) or of another attempt (``previous``); what is after it is not used. Files that are not
+``task-<i>.safetensors`` are ignored. A resume rebuilds the run's objects from the (current, compared)
+config, overlays links 0..i, restores RNG and plugin state and goes on with task i+1: on CPU it ends
+with the accuracy matrix of a run that was never stopped, bit for bit. ``cl_adapters.inference``
+reads the same chain, and instantiates the stored config only through ``allowlist.check``.
 """
 
 from __future__ import annotations
@@ -19,28 +21,69 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import safetensors
+import safetensors.torch
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from cl_adapters import plugin_state
 from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
-from cl_adapters.logging.results import flatten, write_json_atomic
+from cl_adapters.logging.results import dumps, flatten
 from cl_adapters.models.adapted import task_key
 
+FORMAT = "cl-adapters checkpoint 1"
 UNCHECKED = ("logger", "resume")  # config that may change between a run and its resume
+NAME = re.compile(r"^task-(0|[1-9][0-9]*)\.safetensors$")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """sha256 over the metadata and every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class Link:
+    """One verified checkpoint file."""
+
+    task: int
+    path: Path
+    run_id: str
+    previous: str  # the digest of the link before it ("" for task 0)
+    digest: str
+    record: dict  # input_shape, heads, fusion_over, trained_tasks, rng, plugins, results
+    config: dict | None  # task 0 only
+    tensors: dict[str, torch.Tensor]
+
+
+def read_link(path: Path) -> Link:
+    """A checkpoint file, verified against its own digest; ValueError says what is wrong with it."""
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (OSError, safetensors.SafetensorError) as e:
+        raise ValueError(f"unreadable: {e}") from e
+    if metadata.get("format") != FORMAT:
+        raise ValueError("not a cl-adapters checkpoint")
+    stored = metadata.pop("digest", None)
+    if stored != digest(tensors, metadata):
+        raise ValueError("its contents do not match its digest (corrupt or edited)")
+    try:
+        return Link(int(metadata["task"]), path, metadata["run_id"], metadata["previous"], stored, json.loads(metadata["record"]),
+                    json.loads(metadata["config"]) if "config" in metadata else None, tensors)
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"malformed metadata ({e})") from e
 
 
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
@@ -65,19 +108,28 @@ def _set_rng_state(tensors: dict[str, torch.Tensor], states: dict) -> None:
 
 
 class Checkpoints:
-    """The checkpoints of one run directory (see the module docstring)."""
+    """The checkpoint chain of one run directory (see the module docstring)."""
 
-    def __init__(self, run_dir: str | Path, config: dict, input_shape: tuple[int, ...] | None = None):
+    def __init__(self, run_dir: str | Path, config: dict | None = None, input_shape: tuple[int, ...] | None = None,
+                 run_id: str | None = None):
         self.dir = Path(run_dir) / "checkpoint"
-        self.config = {k: v for k, v in config.items() if k not in UNCHECKED}
+        self.config = {k: v for k, v in (config or {}).items() if k not in UNCHECKED}
         self.input_shape = input_shape
+        self.run_id = run_id
+        self._previous = ""  # the digest of the newest link: the next one points at it
         self._last: dict[str, torch.Tensor] = {}  # the weights as last saved: later files hold what changed
+
+    def files(self) -> dict[int, Path]:
+        """task -> its file; anything else in the folder is not ours and is left alone."""
+        if not self.dir.is_dir():
+            return {}
+        return {int(m[1]): p for p in self.dir.iterdir() if (m := NAME.match(p.name))}
 
     def clear(self, after: int = -1) -> None:
         """Remove the checkpoints of tasks after ``after`` (all by default): a run that starts over, or
         goes on from an earlier task, must not leave later files of another attempt in its chain."""
-        for path in self.dir.glob("task-*.*"):
-            if int(path.name.split(".")[0].split("-")[1]) > after:
+        for task, path in self.files().items():
+            if task > after:
                 path.unlink()
 
     def save(self, task: int, model, results: dict, plugins: list = ()) -> Path:
@@ -85,71 +137,86 @@ class Checkpoints:
         changed = {k: v for k, v in state.items() if k not in self._last or not torch.equal(v, self._last[k])}
         rng_tensors, rng = _rng_state()
         plugin_tensors, plugins_info = plugin_state.state(plugins)
-        weights = self.dir / f"task-{task}.safetensors"
-        with atomic_path(weights) as tmp:
-            tensors = changed | rng_tensors | plugin_tensors
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
         fusions = model.fusions(task)
-        record = {"task": task, "weights": weights.name, "sha256": _sha256(weights), "input_shape": self.input_shape,
-                  "classes": model.heads[task_key(task)].out_features, "fusion_over": fusions[0].keys if fusions else None,
-                  "trained_tasks": model.trained_tasks, "rng": rng, "plugins": plugins_info, "config": self.config,
-                  "results": results}
+        record = {"input_shape": self.input_shape, "heads": {k: h.out_features for k, h in model.heads.items()},
+                  "fusion_over": fusions[0].keys if fusions else None, "trained_tasks": model.trained_tasks,
+                  "rng": rng, "plugins": plugins_info, "results": {k: v for k, v in results.items() if k != "config"}}
+        metadata = {"format": FORMAT, "run_id": self.run_id, "task": str(task), "previous": self._previous,
+                    "record": dumps(record)}
+        if task == 0:
+            metadata["config"] = dumps(self.config)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in (changed | rng_tensors | plugin_tensors).items()}
+        metadata["digest"] = self._previous = digest(tensors, metadata)
+        path = self.dir / f"task-{task}.safetensors"
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(safetensors.torch.save(tensors, metadata=metadata))
         self._last = {k: v.detach().clone() for k, v in state.items()}
-        return write_json_atomic(self.dir / f"task-{task}.json", record)
+        return path
 
-    def records(self) -> list[dict]:
-        """The records of tasks 0..i whose files are intact, up to the first bad or missing one (warned)."""
-        records = []
-        for task in range(len(list(self.dir.glob("task-*.json")))):
-            path = self.dir / f"task-{task}.json"
+    def chain(self) -> list[Link]:
+        """The verified links from task 0 on, up to the first bad one (warned about, with the reason)."""
+        files, links = self.files(), []
+        for task in range(len(files)):
+            path = files.get(task, self.dir / f"task-{task}.safetensors")
             try:
-                record = json.loads(path.read_text())
-                if _sha256(self.dir / record["weights"]) != record["sha256"]:
-                    raise ValueError(f"{record['weights']} does not match its sha256")
-            except (OSError, ValueError, KeyError) as e:
-                print(f"warning: checkpoint of task {task} is unusable ({path}: {e}); using the ones before it")
+                if task not in files:
+                    raise ValueError("missing")
+                link = read_link(path)
+                if link.task != task:
+                    raise ValueError(f"it holds task {link.task}")
+                if links and link.run_id != links[0].run_id:
+                    raise ValueError(f"it belongs to run {link.run_id}, the chain to run {links[0].run_id}")
+                if link.previous != (links[-1].digest if links else ""):
+                    raise ValueError(f"it does not follow task-{task - 1}.safetensors (written by another attempt)"
+                                     if links else "it does not start a chain")
+            except ValueError as e:
+                later = sorted(t for t in files if t > task)
+                print(f"warning: checkpoint {path} is unusable ({e}); using the tasks before it"
+                      + (f" and not the later files (tasks {later})" if later else ""), file=sys.stderr)
                 break
-            records.append(record)
-        return records
+            links.append(link)
+        return links
 
-    def load(self, model, records: list[dict]) -> None:
-        """Rebuild tasks 0..i's parts in ``model`` and load their weights (task 0's file first)."""
-        for record in records:
-            model.restore_task(record["task"], record["classes"], record["fusion_over"])
-        model.trained_tasks[:] = records[-1]["trained_tasks"]
+    def load(self, model, links: list[Link]) -> None:
+        """Rebuild tasks 0..i's parts in ``model`` and load the links' weights (task 0's file first)."""
+        last = links[-1].record
+        for key, classes in last["heads"].items():
+            model.add_task(int(key), classes, train=False)
+        for link in links:
+            if link.task in last["trained_tasks"]:
+                model.restore_task(link.task, last["heads"][task_key(link.task)], link.record["fusion_over"])
+        model.trained_tasks[:] = last["trained_tasks"]
         state = model.state_dict()
-        for record in records:
-            path = self.dir / record["weights"]
-            with safe_open(str(path), framework="pt") as f:
-                for name in f.keys():
-                    if name.startswith(("rng.", "plugin.")):
-                        continue
-                    tensor = f.get_tensor(name)
-                    if name not in state or state[name].shape != tensor.shape:
-                        found = tuple(state[name].shape) if name in state else "no such tensor"
-                        raise UserError(f"{path}: tensor {name} {tuple(tensor.shape)} does not fit the model ({found})")
-                    with torch.no_grad():
-                        state[name].copy_(tensor)
+        for link in links:
+            for name, tensor in link.tensors.items():
+                if name.startswith(("rng.", "plugin.")):
+                    continue
+                if name not in state or state[name].shape != tensor.shape:
+                    found = tuple(state[name].shape) if name in state else "no such tensor"
+                    raise UserError(f"{link.path}: tensor {name} {tuple(tensor.shape)} does not fit the model ({found})")
+                with torch.no_grad():
+                    state[name].copy_(tensor)
 
     def resume(self, model, plugins: list = ()) -> dict | None:
-        """Restore the newest good checkpoint into ``model`` (just built, before any training), the CL
-        plugins' state and the RNG states; returns its record (``results`` holds what was measured), or
-        None if there is none."""
-        records = self.records()
-        if not records:
+        """Restore the newest good link into ``model`` (just built, before any training), the CL plugins'
+        state and the RNG states; returns its record (``results`` holds what was measured), or None if
+        there is none. Sets ``run_id`` to the chain's."""
+        links = self.chain()
+        if not links:
             return None
-        last = records[-1]
-        if last["config"] != self.config:
-            old, new = flatten(last["config"]), flatten(self.config)
+        stored = links[0].config or {}
+        if stored != self.config:
+            old, new = flatten(stored), flatten(self.config)
             differ = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
             raise UserError(f"{self.dir} was written by a run with another config ({'; '.join(differ[:5])}); "
                             "resume it with the same config, or start over with resume=false or another run dir")
         plugin_state.check(plugins)
-        self.load(model, records)
-        with safe_open(str(self.dir / last["weights"]), framework="pt") as f:
-            plugin_state.restore(plugins, model, {k: f.get_tensor(k) for k in f.keys() if k.startswith("plugin.")},
-                                 last["plugins"])
-            _set_rng_state({k: f.get_tensor(k) for k in f.keys() if k.startswith("rng.")}, last["rng"])
+        self.load(model, links)
+        last = links[-1]
+        plugin_state.restore(plugins, model, {k: t for k, t in last.tensors.items() if k.startswith("plugin.")},
+                             last.record["plugins"])
+        _set_rng_state({k: t for k, t in last.tensors.items() if k.startswith("rng.")}, last.record["rng"])
+        self.run_id, self._previous = last.run_id, last.digest
         self._last = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self.clear(after=last["task"])
-        return last
+        self.clear(after=last.task)
+        return {"task": last.task, **last.record}

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import platform
 import sys
 import time
+import traceback
 from importlib.metadata import version
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from cl_adapters.errors import UserError
 from cl_adapters.logging import ProgressBar, plot_fusion_attention, write_json_atomic
 from cl_adapters.metrics import DEFINITIONS, AccuracyPlugin, CostPlugin, FusionAttention, summarize
 from cl_adapters.resume import Checkpoints
+from cl_adapters.rundir import RunDir, RunDirBusy, new_run_id
 from cl_adapters.references import REFERENCES, ReferenceCache, reference_optimizer, reference_strategy
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the repo's conf/ (editable install)
@@ -37,16 +40,42 @@ VERSIONS = ("cl-adapters", "torch", "avalanche-lib", "hydra-core", "numpy", "sci
 
 
 def run(cfg: DictConfig, out_dir: str | Path) -> dict:
-    """One continual-learning run. Writes ``out_dir/results.json`` after every task."""
+    """One continual-learning run in ``out_dir`` (locked for its lifetime). Writes ``results.json``
+    after every task; whatever stops the run is recorded there (status failed or interrupted, with the
+    error), the W&B run is finished as failed, and the exception goes on to the caller."""
+    out_dir = Path(out_dir)
+    with RunDir(out_dir):
+        (out_dir / "error.txt").unlink(missing_ok=True)  # an earlier attempt's
+        results = {"run": {"id": new_run_id(), "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S")}}
+        loggers: list = []
+        try:
+            return _run(cfg, out_dir, results, loggers)
+        except BaseException as e:
+            _record_failure(out_dir / "results.json", results, e, loggers)
+            raise
+
+
+def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
+    """The run itself; fills ``results`` and ``loggers`` as it goes, so a failure can record them."""
     from avalanche.training.determinism.rng_manager import RNGManager
 
+    _check_run_options(cfg)
     protocol = cfg.strategy.get("protocol", "sequential")
     if protocol in REFERENCES:
-        _check_reference(cfg, protocol)
         cfg = copy.deepcopy(cfg)
         cfg.strategy.optimizer = reference_optimizer(cfg)
+    results["run"].update(_choices(cfg))
+    results.update({
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "versions": {"python": platform.python_version(), **{p: version(p) for p in VERSIONS}},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        "metric_definitions": DEFINITIONS,
+    })
+    loggers.extend(_build(c, "logger") for c in cfg.logger.values())
+    if protocol in REFERENCES:
+        _check_reference(cfg, protocol)
     RNGManager.set_random_seeds(cfg.seed)
-    out = Path(out_dir) / "results.json"
+    out = out_dir / "results.json"
     scenario = _build(cfg.stream, "stream")
     if cfg.eval_stream not in scenario.streams:
         raise UserError(f"eval_stream={cfg.eval_stream!r} is not a stream of this scenario {sorted(scenario.streams)}")
@@ -56,23 +85,17 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     backbone = _build(cfg.model, "model", input_shape=input_shape)
     plugins = [_build(node, f"plugins.{name}") for name, node in cfg.plugins.items()]
     accuracy, costs, attention = AccuracyPlugin(), CostPlugin(), FusionAttention()
-    loggers = [_build(c, "logger") for c in cfg.logger.values()]
     strategy = _build(cfg.strategy, "strategy", backbone=backbone, plugins=plugins,
                       monitors=[accuracy, costs, attention, ProgressBar(T)])
     cache = ReferenceCache(cfg.references.dir)
-    references = {} if protocol in REFERENCES else _references(cfg, cache, Path(out_dir))
+    references = {} if protocol in REFERENCES else _references(cfg, cache, out_dir)
     RNGManager.set_random_seeds(cfg.seed)  # the same data order whether or not a reference was trained first
 
-    results = {
-        "run": {**_choices(cfg), "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S")},
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "versions": {"python": platform.python_version(), **{p: version(p) for p in VERSIONS}},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "device": str(strategy.device)},
-        "metric_definitions": DEFINITIONS,
+    results["machine"]["device"] = str(strategy.device)
+    results.update({
         "classes_per_task": getattr(scenario, "classes_per_task", None),
         "references": {p: {k: ref[k] for k in ("key", "fields", "diagonal", "run_dir")} for p, ref in references.items()},
-    }
+    })
     S, J = (references[p]["diagonal"] if p in references else None for p in REFERENCES)  # in that order
 
     def first(v: list | None, n: int) -> list | None:
@@ -85,39 +108,34 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     b = evaluate()  # the untrained model (random heads): GEM's FWT baseline
     R = np.full((T, T), np.nan)
     results.update(accuracy_matrix=R.tolist(), untrained_accuracy=b, costs=[], metrics={})
-    checkpoints, done = _checkpoints(cfg, Path(out_dir), input_shape), 0
-    if checkpoints is not None and cfg.resume and (last := checkpoints.resume(strategy.model, plugins)) is not None:
-        done = _restore(last["results"], results, R, costs, attention)
-        strategy.clock.train_exp_counter = done  # Avalanche's count of trained experiences
-        strategy.restore_experiences([train_stream[k] for k in range(done)])
-        print(f"resumed from {checkpoints.dir} after task {done}/{T}")
-    elif checkpoints is not None:
-        checkpoints.clear()
+    checkpoints, done = None, 0
+    if cfg.checkpoint:
+        checkpoints = Checkpoints(out_dir, results["config"], input_shape, run_id=results["run"]["id"])
+        if cfg.resume and (last := checkpoints.resume(strategy.model, plugins)) is not None:
+            done = _restore(last["results"], results, R, costs, attention)
+            results["run"]["id"] = checkpoints.run_id  # the chain's: this is the same run, continued
+            strategy.clock.train_exp_counter = done  # Avalanche's count of trained experiences
+            strategy.restore_experiences([train_stream[k] for k in range(done)])
+            print(f"resumed from {checkpoints.dir} after task {done}/{T} (run {checkpoints.run_id})")
+        else:
+            checkpoints.clear()
     write_json_atomic(out, results)  # before training: an unwritable run dir fails now, not after task 1
-    try:
-        for i, experience in enumerate(train_stream):
-            if i < done:
-                continue
-            strategy.train(experience)
-            R[i] = evaluate()
-            n = i + 1
-            metrics = summarize(R[:n, :n], b[:n], first(S, n), first(J, n))
-            results.update(accuracy_matrix=R.tolist(), costs=costs.tasks, metrics=metrics)
-            if attention.attention:
-                results["fusion_attention"] = attention.attention
-                plot_fusion_attention(attention.attention, out.with_name("fusion_attention.png"))
-            write_json_atomic(out, results)
-            if checkpoints is not None:
-                checkpoints.save(i, strategy.model, results, plugins)
-            for logger in loggers:
-                logger.log_task(i, results)
-    except UserError as e:  # what was measured stays; the file says why the rest is missing
-        results["run"].update(status="failed", error=str(e))
-        with contextlib.suppress(UserError):  # a full disk keeps the last task's file, status "running"
-            write_json_atomic(out, results)
+    for i, experience in enumerate(train_stream):
+        if i < done:
+            continue
+        strategy.train(experience)
+        R[i] = evaluate()
+        n = i + 1
+        metrics = summarize(R[:n, :n], b[:n], first(S, n), first(J, n))
+        results.update(accuracy_matrix=R.tolist(), costs=costs.tasks, metrics=metrics)
+        if attention.attention:
+            results["fusion_attention"] = attention.attention
+            plot_fusion_attention(attention.attention, out.with_name("fusion_attention.png"))
+        write_json_atomic(out, results)
+        if checkpoints is not None:
+            checkpoints.save(i, strategy.model, results, plugins)
         for logger in loggers:
-            logger.log_failure(results)
-        raise
+            logger.log_task(i, results)
     results["run"]["status"] = "complete"
     results["throughput"] = {
         "train_samples_per_s": sum(c["train_samples"] for c in costs.tasks) / sum(c["train_seconds"] for c in costs.tasks),
@@ -132,6 +150,39 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     return results
 
 
+def _record_failure(out: Path, results: dict, error: BaseException, loggers: list) -> None:
+    """results.json says why the run stopped; what was measured (now or by an earlier attempt) stays."""
+    if "accuracy_matrix" not in results:  # stopped before measuring: keep what an earlier attempt wrote
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            earlier = json.loads(out.read_text())
+            earlier["run"].update({k: v for k, v in results["run"].items() if k not in ("id", "started")})
+            results = earlier
+    interrupted = isinstance(error, KeyboardInterrupt)
+    results["run"].update(status="interrupted" if interrupted else "failed", error=_one_line(error))
+    with contextlib.suppress(UserError):  # a full disk keeps the last task's file, status "running"
+        write_json_atomic(out, results)
+    for logger in loggers:
+        logger.log_failure(results)
+
+
+def _one_line(error: BaseException) -> str:
+    """The error as one line: a user mistake's message, else the exception type and message."""
+    text = " ".join(str(error).split())
+    if isinstance(error, UserError):
+        return text
+    return f"{type(error).__name__}: {text[:400]}" if text else type(error).__name__
+
+
+def _check_run_options(cfg: DictConfig) -> None:
+    """Top-level options that nothing else checks (a typo must not silently mean false)."""
+    for key in ("checkpoint", "resume", "references.compute"):
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, bool):
+            raise UserError(f"{key} must be true or false, got {value!r}")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
+        raise UserError(f"seed must be an integer, got {cfg.seed!r}")
+
+
 def _restore(measured: dict, results: dict, R: np.ndarray, costs: CostPlugin, attention: FusionAttention) -> int:
     """Put what a checkpoint measured back in place (rows of R, costs, metrics); returns the tasks done."""
     done = sum(row[0] is not None for row in measured["accuracy_matrix"])
@@ -141,11 +192,6 @@ def _restore(measured: dict, results: dict, R: np.ndarray, costs: CostPlugin, at
     results.update({k: measured[k] for k in ("accuracy_matrix", "costs", "metrics") if k in measured})
     results["run"]["resumed_after_task"] = measured["run"].get("resumed_after_task", []) + [done - 1]
     return done
-
-
-def _checkpoints(cfg: DictConfig, out_dir: Path, input_shape: tuple) -> Checkpoints | None:
-    """The run's per-task checkpoints (``checkpoint=true``)."""
-    return Checkpoints(out_dir, OmegaConf.to_container(cfg, resolve=True), input_shape) if cfg.checkpoint else None
 
 
 def _references(cfg: DictConfig, cache: ReferenceCache, out_dir: Path) -> dict[str, dict]:
@@ -211,14 +257,28 @@ def main(cfg: DictConfig) -> float:
     job = HydraConfig.get()
     try:
         results = run(cfg, job.runtime.output_dir)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        if job.mode != RunMode.MULTIRUN:
-            sys.exit(2)
-        with atomic_path(Path(job.runtime.output_dir) / "error.txt") as tmp:  # the sweep goes on and lists it
-            tmp.write_text(f"{e}\n")
-        return float("nan")
+    except Exception as e:  # noqa: BLE001 - every failure takes this one path (KeyboardInterrupt stops)
+        return _failed(e, Path(job.runtime.output_dir), multirun=job.mode == RunMode.MULTIRUN)
     return results["metrics"]["acc"]  # lets sweepers (e.g. optuna) optimise ACC
+
+
+def _failed(error: Exception, out_dir: Path, multirun: bool) -> float:
+    """One line on the console; ``error.txt`` in the run dir (with the traceback when the error is not a
+    user mistake). A single run exits (2: a user mistake, 1: anything else); a sweep goes on and lists it."""
+    line, where = _one_line(error), ""
+    if not isinstance(error, RunDirBusy):  # that dir is another run's: touch nothing
+        user = isinstance(error, UserError)
+        details = f"{line}\n" if user else f"{line}\n\n{''.join(traceback.format_exception(error))}"
+        try:
+            with atomic_path(out_dir / "error.txt") as tmp:
+                tmp.write_text(details)
+            where = "" if user else f" (traceback in {out_dir / 'error.txt'})"
+        except UserError:
+            where = "" if user else " (could not write error.txt)"
+    print(f"error: {line}{where}", file=sys.stderr)
+    if multirun:
+        return float("nan")
+    sys.exit(2 if isinstance(error, UserError) else 1)
 
 
 if __name__ == "__main__":

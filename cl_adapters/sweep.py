@@ -13,6 +13,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from cl_adapters import report
+from cl_adapters.errors import UserError
 
 
 class SweepSummary(Callback):
@@ -21,7 +22,11 @@ class SweepSummary(Callback):
         runs, missing = report.load_runs([sweep])
         print(f"sweep {sweep}: {len(runs)} job(s) complete, {len(missing)} not", file=sys.stderr)
         if runs:
-            report.emit(runs, missing, sweep / "report")
+            try:
+                report.emit(runs, missing, sweep / "report")
+            except UserError as e:  # the sweep dir became unwritable, disk full
+                print(f"error: no report: {e}", file=sys.stderr)
+                sys.exit(1)
         else:
             print("".join(f"  not included: {m}\n" for m in missing), end="", file=sys.stderr)
         if missing:

@@ -1,5 +1,6 @@
 """User mistakes at the command line: one readable line naming the culprit, non-zero exit."""
 
+import json
 import os
 import subprocess
 import sys
@@ -30,7 +31,12 @@ def test_bad_input_gives_one_clear_line(tmp_path, args, culprit):
     assert proc.returncode != 0
     assert culprit in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "results.json").exists()  # failed before any training
+    results = tmp_path / "results.json"  # none if Hydra refused the config before the run started
+    if results.exists():  # the run refused it: recorded, nothing trained
+        run = json.loads(results.read_text())["run"]
+        assert run["status"] == "failed" and culprit in run["error"]
+        assert (tmp_path / "error.txt").read_text().strip() == run["error"]
+        assert "accuracy_matrix" not in json.loads(results.read_text())
 
 
 def test_cfg_job_prints_the_composed_config(tmp_path):

@@ -47,8 +47,8 @@ def test_a_mixed_batch_is_routed_per_sample(finished):
     tasks = torch.tensor([0, 1] * 8)
     mixed = model(x, tasks)
     for t in (0, 1):
-        alone = model(x[tasks == t], t)
-        assert torch.equal(mixed[tasks == t][:, : alone.shape[1]], alone)
+        alone = model(x[tasks == t], t)  # other batch shapes: other GEMM blocking, equal only to rounding
+        torch.testing.assert_close(mixed[tasks == t][:, : alone.shape[1]], alone, rtol=1e-5, atol=1e-6)
 
 
 def test_export_and_load_give_identical_outputs(finished, tmp_path):
@@ -56,21 +56,21 @@ def test_export_and_load_give_identical_outputs(finished, tmp_path):
     model = load_run(out)
     export(out, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base.safetensors", "task-0.safetensors", "task-1.safetensors"]
-    record = json.loads((out / "checkpoint" / "task-1.json").read_text())
-    fresh = checkpoint.load(build_model(record["config"], record["input_shape"]), tmp_path).eval()
+    head = Checkpoints(out).chain()[0]
+    fresh = checkpoint.load(build_model(head.config, head.record["input_shape"]), tmp_path).eval()
     x, tasks = torch.rand(8, 1, 8, 8), torch.tensor([0, 1] * 4)
     assert torch.equal(fresh(x, tasks), model(x, tasks))
 
 
 def test_a_mismatched_adapter_file_is_refused_naming_the_tensor(finished):
     out, _ = finished
-    checkpoints = Checkpoints(out, {})
-    records = checkpoints.records()
-    config = json.loads(json.dumps(records[-1]["config"]))
+    checkpoints = Checkpoints(out)
+    links = checkpoints.chain()
+    config = json.loads(json.dumps(links[0].config))
     config["strategy"]["model"]["adapter"]["r"] = 16  # the run's adapters have r=64
     with pytest.raises(UserError, match=r"task-0.safetensors: tensor backbone\.layers\.0\.adapters\.0\.down\.\w+ \(64,"
                                         r".* does not fit the model \(\(16,"):
-        checkpoints.load(build_model(config, records[-1]["input_shape"]), records)
+        checkpoints.load(build_model(config, links[0].record["input_shape"]), links)
 
 
 def test_no_checkpoint_is_a_clear_error(tmp_path):

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from cl_adapters.errors import UserError
+from cl_adapters.resume import Checkpoints
 from cl_adapters.run import run
 
 FOUR_TASKS = ["stream.n_tasks=4", "stream.class_order=[0,1,2,3,4,5,6,7]", "strategy.epochs=20"]
@@ -35,12 +36,12 @@ def uninterrupted(tmp_path_factory):
 
 def killed_after_two_tasks(run_dir):
     proc = cli(run_dir)
-    while not (run_dir / "checkpoint" / "task-1.json").exists():
+    while not (run_dir / "checkpoint" / "task-1.safetensors").exists():  # renamed into place when complete
         assert proc.poll() is None, proc.stdout.read()[-2000:]
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (run_dir / "checkpoint" / "task-2.json").exists()  # killed while training task 3
+    assert not (run_dir / "checkpoint" / "task-2.safetensors").exists()  # killed while training task 3
     results = json.loads((run_dir / "results.json").read_text())
     assert results["run"]["status"] == "running" and results["accuracy_matrix"][2][0] is None
 
@@ -63,7 +64,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path, unin
     data[len(data) // 2] ^= 0xFF
     newest.write_bytes(bytes(data))
     out, _ = cli(run_dir).communicate(timeout=600)
-    assert "checkpoint of task 1 is unusable" in out and "does not match its sha256" in out, out[-2000:]
+    assert "task-1.safetensors is unusable (its contents do not match its digest" in out, out[-2000:]
     assert "after task 1/4" in out
     assert matrix(run_dir) == uninterrupted
 
@@ -73,7 +74,7 @@ def test_resuming_with_another_config_is_refused(make_cfg, tmp_path):
     with pytest.raises(UserError, match=r"another config \(strategy.epochs: 1 -> 2\)"):
         run(make_cfg("strategy.epochs=2"), tmp_path)
     run(make_cfg("strategy.epochs=2", "resume=false"), tmp_path)  # starting over is allowed
-    assert json.loads((tmp_path / "checkpoint" / "task-4.json").read_text())["config"]["strategy"]["epochs"] == 2
+    assert Checkpoints(tmp_path).chain()[0].config["strategy"]["epochs"] == 2
 
 
 def test_checkpoints_hold_only_what_each_task_changed(make_cfg, tmp_path):
@@ -97,7 +98,7 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes(tmp_path, uninterrupted):
     cmd = [sys.executable, "-m", "cl_adapters.run", "-m", "hydra/launcher=submitit_local", *FOUR_TASKS,
            "hydra.sweep.dir=sweep"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    while not list(tmp_path.glob("sweep/0_*/checkpoint/task-1.json")):
+    while not list(tmp_path.glob("sweep/0_*/checkpoint/task-1.safetensors")):
         assert proc.poll() is None, proc.stdout.read()[-2000:]
         time.sleep(0.005)
     (job,) = [p for p in psutil.Process(proc.pid).children(recursive=True) if "submitit.core._submit" in " ".join(p.cmdline())]
@@ -128,8 +129,7 @@ def test_a_nan_loss_mid_stream_keeps_the_finished_tasks(make_cfg, tmp_path, monk
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["run"]["status"] == "failed" and [row[0] is not None for row in saved["accuracy_matrix"]] == [
         True, True, False, False, False]
-    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == [
-        "task-0.json", "task-0.safetensors", "task-1.json", "task-1.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == ["task-0.safetensors", "task-1.safetensors"]
 
 
 @pytest.mark.parametrize("overrides", [("strategy=full_ft", f"plugins=[{p}]") for p in ("ewc", "lwf", "replay")]
@@ -137,8 +137,6 @@ def test_a_nan_loss_mid_stream_keeps_the_finished_tasks(make_cfg, tmp_path, monk
 def test_plugins_and_references_resume_to_the_same_matrix(make_cfg, tmp_path, monkeypatch, overrides):
     """EWC's importances, LwF's previous model and classes, the replay buffer, the joint reference's data
     so far: restored on resume."""
-    from cl_adapters.resume import Checkpoints
-
     overrides = (*overrides, "strategy.epochs=2")
     whole = run(make_cfg(*overrides), tmp_path / "whole")["accuracy_matrix"]
     save = Checkpoints.save

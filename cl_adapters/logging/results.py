@@ -20,9 +20,14 @@ def _clean(obj):
     return obj
 
 
+def dumps(data, **kwargs) -> str:
+    """Strict JSON (NaN and infinities as null)."""
+    return json.dumps(_clean(data), allow_nan=False, **kwargs)
+
+
 def write_json_atomic(path: str | Path, data: dict) -> Path:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_clean(data), indent=2))
+        tmp.write_text(dumps(data, indent=2))
     return Path(path)
 
 

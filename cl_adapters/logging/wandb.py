@@ -84,9 +84,17 @@ class WandbLogger:
             self._guard("summary", finish)
 
     def log_failure(self, results: dict) -> None:
-        """A run that stopped on an error: what it logged stays, the W&B run is marked failed."""
+        """A run that stopped on an error: what it logged stays, the W&B run (started now if the run
+        failed before its first task) is marked failed with the error in its summary."""
+        if self.run is None and "config" in results:
+            self._guard("start", lambda: self._start(results))
+
+        def finish():
+            self.run.summary.update({"status": results["run"]["status"], "error": results["run"].get("error")})
+            self.run.finish(exit_code=1)
+
         if self.run is not None:
-            self._guard("finish", lambda: self.run.finish(exit_code=1))
+            self._guard("finish", finish)
 
 
 def run_ids(runs: list[dict]) -> dict[tuple[str | None, str], list[str]]:
