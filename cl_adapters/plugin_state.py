@@ -1,6 +1,7 @@
-"""The state of Avalanche's CL plugins as tensors and JSON, so a checkpointed run with EWC, LwF or Replay
-resumes exactly: EWC's saved parameters and importances, LwF's classes per task (its previous model is
-the restored model itself), the replay buffer's samples and reservoir weights, group by group.
+"""The CL plugins the platform supports (Avalanche's EWC, LwF, Replay): their settings checked before
+training, and their state as tensors and JSON, so a checkpointed run resumes exactly: EWC's saved
+parameters and importances, LwF's classes per task (its previous model is the restored model itself),
+the replay buffer's samples and reservoir weights, group by group.
 """
 
 from __future__ import annotations
@@ -16,6 +17,27 @@ from cl_adapters.errors import UserError
 from cl_adapters.streams.base import task_dataset
 
 SUPPORTED = (EWCPlugin, LwFPlugin, ReplayPlugin)
+
+
+def check_settings(name: str, plugin) -> None:
+    """Values Avalanche accepts silently (a negative penalty) or fails on mid-training (a negative buffer)."""
+    def number(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    rules = []
+    if isinstance(plugin, EWCPlugin):
+        rules = [("ewc_lambda", plugin.ewc_lambda, number(plugin.ewc_lambda) and plugin.ewc_lambda >= 0, "a number >= 0")]
+    elif isinstance(plugin, LwFPlugin):
+        alpha, temperature = plugin.lwf.alpha, plugin.lwf.temperature
+        alphas = alpha if isinstance(alpha, (list, tuple)) else [alpha]
+        rules = [("alpha", alpha, all(number(a) and a >= 0 for a in alphas), "a number >= 0 (or one per task)"),
+                 ("temperature", temperature, number(temperature) and temperature > 0, "a positive number")]
+    elif isinstance(plugin, ReplayPlugin):
+        size = plugin.mem_size
+        rules = [("mem_size", size, isinstance(size, int) and not isinstance(size, bool) and size > 0, "a positive integer")]
+    for key, value, ok, what in rules:
+        if not ok:
+            raise UserError(f"plugins.{name}.{key} must be {what}, got {value!r}")
 
 
 def check(plugins: list) -> None:

@@ -27,6 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import cl_adapters  # noqa: F401  (applies the environment shims before torchvision can load)
+from cl_adapters import plugin_state
 from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
 from cl_adapters.logging import ProgressBar, plot_fusion_attention, write_json_atomic
@@ -81,9 +82,13 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
         raise UserError(f"eval_stream={cfg.eval_stream!r} is not a stream of this scenario {sorted(scenario.streams)}")
     train_stream, eval_stream = scenario.train_stream, scenario.streams[cfg.eval_stream]
     T = len(train_stream)
-    input_shape = tuple(train_stream[0].dataset[0][0].shape)
+    sample = train_stream[0].dataset[0][0]
+    input_shape = tuple(sample.shape)
+    _check_inputs(cfg.model, sample)
     backbone = _build(cfg.model, "model", input_shape=input_shape)
     plugins = [_build(node, f"plugins.{name}") for name, node in cfg.plugins.items()]
+    for name, plugin in zip(cfg.plugins, plugins):
+        plugin_state.check_settings(name, plugin)
     accuracy, costs, attention = AccuracyPlugin(), CostPlugin(), FusionAttention()
     strategy = _build(cfg.strategy, "strategy", backbone=backbone, plugins=plugins,
                       monitors=[accuracy, costs, attention, ProgressBar(T)])
@@ -173,6 +178,17 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:400]}" if text else type(error).__name__
 
 
+def _check_inputs(model: DictConfig, sample: torch.Tensor) -> None:
+    """A backbone declares what it takes (``inputs``): token ids (text) or float tensors (images)."""
+    from hydra.utils import get_class
+
+    wants = getattr(get_class(model._target_), "inputs", None) if "_target_" in model else None
+    given = "float" if torch.is_floating_point(sample) else "token ids"
+    if wants is not None and wants != given:
+        raise UserError(f"model: {model._target_.rsplit('.', 1)[-1]} takes {wants} inputs, this stream gives {given} inputs "
+                        f"of shape {tuple(sample.shape)} (hf_encoder is for text streams; mlp, patch_transformer for images)")
+
+
 def _check_run_options(cfg: DictConfig) -> None:
     """Top-level options that nothing else checks (a typo must not silently mean false)."""
     for key in ("checkpoint", "resume", "references.compute"):
@@ -240,7 +256,9 @@ def _choices(cfg: DictConfig) -> dict:
 
 
 def _build(node: DictConfig, name: str, **kwargs):
-    """instantiate() with user mistakes turned into one UserError naming the config group."""
+    """instantiate() with user mistakes (the constructor's own UserError, an unknown target, arguments
+    it does not take) turned into one UserError naming the config group; anything else is not a user
+    mistake and goes on as itself, traceback and all."""
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as e:
@@ -249,7 +267,9 @@ def _build(node: DictConfig, name: str, **kwargs):
             cause = cause.__cause__
         if isinstance(cause, UserError):
             raise cause from None
-        raise UserError(f"{name}: {' '.join(str(cause).split())}") from e
+        if cause is e or isinstance(cause, (TypeError, ImportError)):  # Hydra's own message, or a bad call
+            raise UserError(f"{name}: {' '.join(str(cause).split())}") from e
+        raise cause
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")

@@ -27,6 +27,8 @@ def bad_stream(kind: str, seed: int = 0, **_):
         train[1] = (torch.zeros(0, 1, 4, 4), torch.zeros(0, dtype=torch.long))
     elif kind == "classes":
         n_classes = [2, 2, 2]
+    elif kind == "crash":
+        raise RuntimeError("boom")
     return task_stream(train, test, n_classes=n_classes, seed=seed)
 
 
@@ -46,11 +48,26 @@ def bad_stream(kind: str, seed: int = 0, **_):
         ([*BAD_STREAM, "+stream.kind=labels"], "task 1 train labels go up to 4, outside the task's 2 classes"),
         ([*BAD_STREAM, "+stream.kind=empty"], "task 1 train is empty"),
         ([*BAD_STREAM, "+stream.kind=classes"], "n_classes lists 3 tasks, the stream has 2"),
+        (["seed=abc"], "seed must be an integer, got 'abc'"),
+        (["checkpoint=maybe"], "checkpoint must be true or false, got 'maybe'"),
+        (["resume=maybe"], "resume must be true or false, got 'maybe'"),
+        (["strategy.optimizer.lr=fast"], "strategy.optimizer.lr='fast' is not a number"),
+        (["stream.class_order=[]"], "stream.class_order lists no class"),
+        (["model=patch_transformer", "model.dim=0"], "model.dim must be a positive integer, got 0"),
+        (["model=hf_encoder"], "model: HFEncoder takes token ids inputs, this stream gives float inputs of shape (1, 8, 8)"),
+        (["stream=sentiment_domains", "stream.train_per_task=20", "stream.test_per_task=10", "stream.cache_dir=null"],
+         "model: MLP takes float inputs, this stream gives token ids inputs of shape (128,)"),
+        (["stream=sentiment_domains", "model=hf_encoder", "model.name_or_path=/nope"],
+         "stream.tokenizer (the encoder's, model.name_or_path): no such folder /nope"),
+        (["strategy=full_ft", "plugins=[replay]", "plugins.replay.mem_size=-5"],
+         "plugins.replay.mem_size must be a positive integer, got -5"),
+        (["strategy=full_ft", "plugins=[ewc]", "plugins.ewc.ewc_lambda=-1"], "plugins.ewc.ewc_lambda must be a number >= 0, got -1"),
+        (["strategy=full_ft", "plugins=[lwf]", "plugins.lwf.temperature=0"], "plugins.lwf.temperature must be a positive number, got 0"),
     ],
 )
 def test_malformed_input_is_one_line_naming_the_culprit(make_cfg, tmp_path, overrides, culprit):
     with pytest.raises(UserError) as error:
         run(make_cfg("strategy.epochs=1", *overrides), tmp_path)
     assert culprit in str(error.value) and "\n" not in str(error.value)
-    results = tmp_path / "results.json"
-    assert not results.exists() or json.loads(results.read_text())["run"]["status"] != "complete"
+    run_info = json.loads((tmp_path / "results.json").read_text())["run"]  # every failure is recorded
+    assert run_info["status"] == "failed" and run_info["error"] == str(error.value)

@@ -43,3 +43,17 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
     proc = cli("--cfg", "job", "strategy=full_ft", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "train_backbone: all" in proc.stdout and "_target_: cl_adapters.streams.split_digits" in proc.stdout
+
+
+def test_an_unexpected_error_is_one_line_with_the_traceback_in_error_txt(tmp_path):
+    from conftest import ROOT
+
+    env = {**os.environ, "HYDRA_FULL_ERROR": "", "PYTHONPATH": str(ROOT / "tests")}
+    cmd = [*CLI, "stream._target_=test_bad_input.bad_stream", "+stream.kind=crash", "hydra.run.dir=.", "logger=wandb"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"error: RuntimeError: boom (traceback in {tmp_path / 'error.txt'})"
+    details = (tmp_path / "error.txt").read_text()
+    assert details.startswith("RuntimeError: boom\n") and "Traceback (most recent call last)" in details and "bad_stream" in details
+    run = json.loads((tmp_path / "results.json").read_text())["run"]
+    assert run["status"] == "failed" and run["error"] == "RuntimeError: boom"

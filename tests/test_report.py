@@ -150,3 +150,33 @@ def test_wandb_report_when_wandb_is_unreachable_saves_nothing(tmp_path, monkeypa
     monkeypatch.setattr(wandb, "Api", no_login)
     with pytest.raises(SystemExit, match=r"W&B is not reachable \(RuntimeError: not logged in\); no W&B Report made"):
         main([str(tmp_path), "--wandb"])
+
+
+@pytest.mark.parametrize("defect", ["truncated", "no run key", "empty costs", "not an object", "binary"])
+def test_one_bad_results_file_is_listed_and_the_rest_reported(tmp_path, capsys, defect):
+    write(tmp_path / "good", "adapter", 0, 0.9, 0.0)
+    write(tmp_path / "bad", "full_ft", 0, 0.5, -0.1)
+    bad = tmp_path / "bad" / "results.json"
+    results = json.loads(bad.read_text())
+    if defect == "truncated":
+        bad.write_text(bad.read_text()[:100])
+    elif defect == "no run key":
+        bad.write_text(json.dumps({k: v for k, v in results.items() if k != "run"}))
+    elif defect == "empty costs":
+        bad.write_text(json.dumps({**results, "costs": []}))
+    elif defect == "not an object":
+        bad.write_text("[1, 2]")
+    else:
+        bad.write_bytes(b"\xff\xfe\x00garbage")
+    main([str(tmp_path), "--out", str(tmp_path / "report")])
+    out, err = capsys.readouterr()
+    assert "| digits | adapter | 0 | 0.9000 |" in out and "full_ft" not in out
+    assert f"not included: {bad}: unreadable, " in err
+    assert f"{bad}: unreadable" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_an_unwritable_report_folder_is_one_line(tmp_path, capsys):
+    write(tmp_path / "good", "adapter", 0, 0.9, 0.0)
+    (tmp_path / "file").write_text("a file where the report folder should be")
+    with pytest.raises(SystemExit, match=r"^error: cannot write .*file/report.md: .*file is not a directory"):
+        main([str(tmp_path / "good"), "--out", str(tmp_path / "file")])

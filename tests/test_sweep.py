@@ -2,6 +2,7 @@
 report and a list of the failed jobs (joblib locally; submitit's local executor stands in for Slurm)."""
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -22,3 +23,19 @@ def test_sweep_survives_a_failed_job_and_writes_the_report(tmp_path, launcher):
     rows = list(csv.DictReader(open(sweep / "report" / "report.csv")))
     assert [(r["stream"], r["run"], r["seeds"]) for r in rows] == [("split_digits", "adapter", "0")]
     assert "Not included" in (sweep / "report" / "report.md").read_text()
+
+
+def test_a_sweep_with_a_bad_value_records_the_failure_and_still_reports(tmp_path):
+    """The trustworthy-runs acceptance: the good job completes; the bad one is failed with its reason in
+    results.json and error.txt; the report exists; exit status 1; no traceback."""
+    cmd = [sys.executable, "-m", "cl_adapters.run", "-m", "strategy=full_ft", "plugins=[replay]",
+           "plugins.replay.mem_size=-5,100", "strategy.epochs=1", "hydra/launcher=joblib", "hydra.sweep.dir=sweep"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout, done.stderr[-2000:]
+    bad, good = sorted(p for p in (tmp_path / "sweep").iterdir() if p.name[0].isdigit())
+    reason = "plugins.replay.mem_size must be a positive integer, got -5"
+    bad_run = json.loads((bad / "results.json").read_text())["run"]
+    assert (bad_run["status"], bad_run["error"]) == ("failed", reason)
+    assert (bad / "error.txt").read_text().strip() == reason
+    assert json.loads((good / "results.json").read_text())["run"]["status"] == "complete"
+    assert (tmp_path / "sweep" / "report" / "report.md").exists() and reason in done.stderr

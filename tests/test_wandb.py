@@ -103,3 +103,19 @@ def test_a_run_that_fails_is_marked_failed_on_wandb(make_cfg, tmp_path):
     (path,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
     (exit_record,) = [r.exit for r in wandb_records(path) if r.WhichOneof("record_type") == "exit"]
     assert exit_record.exit_code == 1
+
+
+def test_a_run_that_fails_before_its_first_task_is_on_wandb_as_failed(make_cfg, tmp_path):
+    """Not a user mistake, and before anything was logged: the W&B run still exists, failed, with the error."""
+    from cl_adapters.errors import UserError
+
+    with pytest.raises(UserError):
+        run(make_cfg("logger=wandb", f"logger.wandb.dir={tmp_path}", "strategy=full_ft", "plugins=[replay]",
+                     "plugins.replay.mem_size=-5"), tmp_path)
+    (path,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    records = list(wandb_records(path))
+    (exit_record,) = [r.exit for r in records if r.WhichOneof("record_type") == "exit"]
+    summary = {i.key: json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "summary"
+               for i in r.summary.update}
+    assert exit_record.exit_code == 1 and summary["status"] == "failed"
+    assert summary["error"] == "plugins.replay.mem_size must be a positive integer, got -5"

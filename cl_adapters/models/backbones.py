@@ -1,5 +1,6 @@
 """From-scratch backbones for image streams. Each exposes ``family`` (its injection preset),
-``pretrained`` and ``out_features``, and maps (B, C, H, W) images to (B, out_features) features."""
+``pretrained``, ``inputs`` (what it takes) and ``out_features``, and maps (B, C, H, W) images to
+(B, out_features) features."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class MLPBlock(nn.Module):
 class MLP(nn.Module):
     family = "mlp"
     pretrained = False
+    inputs = "float"
 
     def __init__(self, input_shape: tuple[int, ...], hidden: tuple[int, ...] = (256, 256), dropout: float = 0.0):
         super().__init__()
@@ -86,6 +88,7 @@ class PatchTransformer(nn.Module):
 
     family = "patch_transformer"
     pretrained = False
+    inputs = "float"
 
     def __init__(
         self,
@@ -103,6 +106,9 @@ class PatchTransformer(nn.Module):
         c, h, w = input_shape
         if patch_size <= 0 or h % patch_size or w % patch_size:
             raise UserError(f"model.patch_size={patch_size} must divide the image size {h}x{w}")
+        for name, value in (("dim", dim), ("depth", depth), ("heads", heads)):
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"model.{name} must be a positive integer, got {value!r}")
         if dim % heads:
             raise UserError(f"model.dim={dim} must be divisible by model.heads={heads}")
         self.patch_size = patch_size

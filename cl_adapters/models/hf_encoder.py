@@ -29,6 +29,7 @@ def default_encoder_path() -> str:
 
 class HFEncoder(nn.Module):
     pretrained = True
+    inputs = "token ids"
 
     def __init__(self, input_shape: tuple[int, ...] | None = None, name_or_path: str | None = None, pooling: str = "mean"):
         super().__init__()

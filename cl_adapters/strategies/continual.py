@@ -56,8 +56,10 @@ class ContinualStrategy(SupervisedTemplate):
         _check_plugins(plugins, model, protocol)
         try:
             opt = optimizer(model.parameters())
-        except ValueError as e:  # torch's own checks: "Invalid learning rate: -0.1"
-            raise UserError(f"strategy.optimizer: {e}") from e
+        except (ValueError, TypeError) as e:  # torch's own checks: "Invalid learning rate: -0.1"
+            text = [f"strategy.optimizer.{k}={v!r} is not a number" for k, v in getattr(optimizer, "keywords", {}).items()
+                    if isinstance(v, str)]
+            raise UserError(text[0] if text else f"strategy.optimizer: {e}") from e
         if evaluator is None:
             with warnings.catch_warnings():  # "no loggers": our own plugins measure and log
                 warnings.simplefilter("ignore")

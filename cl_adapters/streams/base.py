@@ -111,6 +111,8 @@ def class_order_for(classes: Sequence[int], class_order, seed: int) -> list[int]
     if class_order == "random":
         return [classes[i] for i in np.random.default_rng(seed).permutation(len(classes))]
     order = [int(c) for c in class_order]
+    if not order:
+        raise UserError("stream.class_order lists no class (null: all classes in order, random: shuffled)")
     if len(set(order)) != len(order) or not set(order) <= set(classes):
         raise UserError(f"stream.class_order must list distinct classes of {classes}, got {order}")
     return order

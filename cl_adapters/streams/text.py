@@ -93,7 +93,13 @@ def sentiment_domains(
 
     from cl_adapters.models.hf_encoder import default_encoder_path
 
-    tok = AutoTokenizer.from_pretrained(tokenizer or default_encoder_path())
+    name = tokenizer or default_encoder_path()
+    if name.startswith(("/", ".", "~")) and not Path(name).expanduser().is_dir():
+        raise UserError(f"stream.tokenizer (the encoder's, model.name_or_path): no such folder {name}")
+    try:
+        tok = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as e:  # a bad hub id, or no network
+        raise UserError(f"stream.tokenizer={name!r} could not be loaded: {str(e).splitlines()[0]}") from e
     train, test, n_classes, names = [], [], [], []
     for t, domain in enumerate(domains):
         texts, labels, classes = load_domain(domain)
