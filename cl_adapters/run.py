@@ -21,10 +21,11 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
+from hydra.errors import CompactHydraException, InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 import cl_adapters  # noqa: F401  (applies the environment shims before torchvision can load)
 from cl_adapters import plugin_state
@@ -301,5 +302,22 @@ def _failed(error: Exception, out_dir: Path, multirun: bool) -> float:
     sys.exit(2 if isinstance(error, UserError) else 1)
 
 
+def cli() -> None:
+    """The ``cl-adapters`` command: ``main``, with what fails in Hydra itself (an override it cannot
+    compose, a run dir it cannot create) printed without Hydra's traceback (HYDRA_FULL_ERROR=1 shows it)."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return main()
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors to us instead of printing them
+    try:
+        main()
+    except CompactHydraException as e:  # Hydra's own message, as Hydra prints it
+        cause = f"\n{e.__cause__}" if isinstance(e.__cause__, OmegaConfBaseException) else ""
+        print(f"{e}{cause}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as e:  # Hydra creates the run dir and writes .hydra/ before the run starts
+        print(f"error: cannot write {e.filename}: {e.strerror or e} (the run or sweep dir)", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

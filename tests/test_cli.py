@@ -57,3 +57,10 @@ def test_an_unexpected_error_is_one_line_with_the_traceback_in_error_txt(tmp_pat
     assert details.startswith("RuntimeError: boom\n") and "Traceback (most recent call last)" in details and "bad_stream" in details
     run = json.loads((tmp_path / "results.json").read_text())["run"]
     assert run["status"] == "failed" and run["error"] == "RuntimeError: boom"
+
+
+def test_a_run_dir_hydra_cannot_create_is_one_line(tmp_path):
+    (tmp_path / "taken").write_text("a file where a folder should be")
+    proc = cli("hydra.run.dir=taken/run", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == ["error: cannot write taken/run: Not a directory (the run or sweep dir)"]

@@ -87,3 +87,26 @@ def test_torchvision_source_reads_standard_files(tmp_path):
     (x_tr, y_tr), (x_te, y_te) = load_mnist(source="torchvision", root=str(tmp_path))
     assert x_tr.shape == (6, 1, 28, 28) and x_te.shape == (4, 1, 28, 28)
     assert torch.allclose(x_tr, torch.full_like(x_tr, 7 / 255)) and y_te.tolist() == [0, 1, 2, 3]
+
+
+def test_an_mnist_file_that_would_run_code_is_refused(tmp_path):
+    """A pickle names functions to call: the MNIST reader unpickles numpy arrays and nothing else."""
+    import gzip
+    import pickle
+
+    import pytest
+
+    from cl_adapters.errors import UserError
+
+    victim = tmp_path / "written-by-the-pickle"
+
+    class Payload:
+        def __reduce__(self):
+            return open, (str(victim), "w")
+
+    path = tmp_path / "mnist.pkl.gz"
+    with gzip.open(path, "wb") as f:
+        pickle.dump(((Payload(), None), (None, None), (None, None)), f)
+    with pytest.raises(UserError, match=r"mnist.pkl.gz: not an MNIST pickle .* it refers to (io|builtins)\.open"):
+        split_mnist(path=str(path))
+    assert not victim.exists()
