@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
 import json
+import multiprocessing
 import os
 import platform
 import sys
+import threading
 import time
 import traceback
 from importlib.metadata import version
@@ -276,11 +279,36 @@ def _build(node: DictConfig, name: str, **kwargs):
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     job = HydraConfig.get()
+    _stop_with_the_sweep()
     try:
         results = run(cfg, job.runtime.output_dir)
     except Exception as e:  # noqa: BLE001 - every failure takes this one path (KeyboardInterrupt stops)
         return _failed(e, Path(job.runtime.output_dir), multirun=job.mode == RunMode.MULTIRUN)
     return results["metrics"]["acc"]  # lets sweepers (e.g. optuna) optimise ACC
+
+
+def _stop_with_the_sweep() -> None:
+    """In a joblib (loky) worker: a sweep that is killed leaves its workers training on; each watches its
+    parent and, once it is gone, interrupts its run (recorded as "interrupted", resumable)."""
+    global _watching
+    if _watching or not multiprocessing.current_process().name.startswith("LokyProcess"):
+        return
+    _watching, parent = True, os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        print("the sweep that started this job is gone: stopping", file=sys.stderr)
+        # KeyboardInterrupt in the main thread (loky workers ignore SIGINT): results.json says "interrupted"
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.main_thread().ident),
+                                                   ctypes.py_object(KeyboardInterrupt))
+        time.sleep(60)
+        os._exit(1)  # the run did not stop in time (stuck in native code)
+
+    threading.Thread(target=watch, daemon=True, name="stop-with-the-sweep").start()
+
+
+_watching = False
 
 
 def _failed(error: Exception, out_dir: Path, multirun: bool) -> float:

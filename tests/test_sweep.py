@@ -39,3 +39,26 @@ def test_a_sweep_with_a_bad_value_records_the_failure_and_still_reports(tmp_path
     assert (bad / "error.txt").read_text().strip() == reason
     assert json.loads((good / "results.json").read_text())["run"]["status"] == "complete"
     assert (tmp_path / "sweep" / "report" / "report.md").exists() and reason in done.stderr
+
+
+def test_a_killed_joblib_sweep_stops_its_workers_runs(tmp_path):
+    """Killing the sweep's process must not leave loky workers training: each run notices, stops and
+    records itself "interrupted" (resumable with the same command)."""
+    import os
+    import signal
+    import time
+
+    cmd = [sys.executable, "-m", "cl_adapters.run", "-m", "hydra/launcher=joblib", "seed=0,1", "strategy.epochs=300",
+           "hydra.sweep.dir=sweep", "logger=console"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = lambda: [json.loads(p.read_text()) for p in tmp_path.glob("sweep/*/results.json")]  # noqa: E731
+    deadline = time.time() + 300
+    while not (len(results()) == 2 and all(r["accuracy_matrix"][0][0] is not None for r in results())):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    while any(r["run"]["status"] == "running" for r in results()):
+        assert time.time() < deadline + 60, [r["run"]["status"] for r in results()]
+        time.sleep(0.5)
+    assert [r["run"]["status"] for r in results()] == ["interrupted", "interrupted"]
