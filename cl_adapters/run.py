@@ -160,16 +160,19 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
 
 
 def _record_failure(out: Path, results: dict, error: BaseException, loggers: list) -> None:
-    """results.json says why the run stopped; what was measured (now or by an earlier attempt) stays."""
-    if "accuracy_matrix" not in results:  # stopped before measuring: keep what an earlier attempt wrote
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            earlier = json.loads(out.read_text())
-            earlier["run"].update({k: v for k, v in results["run"].items() if k not in ("id", "started")})
-            results = earlier
-    interrupted = isinstance(error, KeyboardInterrupt)
-    results["run"].update(status="interrupted" if interrupted else "failed", error=_one_line(error))
+    """results.json says why the run stopped. If the file is still an earlier attempt's (this one stopped
+    before writing its own: a refused resume, a bad value), its measurements and status stay and the
+    failure is added as ``run.last_attempt``."""
+    status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+    results["run"].update(status=status, error=_one_line(error))
+    record = results
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError, KeyError):
+        earlier = json.loads(out.read_text())
+        if earlier["run"].get("id") != results["run"]["id"]:
+            earlier["run"]["last_attempt"] = {k: results["run"][k] for k in ("started", "status", "error")}
+            record = earlier
     with contextlib.suppress(UserError):  # a full disk keeps the last task's file, status "running"
-        write_json_atomic(out, results)
+        write_json_atomic(out, record)
     for logger in loggers:
         logger.log_failure(results)
 

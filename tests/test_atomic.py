@@ -51,3 +51,27 @@ def test_an_unwritable_run_dir_is_one_clear_error(make_cfg, tmp_path):
     (tmp_path / "taken").write_text("a file where the run dir should be")
     with pytest.raises(UserError, match=r"cannot write .*taken/.lock: .*taken is not a directory"):  # the first write
         run(make_cfg("strategy.epochs=1"), tmp_path / "taken")
+
+
+def test_a_full_disk_while_writing_a_checkpoint_is_recorded(make_cfg, tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    from cl_adapters.errors import UserError
+    from cl_adapters.resume import Checkpoints
+    from cl_adapters.run import run
+
+    write_bytes = Path.write_bytes
+
+    def fills_up(self, data):
+        if self.name.startswith(".task-2.safetensors."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", fills_up)
+    with pytest.raises(UserError, match=r"cannot write .*checkpoint/task-2.safetensors: No space left on device"):
+        run(make_cfg("strategy.epochs=1"), tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["run"]["status"] == "failed" and "No space left on device" in saved["run"]["error"]
+    assert [link.task for link in Checkpoints(tmp_path).chain()] == [0, 1]
+    assert not list(tmp_path.rglob(".*.tmp"))

@@ -70,9 +70,12 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path, unin
 
 
 def test_resuming_with_another_config_is_refused(make_cfg, tmp_path):
-    run(make_cfg("strategy.epochs=1"), tmp_path)
+    first = run(make_cfg("strategy.epochs=1"), tmp_path)
     with pytest.raises(UserError, match=r"another config \(strategy.epochs: 1 -> 2\)"):
         run(make_cfg("strategy.epochs=2"), tmp_path)
+    kept = json.loads((tmp_path / "results.json").read_text())  # the finished run's file, the refusal added
+    assert kept["run"]["status"] == "complete" and kept["accuracy_matrix"] == first["accuracy_matrix"]
+    assert kept["run"]["last_attempt"]["status"] == "failed" and "another config" in kept["run"]["last_attempt"]["error"]
     run(make_cfg("strategy.epochs=2", "resume=false"), tmp_path)  # starting over is allowed
     assert Checkpoints(tmp_path).chain()[0].config["strategy"]["epochs"] == 2
 
