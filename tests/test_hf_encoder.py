@@ -180,6 +180,10 @@ def test_tokenisation_is_cached(tmp_path, monkeypatch):
     assert torch.equal(tokenize_cached(texts, tok, 16, str(tmp_path)), first)
     with pytest.raises(AssertionError, match="tokenised again"):  # another max_length is another key
         tokenize_cached(texts, tok, 8, str(tmp_path))
+    (cached,) = tmp_path.glob("*.safetensors")
+    cached.write_bytes(cached.read_bytes()[:50])  # truncated: read as a miss, never as data
+    with pytest.raises(AssertionError, match="tokenised again"):
+        tokenize_cached(texts, tok, 16, str(tmp_path))
 
 
 def test_sentiment_domains_stream(tmp_path):

@@ -62,18 +62,25 @@ def _fingerprint(tokenizer) -> str:
 
 def tokenize_cached(texts: list[str], tokenizer, max_length: int, cache_dir: str | None) -> torch.Tensor:
     """Right-padded token ids (N, max_length); loaded from ``cache_dir`` when tokenised before."""
-    from safetensors.torch import load_file, save_file
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, save
 
     if max_length <= 0:
         raise UserError(f"stream.max_length must be positive, got {max_length}")
     key = hashlib.sha256(json.dumps([_fingerprint(tokenizer), max_length, texts]).encode()).hexdigest()[:24]
     path = Path(cache_dir).expanduser() / f"{key}.safetensors" if cache_dir else None
     if path is not None and path.is_file():
-        return load_file(path)["input_ids"]
+        try:
+            ids = load_file(path)["input_ids"]
+            if ids.shape == (len(texts), max_length) and ids.dtype == torch.int64:
+                return ids
+        except (OSError, KeyError, SafetensorError):
+            pass
+        print(f"warning: token cache {path} is unreadable or does not fit; tokenising again")
     ids = tokenizer(texts, max_length=max_length, truncation=True, padding="max_length", return_tensors="pt")["input_ids"]
     if path is not None:
         with atomic_path(path) as tmp:  # a killed run never leaves half a cache file
-            save_file({"input_ids": ids.contiguous()}, tmp)
+            tmp.write_bytes(save({"input_ids": ids.contiguous()}))
     return ids
 
 
