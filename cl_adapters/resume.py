@@ -167,11 +167,11 @@ class Checkpoints:
                 if links and link.run_id != links[0].run_id:
                     raise ValueError(f"it belongs to run {link.run_id}, the chain to run {links[0].run_id}")
                 if link.previous != (links[-1].digest if links else ""):
-                    raise ValueError(f"it does not follow task-{task - 1}.safetensors (written by another attempt)"
+                    raise ValueError(f"it does not follow task-{task - 1}.safetensors (another attempt's, or edited)"
                                      if links else "it does not start a chain")
             except ValueError as e:
                 later = sorted(t for t in files if t > task)
-                print(f"warning: checkpoint {path} is unusable ({e}); using the tasks before it"
+                print(f"warning: checkpoint {path} is unusable: {e}; using the tasks before it"
                       + (f" and not the later files (tasks {later})" if later else ""), file=sys.stderr)
                 break
             links.append(link)

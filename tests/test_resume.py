@@ -64,7 +64,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path, unin
     data[len(data) // 2] ^= 0xFF
     newest.write_bytes(bytes(data))
     out, _ = cli(run_dir).communicate(timeout=600)
-    assert "task-1.safetensors is unusable (its contents do not match its digest" in out, out[-2000:]
+    assert "task-1.safetensors is unusable: its contents do not match its digest" in out, out[-2000:]
     assert "after task 1/4" in out
     assert matrix(run_dir) == uninterrupted
 

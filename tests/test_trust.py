@@ -126,7 +126,7 @@ def test_a_middle_link_from_another_run_is_detected_on_resume_and_load(make_cfg,
     model = load_run(tmp_path / "a")
     assert model.trained_tasks == [0]
     err = capsys.readouterr().err
-    assert "task-1.safetensors is unusable (it belongs to run " in err and "not the later files (tasks [2])" in err
+    assert "task-1.safetensors is unusable: it belongs to run " in err and "not the later files (tasks [2])" in err
     resumed = run(make_cfg(*QUICK), tmp_path / "a")  # trains tasks 2 and 3 again, in its own chain
     assert resumed["run"]["resumed_after_task"] == [0] and resumed["run"]["id"] == a["run"]["id"]
     assert resumed["accuracy_matrix"] == a["accuracy_matrix"] and resumed["metrics"]["bwt"] == 0
@@ -140,7 +140,7 @@ def test_an_edited_link_breaks_the_chain_after_it(copy_of, capsys):
     assert len(Checkpoints(run_dir).chain()) == 3  # the same contents: the same digest
     rewrite(run_dir / "checkpoint" / "task-0.safetensors", lambda m: m.update(record=m["record"].replace("[1, 8, 8]", "[1, 8,8]")))
     assert len(Checkpoints(run_dir).chain()) == 1
-    assert "task-1.safetensors is unusable (it does not follow task-0.safetensors" in capsys.readouterr().err
+    assert "task-1.safetensors is unusable: it does not follow task-0.safetensors" in capsys.readouterr().err
 
 
 def test_a_corrupt_newest_link_leaves_the_ones_before_it_usable(copy_of, finished, capsys):
