@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cl_adapters.errors import UserError
 
-# Every constructor the shipped configs use (a test keeps this in step with conf/).
+# Every constructor the shipped configs use (a test keeps this in step with cl_adapters/conf/).
 TARGETS = frozenset({
     "cl_adapters.strategies.ContinualStrategy",
     "cl_adapters.models.AdaptedModel",

@@ -40,7 +40,7 @@ from cl_adapters.resume import Checkpoints
 from cl_adapters.rundir import RunDir, RunDirBusy, new_run_id
 from cl_adapters.references import REFERENCES, ReferenceCache, reference_optimizer, reference_strategy
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the repo's conf/ (editable install)
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # shipped in the package; ./conf is searched after it
 VERSIONS = ("cl-adapters", "torch", "avalanche-lib", "hydra-core", "numpy", "scikit-learn")
 
 
@@ -282,6 +282,8 @@ def _build(node: DictConfig, name: str, **kwargs):
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     job = HydraConfig.get()
+    if os.getcwd() not in sys.path:  # the folder you run from is importable: its modules can be _target_s
+        sys.path.append(os.getcwd())
     _stop_with_the_sweep()
     try:
         results = run(cfg, job.runtime.output_dir)

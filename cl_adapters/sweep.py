@@ -1,6 +1,6 @@
 """The end of a Hydra multirun: the comparison report of its jobs, and the jobs that did not finish.
 
-Registered in ``conf/config.yaml`` (``hydra.callbacks``), so every sweep ends with
+Registered in ``cl_adapters/conf/config.yaml`` (``hydra.callbacks``), so every sweep ends with
 ``<sweep dir>/report/`` and a summary line per failed job (exit status 1 if any); a failed job does
 not stop the others (``run.main`` records its error instead of exiting when it runs in a multirun).
 """

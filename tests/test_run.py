@@ -16,7 +16,8 @@ def adapter_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("adapter")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["stream=split_digits", "strategy=adapter"])
+        cfg = compose("config", overrides=["stream=split_digits", "strategy=adapter", "logger=console",
+                                           f"references.dir={out}/refs"])  # nothing written into the repo
     return run(cfg, out), out
 
 

@@ -110,3 +110,25 @@ def test_an_mnist_file_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(UserError, match=r"mnist.pkl.gz: not an MNIST pickle .* it refers to (io|builtins)\.open"):
         split_mnist(path=str(path))
     assert not victim.exists()
+
+
+def test_split_by_class_and_task_stream_take_numpy_and_name_bad_arguments():
+    import numpy as np
+    import pytest
+
+    from cl_adapters.errors import UserError
+    from cl_adapters.streams import split_by_class
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((60, 1, 4, 4)), np.arange(60) % 4  # float64 numpy images, int64 numpy labels
+    s = split_by_class((x, y), (x, y), n_tasks=2, class_order=[3, 2, 1, 0])
+    assert s.classes_per_task == [[3, 2], [1, 0]]
+    xs, ys, ts = s.train_stream[0].dataset[0]
+    assert xs.dtype == torch.float32 and xs.shape == (1, 4, 4) and ts == 0
+    first = s.train_stream[0].dataset
+    assert sorted({int(first[i][1]) for i in range(len(first))}) == [0, 1]  # 3 -> 0, 2 -> 1: task-local
+    with pytest.raises(UserError, match=r"^split_by_class train must be an \(inputs, labels\) pair, got ndarray$"):
+        split_by_class(x, (x, y), n_tasks=2)
+    with pytest.raises(UserError, match=r"^task 0 train inputs are not an array of numbers"):
+        task_stream([([[1.0], [2.0, 3.0]], [0, 1])], [(x[:2], y[:2])])
+    assert len(task_stream([(x[:8], y[:8] % 2)], [(x[:4], y[:4] % 2)]).train_stream) == 1

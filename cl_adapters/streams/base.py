@@ -31,6 +31,10 @@ def task_stream(
 ):
     """A task-incremental scenario (streams ``train``, ``test`` and, with ``val_fraction``, ``valid``).
 
+    ``train`` and ``test`` hold one ``(inputs, labels)`` pair per task, as numpy arrays or torch tensors:
+    inputs (N, ...) -- float images (N, C, H, W) for the image backbones (float64 becomes float32), or
+    right-padded int64 token ids (N, L) for ``model=hf_encoder`` -- and integer labels (N,) local to the
+    task (``0 .. n_classes[t]-1``; default: the largest label + 1). Task ``t`` gets task label ``t``.
     Every experience carries ``n_classes``, the width of its task's head. Bad data fails here, with
     the task and split named: no empty task, no NaN/inf input, every label in ``[0, n_classes)``.
     """
@@ -38,8 +42,8 @@ def task_stream(
         raise UserError(f"a stream needs the same non-zero number of train and test tasks, got {len(train)} and {len(test)}")
     if not 0.0 <= val_fraction < 1.0:
         raise UserError(f"stream.val_fraction must be in [0, 1), got {val_fraction}")
-    train = [_checked(x, y, f"task {t} train") for t, (x, y) in enumerate(train)]
-    test = [_checked(x, y, f"task {t} test") for t, (x, y) in enumerate(test)]
+    train = [_checked(pair, f"task {t} train") for t, pair in enumerate(train)]
+    test = [_checked(pair, f"task {t} test") for t, pair in enumerate(test)]
     if n_classes is None:
         n_classes = [int(max(ytr.max(), yte.max())) + 1 for (_, ytr), (_, yte) in zip(train, test)]
     if len(n_classes) != len(train):
@@ -59,8 +63,21 @@ def task_stream(
     return scenario
 
 
-def _checked(x, y, where: str) -> Split:
-    x, y = torch.as_tensor(x), torch.as_tensor(y)
+def _pair(pair, where: str) -> Split:
+    """``(inputs, labels)`` as tensors (numpy arrays, tensors or nested lists), or one UserError."""
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise UserError(f"{where} must be an (inputs, labels) pair, got {type(pair).__name__}")
+    arrays = []
+    for part, value in zip(("inputs", "labels"), pair):
+        try:
+            arrays.append(torch.as_tensor(np.asarray(value)) if not isinstance(value, torch.Tensor) else value)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise UserError(f"{where} {part} are not an array of numbers ({' '.join(str(e).split())})") from e
+    return arrays[0], arrays[1]
+
+
+def _checked(pair, where: str) -> Split:
+    x, y = _pair(pair, where)
     if x.is_floating_point():  # images and features; integer inputs (token ids) stay as they are
         x = x.float()
     if len(x) == 0:
@@ -128,9 +145,17 @@ def split_by_class(
     test_per_task: int | None = None,
     val_fraction: float = 0.0,
 ):
-    """Split a labelled dataset into ``n_tasks`` tasks of consecutive classes (in ``class_order``)."""
-    (x_tr, y_tr), (x_te, y_te) = train, test
-    order = class_order_for(torch.unique(y_tr).tolist(), class_order, seed)
+    """Split a labelled dataset into ``n_tasks`` tasks of ``C / n_tasks`` consecutive classes each.
+
+    ``train`` and ``test`` are ``(inputs, labels)`` pairs, numpy arrays or torch tensors: inputs (N, ...)
+    as the backbone takes them (images (N, C, H, W), e.g. (N, 1, 28, 28) for MNIST; token ids (N, L)),
+    labels (N,) global class ids. ``class_order``: None (sorted), ``"random"`` (shuffled by ``seed``) or
+    a list of classes (a subset leaves the rest out). Within each task the labels are remapped to
+    ``0 .. C/n_tasks - 1`` in ``class_order`` (the scenario's ``classes_per_task`` keeps the original
+    ids); ``*_per_task`` subsample each task, ``val_fraction`` carves a ``valid`` stream from train.
+    """
+    train, test = _checked(train, "split_by_class train"), _checked(test, "split_by_class test")
+    order = class_order_for(torch.unique(train[1]).tolist(), class_order, seed)
     if n_tasks <= 0 or len(order) % n_tasks:
         raise UserError(f"stream.n_tasks={n_tasks} must divide the {len(order)} classes evenly")
     per = len(order) // n_tasks
