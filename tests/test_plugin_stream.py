@@ -30,3 +30,20 @@ def test_readme_stream_example_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(results["accuracy_matrix"]) == 3 and results["metrics"]["bwt"] == 0.0
+
+
+def test_readme_text_stream_recipe_runs(tmp_path):
+    """The README's text-stream recipe, verbatim, with the offline MiniLM."""
+    readme = (ROOT / "README.md").read_text()
+    (tmp_path / "my_text_streams.py").write_text(_block_after(readme, "# my_text_streams.py"))
+    (tmp_path / "conf" / "stream").mkdir(parents=True)
+    (tmp_path / "conf" / "stream" / "reviews.yaml").write_text(_block_after(readme, "# conf/stream/reviews.yaml"))
+    command = re.search(r"\ncl-adapters (stream=reviews [^#\n]*)", readme).group(1).split()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    script = str(Path(sys.executable).parent / "cl-adapters")
+    proc = subprocess.run([script, *command, "hydra.run.dir=out", "logger=console"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["run"]["status"] == "complete" and len(results["accuracy_matrix"]) == 2
+    assert results["config"]["stream"]["tokenizer"] is None  # the default encoder's, passed through

@@ -60,6 +60,30 @@ def _fingerprint(tokenizer) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def load_tokenizer(name_or_path: str | None = None):
+    """The encoder's own tokenizer: ``name_or_path`` as ``model.name_or_path`` gives it (a local folder
+    or a hub id); None = the default encoder's (all-MiniLM-L6-v2, offline from its package)."""
+    from transformers import AutoTokenizer
+
+    from cl_adapters.models.hf_encoder import default_encoder_path
+
+    name = name_or_path or default_encoder_path()
+    if name.startswith(("/", ".", "~")) and not Path(name).expanduser().is_dir():
+        raise UserError(f"stream.tokenizer (the encoder's, model.name_or_path): no such folder {name}")
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as e:  # a bad hub id, or no network
+        raise UserError(f"stream.tokenizer={name!r} could not be loaded: {str(e).splitlines()[0]}") from e
+
+
+def tokenize(texts: list[str], tokenizer: str | None = None, max_length: int = 128,
+             cache_dir: str | None = None) -> torch.Tensor:
+    """Texts as ``model=hf_encoder`` takes them: right-padded int64 token ids (N, max_length), made by the
+    encoder's own tokenizer (``tokenizer``: ``model.name_or_path``; None = the default encoder's).
+    With ``cache_dir``, tokenised once and read back on later runs."""
+    return tokenize_cached(list(texts), load_tokenizer(tokenizer), max_length, cache_dir)
+
+
 def tokenize_cached(texts: list[str], tokenizer, max_length: int, cache_dir: str | None) -> torch.Tensor:
     """Right-padded token ids (N, max_length); loaded from ``cache_dir`` when tokenised before."""
     from safetensors import SafetensorError
@@ -96,17 +120,7 @@ def sentiment_domains(
     cache_dir: str | None = "~/.cache/cl_adapters/tokens",
 ):
     """One task per domain; the train/test split and subsamples are fixed by ``seed``."""
-    from transformers import AutoTokenizer
-
-    from cl_adapters.models.hf_encoder import default_encoder_path
-
-    name = tokenizer or default_encoder_path()
-    if name.startswith(("/", ".", "~")) and not Path(name).expanduser().is_dir():
-        raise UserError(f"stream.tokenizer (the encoder's, model.name_or_path): no such folder {name}")
-    try:
-        tok = AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as e:  # a bad hub id, or no network
-        raise UserError(f"stream.tokenizer={name!r} could not be loaded: {str(e).splitlines()[0]}") from e
+    tok = load_tokenizer(tokenizer)
     train, test, n_classes, names = [], [], [], []
     for t, domain in enumerate(domains):
         texts, labels, classes = load_domain(domain)
