@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException, InstantiationException
+from hydra.errors import CompactHydraException, InstantiationException, MissingConfigException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -41,6 +42,7 @@ from cl_adapters.rundir import RunDir, RunDirBusy, new_run_id
 from cl_adapters.references import REFERENCES, ReferenceCache, reference_optimizer, reference_strategy
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # shipped in the package; ./conf is searched after it
+NO_USER_CONF = "provider=hydra.searchpath in main"  # Hydra's warning that ./conf does not exist
 VERSIONS = ("cl-adapters", "torch", "avalanche-lib", "hydra-core", "numpy", "scikit-learn")
 
 
@@ -336,20 +338,37 @@ def _failed(error: Exception, out_dir: Path, multirun: bool) -> float:
 
 
 def cli() -> None:
-    """The ``cl-adapters`` command: ``main``, with what fails in Hydra itself (an override it cannot
-    compose, a run dir it cannot create) printed without Hydra's traceback (HYDRA_FULL_ERROR=1 shows it)."""
+    """The ``cl-adapters`` command: ``main``, with what fails in Hydra itself (an option or key that does
+    not exist, an override it cannot parse, a run dir it cannot create) as one line naming the culprit,
+    exit code 2 (HYDRA_FULL_ERROR=1 shows Hydra's own report instead)."""
+    # ./conf is optional: no warning where it does not exist (here, and in a sweep's worker processes)
+    warnings.filterwarnings("ignore", message=NO_USER_CONF)
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), f"ignore:{NO_USER_CONF}"]))
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         return main()
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors to us instead of printing them
     try:
         main()
-    except CompactHydraException as e:  # Hydra's own message, as Hydra prints it
-        cause = f"\n{e.__cause__}" if isinstance(e.__cause__, OmegaConfBaseException) else ""
-        print(f"{e}{cause}", file=sys.stderr)
-        sys.exit(1)
+    except CompactHydraException as e:
+        print(f"error: {_hydra_error(e)}", file=sys.stderr)
+        sys.exit(2)
     except OSError as e:  # Hydra creates the run dir and writes .hydra/ before the run starts
         print(f"error: cannot write {e.filename}: {e.strerror or e} (the run or sweep dir)", file=sys.stderr)
         sys.exit(2)
+
+
+def _hydra_error(e: CompactHydraException) -> str:
+    """Hydra's composition errors in one line, with the valid options or keys where Hydra knows them."""
+    if isinstance(e, MissingConfigException) and e.options is not None and "/" in (e.missing_cfg_file or ""):
+        group, _, name = e.missing_cfg_file.rpartition("/")
+        return f"{group}={name}: no such option (the {group} options: {', '.join(e.options)})"
+    cause = e.__cause__
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        parent = getattr(cause, "parent_node", None)
+        keys = [str(k) for k in parent.keys() if not str(k).startswith("_")] if hasattr(parent, "keys") else []
+        return (f"{cause.full_key}: no such key (the keys there: {', '.join(keys)}; "
+                f"to add a key: +{cause.full_key}=...)")
+    return " ".join(str(e).split())
 
 
 if __name__ == "__main__":

@@ -156,7 +156,7 @@ def split_by_class(
     """
     train, test = _checked(train, "split_by_class train"), _checked(test, "split_by_class test")
     order = class_order_for(torch.unique(train[1]).tolist(), class_order, seed)
-    if n_tasks <= 0 or len(order) % n_tasks:
+    if not isinstance(n_tasks, int) or n_tasks <= 0 or len(order) % n_tasks:
         raise UserError(f"stream.n_tasks={n_tasks} must divide the {len(order)} classes evenly")
     per = len(order) // n_tasks
     tasks_tr, tasks_te = [], []
