@@ -30,6 +30,10 @@ from cl_adapters.metrics.costs import cost_summary
 # config that does not change what a run measures, nor does any *.seed or *.device (top-level adapter
 # and fusion: the ones a run uses are under strategy.model)
 UNMEASURED = {"logger", "adapter", "fusion", "checkpoint", "resume", "references.dir", "references.compute"}
+CHOICE_GROUPS = {  # config groups a row label may name -> where their settings are in the resolved config
+    "model": ("model.",),
+    "adapter": ("strategy.model.adapter.",),
+}
 COLUMNS = {  # header -> metric key
     "ACC": "acc",
     "BWT": "bwt",
@@ -136,15 +140,38 @@ def grouped(runs: list[dict]) -> dict[tuple[str, str], list[dict]]:
     names = defaultdict(list)
     for stream, name, key in groups:
         names[(stream, name)].append(key)
+    shown_groups = {}  # per stream: the config groups whose choice differs between its runs (e.g. the model)
+    for stream in {s for s, _ in names}:
+        choices = [_choices(r) for r in runs if r["run"]["stream"] == stream]
+        shown_groups[stream] = [g for g in CHOICE_GROUPS if len({c[g] for c in choices if c[g] != "None"}) > 1]
     out = {}
     for (stream, name), keys in names.items():
-        setups = {key: json.loads(key) for key in keys}
-        differ = sorted({leaf for s in setups.values() for leaf in s if len({t.get(leaf) for t in setups.values()}) > 1})
-        for key in keys:
-            shown = ", ".join(f"{leaf}={json.loads(setups[key].get(leaf, 'null'))}" for leaf in differ[:3])
-            label = name if len(keys) == 1 else f"{name} ({shown}{', ...' if len(differ) > 3 else ''})"
+        example = {key: groups[(stream, name, key)][0] for key in keys}
+        for key, label in zip(keys, _labels(name, keys, example, shown_groups[stream])):
             out[(stream, label)] = sorted(groups[(stream, name, key)], key=lambda r: r["config"]["seed"])
     return dict(sorted(out.items()))
+
+
+def _choices(results: dict) -> dict[str, str]:
+    return {g: str(results["run"].get(g)) for g in CHOICE_GROUPS}
+
+
+def _labels(name: str, keys: list[str], example: dict[str, dict], shown_groups: list[str]) -> list[str]:
+    """Row labels: the run name, the config-group choices that differ in the stream (``adapter ·
+    patch_transformer``), then the settings that still tell apart setups of the same name and choices
+    (at most three, outside those groups)."""
+    choices = {key: _choices(example[key]) for key in keys}
+    hidden = tuple(p for g in shown_groups for p in CHOICE_GROUPS[g])
+    setups = {key: json.loads(key) for key in keys}
+    labels = []
+    for key in keys:
+        same = [k for k in keys if all(choices[k][g] == choices[key][g] for g in shown_groups)]
+        differ = sorted({leaf for k in same for leaf in setups[k] if not leaf.startswith(hidden)
+                         and len({setups[j].get(leaf) for j in same}) > 1})
+        shown = ", ".join(f"{leaf}={json.loads(setups[key].get(leaf, 'null'))}" for leaf in differ[:3])
+        label = " · ".join([name, *(choices[key][g] for g in shown_groups if choices[key][g] != "None")])
+        labels.append(f"{label} ({shown}{', ...' if len(differ) > 3 else ''})" if shown else label)
+    return labels
 
 
 def mean_std(values: list) -> tuple[float | None, float | None]:
@@ -191,6 +218,8 @@ def table(runs: list[dict]) -> str:
 def plot(runs: list[dict], out: Path) -> list[Path]:
     """The three report figures (see the module docstring)."""
     plt = pyplot()
+    from matplotlib import ticker
+
     groups = grouped(runs)
     mean_R = {key: np.mean([np.array(r["accuracy_matrix"], dtype=float) for r in group], axis=0)
               for key, group in groups.items()}
@@ -225,17 +254,20 @@ def plot(runs: list[dict], out: Path) -> list[Path]:
         ax.set_xlabel("after training task i")
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy")
-    axes.flat[0].legend(fontsize=6, loc="lower left")
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside right upper", fontsize=7, title="accuracy on")
     written.append(save_figure(fig, out / "task_accuracy.png"))
 
-    fig, ax = plt.subplots(figsize=(5, 3.6), layout="constrained")
+    fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
     for row in rows(runs):
         ax.errorbar(row["trainable_params_per_task"], row["acc"], yerr=row["acc_std"] or 0, marker="o", capsize=3,
                     label=f"{row['stream']}: {row['run']}")
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))  # 20k, 50k, 100k: short labels
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())  # unlabelled minor ticks never overlap
     ax.set_xlabel("trainable parameters per task (mean)")
     ax.set_ylabel("ACC (mean ± std over seeds)")
-    ax.legend(fontsize=6)
+    fig.legend(loc="outside right upper", fontsize=7)
     written.append(save_figure(fig, out / "acc_vs_params.png"))
     return written
 

@@ -1,48 +1,37 @@
-"""The ``cl-adapters`` Hydra app: stream -> model -> strategy -> accuracy matrix -> results.json.
+"""One continual-learning run: stream -> model -> strategy -> accuracy matrix -> results.json.
 
-    cl-adapters stream=split_mnist strategy=full_ft        # one run
-    cl-adapters -m strategy=adapter,full_ft seed=0,1,2     # a sweep
+``run(cfg, out_dir)`` is the library entry point (tests, notebooks); ``cl_adapters.cli`` is the
+``cl-adapters`` command around it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import ctypes
 import json
-import multiprocessing
 import os
 import platform
-import sys
-import threading
 import time
-import traceback
-import warnings
 from importlib.metadata import version
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException, InstantiationException, MissingConfigException
-from hydra.types import RunMode
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import OmegaConfBaseException
 
 import cl_adapters  # noqa: F401  (applies the environment shims before torchvision can load)
 from cl_adapters import plugin_state
-from cl_adapters.atomic import atomic_path
-from cl_adapters.errors import UserError
+from cl_adapters.errors import UserError, one_line
 from cl_adapters.logging import ProgressBar, plot_fusion_attention, write_json_atomic
 from cl_adapters.metrics import DEFINITIONS, AccuracyPlugin, CostPlugin, FusionAttention, summarize
 from cl_adapters.resume import Checkpoints
-from cl_adapters.rundir import RunDir, RunDirBusy, new_run_id
+from cl_adapters.rundir import RunDir, new_run_id
 from cl_adapters.references import REFERENCES, ReferenceCache, reference_optimizer, reference_strategy
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # shipped in the package; ./conf is searched after it
-NO_USER_CONF = "provider=hydra.searchpath in main"  # Hydra's warning that ./conf does not exist
 VERSIONS = ("cl-adapters", "torch", "avalanche-lib", "hydra-core", "numpy", "scikit-learn")
 
 
@@ -97,7 +86,7 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
         plugin_state.check_settings(name, plugin)
     accuracy, costs, attention = AccuracyPlugin(), CostPlugin(), FusionAttention()
     strategy = _build(cfg.strategy, "strategy", backbone=backbone, plugins=plugins,
-                      monitors=[accuracy, costs, attention, ProgressBar(T)])
+                      monitors=[accuracy, costs, attention, ProgressBar(T, cfg.progress == "epoch")])
     cache = ReferenceCache(cfg.references.dir)
     references = {} if protocol in REFERENCES else _references(cfg, cache, out_dir)
     RNGManager.set_random_seeds(cfg.seed)  # the same data order whether or not a reference was trained first
@@ -166,7 +155,7 @@ def _record_failure(out: Path, results: dict, error: BaseException, loggers: lis
     before writing its own: a refused resume, a bad value), its measurements and status stay and the
     failure is added as ``run.last_attempt``."""
     status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-    results["run"].update(status=status, error=_one_line(error))
+    results["run"].update(status=status, error=one_line(error))
     record = results
     with contextlib.suppress(OSError, ValueError, TypeError, AttributeError, KeyError):
         earlier = json.loads(out.read_text())
@@ -177,14 +166,6 @@ def _record_failure(out: Path, results: dict, error: BaseException, loggers: lis
         write_json_atomic(out, record)
     for logger in loggers:
         logger.log_failure(results)
-
-
-def _one_line(error: BaseException) -> str:
-    """The error as one line: a user mistake's message, else the exception type and message."""
-    text = " ".join(str(error).split())
-    if isinstance(error, UserError):
-        return text
-    return f"{type(error).__name__}: {text[:400]}" if text else type(error).__name__
 
 
 def _check_inputs(model: DictConfig, sample: torch.Tensor) -> None:
@@ -204,6 +185,8 @@ def _check_run_options(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, bool):
             raise UserError(f"{key} must be true or false, got {value!r}")
+    if cfg.progress not in ("task", "epoch"):
+        raise UserError(f"progress must be task or epoch, got {cfg.progress!r}")
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
         raise UserError(f"seed must be an integer, got {cfg.seed!r}")
 
@@ -281,95 +264,7 @@ def _build(node: DictConfig, name: str, **kwargs):
         raise cause
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> float:
-    job = HydraConfig.get()
-    if os.getcwd() not in sys.path:  # the folder you run from is importable: its modules can be _target_s
-        sys.path.append(os.getcwd())
-    _stop_with_the_sweep()
-    try:
-        results = run(cfg, job.runtime.output_dir)
-    except Exception as e:  # noqa: BLE001 - every failure takes this one path (KeyboardInterrupt stops)
-        return _failed(e, Path(job.runtime.output_dir), multirun=job.mode == RunMode.MULTIRUN)
-    return results["metrics"]["acc"]  # lets sweepers (e.g. optuna) optimise ACC
+if __name__ == "__main__":  # python -m cl_adapters.run: the command line
+    from cl_adapters.cli import cli
 
-
-def _stop_with_the_sweep() -> None:
-    """In a joblib (loky) worker: a sweep that is killed leaves its workers training on; each watches its
-    parent and, once it is gone, interrupts its run (recorded as "interrupted", resumable)."""
-    global _watching
-    if _watching or not multiprocessing.current_process().name.startswith("LokyProcess"):
-        return
-    _watching, parent = True, os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1)
-        print("the sweep that started this job is gone: stopping", file=sys.stderr)
-        # KeyboardInterrupt in the main thread (loky workers ignore SIGINT): results.json says "interrupted"
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.main_thread().ident),
-                                                   ctypes.py_object(KeyboardInterrupt))
-        time.sleep(60)
-        os._exit(1)  # the run did not stop in time (stuck in native code)
-
-    threading.Thread(target=watch, daemon=True, name="stop-with-the-sweep").start()
-
-
-_watching = False
-
-
-def _failed(error: Exception, out_dir: Path, multirun: bool) -> float:
-    """One line on the console; ``error.txt`` in the run dir (with the traceback when the error is not a
-    user mistake). A single run exits (2: a user mistake, 1: anything else); a sweep goes on and lists it."""
-    line, where = _one_line(error), ""
-    if not isinstance(error, RunDirBusy):  # that dir is another run's: touch nothing
-        user = isinstance(error, UserError)
-        details = f"{line}\n" if user else f"{line}\n\n{''.join(traceback.format_exception(error))}"
-        try:
-            with atomic_path(out_dir / "error.txt") as tmp:
-                tmp.write_text(details)
-            where = "" if user else f" (traceback in {out_dir / 'error.txt'})"
-        except UserError:
-            where = "" if user else " (could not write error.txt)"
-    print(f"error: {line}{where}", file=sys.stderr)
-    if multirun:
-        return float("nan")
-    sys.exit(2 if isinstance(error, UserError) else 1)
-
-
-def cli() -> None:
-    """The ``cl-adapters`` command: ``main``, with what fails in Hydra itself (an option or key that does
-    not exist, an override it cannot parse, a run dir it cannot create) as one line naming the culprit,
-    exit code 2 (HYDRA_FULL_ERROR=1 shows Hydra's own report instead)."""
-    # ./conf is optional: no warning where it does not exist (here, and in a sweep's worker processes)
-    warnings.filterwarnings("ignore", message=NO_USER_CONF)
-    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), f"ignore:{NO_USER_CONF}"]))
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        return main()
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors to us instead of printing them
-    try:
-        main()
-    except CompactHydraException as e:
-        print(f"error: {_hydra_error(e)}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as e:  # Hydra creates the run dir and writes .hydra/ before the run starts
-        print(f"error: cannot write {e.filename}: {e.strerror or e} (the run or sweep dir)", file=sys.stderr)
-        sys.exit(2)
-
-
-def _hydra_error(e: CompactHydraException) -> str:
-    """Hydra's composition errors in one line, with the valid options or keys where Hydra knows them."""
-    if isinstance(e, MissingConfigException) and e.options is not None and "/" in (e.missing_cfg_file or ""):
-        group, _, name = e.missing_cfg_file.rpartition("/")
-        return f"{group}={name}: no such option (the {group} options: {', '.join(e.options)})"
-    cause = e.__cause__
-    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
-        parent = getattr(cause, "parent_node", None)
-        keys = [str(k) for k in parent.keys() if not str(k).startswith("_")] if hasattr(parent, "keys") else []
-        return (f"{cause.full_key}: no such key (the keys there: {', '.join(keys)}; "
-                f"to add a key: +{cause.full_key}=...)")
-    return " ".join(str(e).split())
-
-
-if __name__ == "__main__":
     cli()

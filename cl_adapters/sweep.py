@@ -2,7 +2,7 @@
 
 Registered in ``cl_adapters/conf/config.yaml`` (``hydra.callbacks``), so every sweep ends with
 ``<sweep dir>/report/`` and a summary line per failed job (exit status 1 if any); a failed job does
-not stop the others (``run.main`` records its error instead of exiting when it runs in a multirun).
+not stop the others (``cli.main`` records its error instead of exiting when it runs in a multirun).
 """
 
 from __future__ import annotations

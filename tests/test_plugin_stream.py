@@ -11,7 +11,8 @@ from conftest import ROOT
 
 
 def _block_after(text: str, marker: str) -> str:
-    m = re.search(r"```\w*\n(" + re.escape(marker) + r".*?)```", text, re.S)
+    """The README code block whose first or second line starts with ``marker``."""
+    m = re.search(r"```\w*\n((?:[^\n`]*\n)?" + re.escape(marker) + r".*?)```", text, re.S)
     assert m, f"README lost its example block starting with {marker!r}"
     return m.group(1)
 
@@ -47,3 +48,18 @@ def test_readme_text_stream_recipe_runs(tmp_path):
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["run"]["status"] == "complete" and len(results["accuracy_matrix"]) == 2
     assert results["config"]["stream"]["tokenizer"] is None  # the default encoder's, passed through
+
+
+def test_readme_experiment_file_runs(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    (tmp_path / "my_streams.py").write_text(_block_after(readme, "# my_streams.py"))
+    for group, name in (("stream", "noisy_bits"), ("experiment", "bits_vit")):
+        (tmp_path / "conf" / group).mkdir(parents=True)
+        (tmp_path / "conf" / group / f"{name}.yaml").write_text(_block_after(readme, f"# conf/{group}/{name}.yaml"))
+    script = str(Path(sys.executable).parent / "cl-adapters")
+    proc = subprocess.run([script, "experiment=bits_vit", "strategy.epochs=1", "hydra.run.dir=out", "logger=console"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = json.loads((tmp_path / "out" / "results.json").read_text())["config"]
+    assert config["model"]["_target_"] == "cl_adapters.models.PatchTransformer" and config["model"]["patch_size"] == 2
+    assert config["stream"]["_target_"] == "my_streams.noisy_bits" and config["strategy"]["batch_size"] == 16

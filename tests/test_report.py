@@ -10,13 +10,13 @@ from cl_adapters.report import load_runs, main, table
 
 
 def write(path, strategy, seed, acc, bwt, plugins=(), status="complete", transfer=None, fusion=None, stream="digits",
-          config=None, started="2026-11-24T10:00:00"):
+          config=None, started="2026-11-24T10:00:00", model="mlp"):
     metrics = {"acc": acc, "bwt": bwt, "forgetting": -bwt, "fwt": 0.0}
     if transfer is not None:
         metrics["transfer_vs_single"] = transfer
     results = {
         "run": {"strategy": strategy, "plugins": list(plugins), "status": status, "fusion": fusion, "stream": stream,
-                "started": started},
+                "started": started, "model": model},
         "config": {"seed": seed, **(config or {})},
         "versions": {"torch": "2.13.0"},
         "machine": {"platform": "Linux", "cpus": 2, "torch_threads": 1, "device": "cpu"},
@@ -95,6 +95,19 @@ def test_runs_of_different_setups_are_never_averaged(tmp_path):
     assert [line.split(" | ")[:3] for line in lines] == [
         ["| digits", "adapter (strategy.lr=0.001)", "0,1"], ["| digits", "adapter (strategy.lr=0.1)", "0"],
         ["| mnist", "adapter", "0"]]
+
+
+def test_rows_of_several_models_are_labelled_by_their_config_group_choices(tmp_path):
+    mlp = {"_target_": "cl_adapters.models.MLP", "hidden": [256, 256]}
+    vit = {"_target_": "cl_adapters.models.PatchTransformer", "dim": 128, "depth": 4}
+    write(tmp_path / "0", "adapter", 0, 0.9, 0.0, config={"model": mlp, "strategy": {"lr": 0.001}})
+    write(tmp_path / "1", "adapter", 0, 0.8, 0.0, config={"model": vit, "strategy": {"lr": 0.001}}, model="patch_transformer")
+    write(tmp_path / "2", "adapter", 0, 0.7, 0.0, config={"model": mlp, "strategy": {"lr": 0.1}})
+    write(tmp_path / "3", "full_ft", 0, 0.6, 0.0, config={"model": vit}, model="patch_transformer")
+    runs, _ = load_runs([tmp_path])
+    assert [line.split(" | ")[1] for line in table(runs).splitlines()[2:]] == [
+        "adapter · mlp (strategy.lr=0.001)", "adapter · mlp (strategy.lr=0.1)", "adapter · patch_transformer",
+        "full_ft · patch_transformer"]
 
 
 def test_a_rerun_of_the_same_setup_and_seed_replaces_the_older_run(tmp_path):

@@ -62,3 +62,20 @@ def test_a_killed_joblib_sweep_stops_its_workers_runs(tmp_path):
         assert time.time() < deadline + 60, [r["run"]["status"] for r in results()]
         time.sleep(0.5)
     assert [r["run"]["status"] for r in results()] == ["interrupted", "interrupted"]
+
+
+def test_a_sweeps_console_is_one_status_line_per_job(tmp_path):
+    """Jobs in parallel do not interleave their output: each writes job.log; the console gets a line when a
+    job starts and one when it ends, tagged with its number; W&B's banner is not on the console."""
+    cmd = [sys.executable, "-m", "cl_adapters.run", "-m", "hydra/launcher=joblib", "strategy=adapter,full_ft", "seed=0,1",
+           "strategy.epochs=1", "hydra.sweep.dir=sweep"]  # the default logger: console + W&B (offline)
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    jobs = [line for line in done.stderr.splitlines() if line.startswith("[job ")]
+    assert sorted(line.split("]")[0] for line in jobs) == sorted(f"[job {n}" for n in range(4) for _ in range(2))
+    assert sum(": running (log: sweep/" in line for line in jobs) == 4
+    assert sum(" complete: ACC " in line for line in jobs) == 4
+    assert "wandb" not in done.stderr.lower() and "task 1/5" not in done.stdout + done.stderr
+    for log in (tmp_path / "sweep").glob("*/job.log"):
+        assert "task 5/5 acc" in log.read_text() and "W&B (offline)" in log.read_text()
+    assert len(list((tmp_path / "sweep").glob("*/job.log"))) == 4

@@ -1,4 +1,5 @@
-"""Training progress: a tqdm bar per task on a terminal, a line per epoch in logs (CI, Slurm)."""
+"""Training progress: a tqdm bar per task on a terminal; in logs (CI, Slurm, a sweep's job.log) the
+console logger's line per task, and with ``epochs`` a line per epoch too."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from tqdm.auto import tqdm
 
 
 class ProgressBar(SupervisedPlugin):
-    def __init__(self, n_tasks: int):
+    def __init__(self, n_tasks: int, epochs: bool = False):
         super().__init__()
-        self.n_tasks = n_tasks
+        self.n_tasks, self.epochs_in_logs = n_tasks, epochs
         self.bar = None
 
     def before_training_exp(self, strategy, **kwargs):
@@ -23,13 +24,15 @@ class ProgressBar(SupervisedPlugin):
 
     def after_training_iteration(self, strategy, **kwargs):
         self.bar.update()
-        if self.bar.disable:  # accumulate on the graph-free float only where it is printed
+        if not self.bar.disable:
+            if strategy.clock.train_epoch_iterations % 20 == 0:
+                self.bar.set_postfix(epoch=strategy.clock.train_exp_epochs + 1, loss=f"{strategy.loss.item():.4f}",
+                                     refresh=False)
+        elif self.epochs_in_logs:  # accumulate the graph-free float only where it is printed
             self._loss, self._n = self._loss + strategy.loss.item(), self._n + 1
-        elif strategy.clock.train_epoch_iterations % 20 == 0:
-            self.bar.set_postfix(epoch=strategy.clock.train_exp_epochs + 1, loss=f"{strategy.loss.item():.4f}", refresh=False)
 
     def after_training_epoch(self, strategy, **kwargs):
-        if self.bar.disable:
+        if self.bar.disable and self.epochs_in_logs:
             print(
                 f"{self.desc} epoch {strategy.clock.train_exp_epochs + 1}/{self.epochs} "
                 f"loss {self._loss / max(self._n, 1):.4f} ({time.perf_counter() - self._t0:.0f}s)",

@@ -21,9 +21,10 @@ class WandbLogger:
 
     def __init__(self, project: str = "cl-adapters", entity: str | None = None, mode: str = "offline",
                  group: str | None = None, job_type: str | None = None, name: str | None = None,
-                 dir: str | None = None, tags: list[str] | None = None):
+                 dir: str | None = None, tags: list[str] | None = None, verbose: bool = False):
         self.settings = dict(project=project, entity=entity, mode=mode, group=group, job_type=job_type, name=name,
                              dir=dir, tags=list(tags) if tags else None)
+        self.verbose = verbose  # W&B's own banner and summary on the console
         self.run = None
         self.failed = False
 
@@ -53,7 +54,7 @@ class WandbLogger:
         s["name"] = s["name"] or f"{run_name(results)}-seed{results['config']['seed']}"
         run = {k: results["run"][k] for k in ("stream", "model", "strategy", "adapter", "fusion", "plugins")}
         config = {**results["config"], "run": run, "run_name": run_name(results)}  # run_name: what reports group by
-        self.run = wandb.init(**s, config=config, reinit="create_new")
+        self.run = wandb.init(**s, config=config, reinit="create_new", settings=wandb.Settings(silent=not self.verbose))
 
     def log_task(self, task: int, results: dict) -> None:
         if self.run is None:
@@ -78,7 +79,10 @@ class WandbLogger:
             self.run.log({"accuracy_matrix": wandb.Table(columns=columns, data=[[i, *row] for i, row in enumerate(R)]),
                           "accuracy_matrix_heatmap": wandb.Image(figure)})
             self.run.summary.update({**results["metrics"], **results["throughput"], **cost_summary(results["costs"])})
+            where = Path(self.run.dir).parent
             self.run.finish()
+            if self.settings["mode"] == "offline":
+                print(f"W&B (offline): {where}; upload with `wandb sync {where}`")
 
         if self.run is not None:
             self._guard("summary", finish)
