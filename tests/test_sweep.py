@@ -77,5 +77,5 @@ def test_a_sweeps_console_is_one_status_line_per_job(tmp_path):
     assert sum(" complete: ACC " in line for line in jobs) == 4
     assert "wandb" not in done.stderr.lower() and "task 1/5" not in done.stdout + done.stderr
     for log in (tmp_path / "sweep").glob("*/job.log"):
-        assert "task 5/5 acc" in log.read_text() and "W&B (offline)" in log.read_text()
+        assert "task 5/5 acc" in log.read_text() and "W&B run saved offline; to upload: wandb sync " in log.read_text()
     assert len(list((tmp_path / "sweep").glob("*/job.log"))) == 4

@@ -82,7 +82,7 @@ class WandbLogger:
             where = Path(self.run.dir).parent
             self.run.finish()
             if self.settings["mode"] == "offline":
-                print(f"W&B (offline): {where}; upload with `wandb sync {where}`")
+                print(f"W&B run saved offline; to upload: wandb sync {where}")
 
         if self.run is not None:
             self._guard("summary", finish)
