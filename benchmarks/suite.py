@@ -52,12 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     start, failed = time.time(), 0
     for overrides in sweeps(args.suite, args.overrides, out):
         print("+ cl-adapters -m", " ".join(overrides), file=sys.stderr, flush=True)
-        failed |= subprocess.run([sys.executable, "-m", "cl_adapters.run", "-m", *overrides], cwd=ROOT).returncode != 0  # a failed job: listed in the report, suite goes on
+        failed |= subprocess.run([sys.executable, "-m", "cl_adapters", "-m", *overrides], cwd=ROOT).returncode != 0  # a failed job: listed in the report, suite goes on
     minutes = (time.time() - start) / 60
     command = " ".join(["python benchmarks/suite.py", args.suite, *args.overrides])
     report = args.report or ROOT / "benchmarks" / "results" / args.suite
     title = f"{args.suite}: `{command}` ({minutes:.1f} min wall clock, jobs in parallel)"
-    done = subprocess.run([sys.executable, "-m", "cl_adapters.report", *(str(out / name) for name, _ in SUITES[args.suite]),
+    done = subprocess.run([sys.executable, "-m", "cl_adapters.outputs.report", *(str(out / name) for name, _ in SUITES[args.suite]),
                            "--out", str(report), "--title", title], cwd=ROOT)
     return 1 if failed or done.returncode else 0
 

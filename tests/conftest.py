@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 import cl_adapters  # noqa: E402,F401  (torchvision shim first)
-from cl_adapters.run import CONFIG_DIR  # noqa: E402
+from cl_adapters import CONFIG_DIR  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from cl_adapters.atomic import atomic_path
-from cl_adapters.logging import write_json_atomic
+from cl_adapters.outputs import write_json_atomic
 
 
 def test_a_failed_write_keeps_the_old_file(tmp_path):
@@ -25,7 +25,7 @@ def test_a_full_disk_mid_run_is_one_clear_error_and_keeps_the_last_results(make_
 
     from cl_adapters import atomic
     from cl_adapters.errors import UserError
-    from cl_adapters.run import run
+    from cl_adapters.runs.run import run
 
     real_replace, writes = atomic.os.replace, []
 
@@ -46,7 +46,7 @@ def test_a_full_disk_mid_run_is_one_clear_error_and_keeps_the_last_results(make_
 
 def test_an_unwritable_run_dir_is_one_clear_error(make_cfg, tmp_path):
     from cl_adapters.errors import UserError
-    from cl_adapters.run import run
+    from cl_adapters.runs.run import run
 
     (tmp_path / "taken").write_text("a file where the run dir should be")
     with pytest.raises(UserError, match=r"cannot write .*taken/.lock: .*taken is not a directory"):  # the first write
@@ -58,8 +58,8 @@ def test_a_full_disk_while_writing_a_checkpoint_is_recorded(make_cfg, tmp_path, 
     from pathlib import Path
 
     from cl_adapters.errors import UserError
-    from cl_adapters.resume import Checkpoints
-    from cl_adapters.run import run
+    from cl_adapters.runs.resume import Checkpoints
+    from cl_adapters.runs.run import run
 
     write_bytes = Path.write_bytes
 

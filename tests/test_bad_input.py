@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cl_adapters.errors import UserError
-from cl_adapters.run import run
+from cl_adapters.runs.run import run
 from cl_adapters.streams import task_stream
 
 BAD_STREAM = ["stream._target_=test_bad_input.bad_stream"]

@@ -7,7 +7,7 @@ from hydra.utils import instantiate
 
 from cl_adapters.errors import UserError
 from cl_adapters.models import MLP
-from cl_adapters.run import run
+from cl_adapters.runs.run import run
 from cl_adapters.streams import split_digits
 
 QUICK = ("stream=split_digits", "strategy.epochs=3")

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-CLI = [sys.executable, "-m", "cl_adapters.run"]
+CLI = [sys.executable, "-m", "cl_adapters"]
 
 
 def cli(*args, cwd):

@@ -6,7 +6,7 @@ import pytest
 from hydra.utils import instantiate
 
 from cl_adapters.metrics import AccuracyPlugin
-from cl_adapters.run import CONFIG_DIR
+from cl_adapters import CONFIG_DIR
 
 GROUPS = {
     g: sorted(p.stem for p in (Path(CONFIG_DIR) / g).glob("*.yaml"))

@@ -11,7 +11,7 @@ from cl_adapters.adapters import AdapterConfig, Bottleneck, Fusion, FusionConfig
 from cl_adapters.errors import UserError
 from cl_adapters.metrics import AccuracyPlugin, FusionAttention
 from cl_adapters.models import MLP, AdaptedModel, checkpoint
-from cl_adapters.run import run
+from cl_adapters.runs.run import run
 from cl_adapters.strategies import ContinualStrategy
 
 D = 16

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from cl_adapters.errors import UserError
-from cl_adapters.inference import build_model, export, load_run, predict
+from cl_adapters.runs.inference import build_model, export, load_run, predict
 from cl_adapters.models import checkpoint
-from cl_adapters.resume import Checkpoints
-from cl_adapters.run import run
+from cl_adapters.runs.resume import Checkpoints
+from cl_adapters.runs.run import run
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def finished(tmp_path_factory):
     """A fusion run: adapters, fusions and heads per task on a backbone trained on task 1."""
     from hydra import compose, initialize_config_dir
 
-    from cl_adapters.run import CONFIG_DIR
+    from cl_adapters import CONFIG_DIR
 
     out = tmp_path_factory.mktemp("run")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cl_adapters.report import load_runs, main, table
+from cl_adapters.outputs.report import load_runs, main, table
 
 
 def write(path, strategy, seed, acc, bwt, plugins=(), status="complete", transfer=None, fusion=None, stream="digits",
@@ -134,7 +134,7 @@ def test_wandb_report_without_wandb_runs_is_refused(tmp_path):
 
 
 def test_wandb_report_compares_exactly_the_sweeps_runs(tmp_path):
-    from cl_adapters.logging.wandb import report, run_ids
+    from cl_adapters.outputs.wandb import report, run_ids
 
     for i in range(2):
         write(tmp_path / str(i), "adapter", i, 0.9, 0.0, config={"logger": {"wandb": {"project": "p", "entity": "me"}}})

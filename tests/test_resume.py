@@ -11,14 +11,14 @@ import time
 import pytest
 
 from cl_adapters.errors import UserError
-from cl_adapters.resume import Checkpoints
-from cl_adapters.run import run
+from cl_adapters.runs.resume import Checkpoints
+from cl_adapters.runs.run import run
 
 FOUR_TASKS = ["stream.n_tasks=4", "stream.class_order=[0,1,2,3,4,5,6,7]", "strategy.epochs=20"]
 
 
 def cli(run_dir, *overrides):
-    cmd = [sys.executable, "-m", "cl_adapters.run", *FOUR_TASKS, f"hydra.run.dir={run_dir}", *overrides]
+    cmd = [sys.executable, "-m", "cl_adapters", *FOUR_TASKS, f"hydra.run.dir={run_dir}", *overrides]
     return subprocess.Popen(cmd, cwd=run_dir.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -98,7 +98,7 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes(tmp_path, uninterrupted):
     the job (hydra-submitit's checkpoint hook), which reruns in the same job dir and resumes."""
     import psutil
 
-    cmd = [sys.executable, "-m", "cl_adapters.run", "-m", "hydra/launcher=submitit_local", *FOUR_TASKS,
+    cmd = [sys.executable, "-m", "cl_adapters", "-m", "hydra/launcher=submitit_local", *FOUR_TASKS,
            "hydra.sweep.dir=sweep"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     while not list(tmp_path.glob("sweep/0_*/checkpoint/task-1.safetensors")):

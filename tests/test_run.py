@@ -5,14 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from cl_adapters.run import run
+from cl_adapters.runs.run import run
 
 
 @pytest.fixture(scope="module")
 def adapter_run(tmp_path_factory):
     from hydra import compose, initialize_config_dir
 
-    from cl_adapters.run import CONFIG_DIR
+    from cl_adapters import CONFIG_DIR
 
     out = tmp_path_factory.mktemp("adapter")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

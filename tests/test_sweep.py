@@ -12,7 +12,7 @@ import pytest
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_sweep_survives_a_failed_job_and_writes_the_report(tmp_path, launcher):
     sweep = tmp_path / "sweep"  # run from tmp_path: the sweep and the reference cache land there
-    cmd = [sys.executable, "-m", "cl_adapters.run", "-m", f"hydra/launcher={launcher}", "strategy.epochs=1",
+    cmd = [sys.executable, "-m", "cl_adapters", "-m", f"hydra/launcher={launcher}", "strategy.epochs=1",
            "strategy.optimizer.lr=-1,1e-3", "hydra.sweep.dir=sweep"]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 1, done.stderr[-2000:]  # all jobs ran, one failed
@@ -28,7 +28,7 @@ def test_sweep_survives_a_failed_job_and_writes_the_report(tmp_path, launcher):
 def test_a_sweep_with_a_bad_value_records_the_failure_and_still_reports(tmp_path):
     """The trustworthy-runs acceptance: the good job completes; the bad one is failed with its reason in
     results.json and error.txt; the report exists; exit status 1; no traceback."""
-    cmd = [sys.executable, "-m", "cl_adapters.run", "-m", "strategy=full_ft", "plugins=[replay]",
+    cmd = [sys.executable, "-m", "cl_adapters", "-m", "strategy=full_ft", "plugins=[replay]",
            "plugins.replay.mem_size=-5,100", "strategy.epochs=1", "hydra/launcher=joblib", "hydra.sweep.dir=sweep"]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout, done.stderr[-2000:]
@@ -48,7 +48,7 @@ def test_a_killed_joblib_sweep_stops_its_workers_runs(tmp_path):
     import signal
     import time
 
-    cmd = [sys.executable, "-m", "cl_adapters.run", "-m", "hydra/launcher=joblib", "seed=0,1", "strategy.epochs=300",
+    cmd = [sys.executable, "-m", "cl_adapters", "-m", "hydra/launcher=joblib", "seed=0,1", "strategy.epochs=300",
            "hydra.sweep.dir=sweep", "logger=console"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = lambda: [json.loads(p.read_text()) for p in tmp_path.glob("sweep/*/results.json")]  # noqa: E731
@@ -67,7 +67,7 @@ def test_a_killed_joblib_sweep_stops_its_workers_runs(tmp_path):
 def test_a_sweeps_console_is_one_status_line_per_job(tmp_path):
     """Jobs in parallel do not interleave their output: each writes job.log; the console gets a line when a
     job starts and one when it ends, tagged with its number; W&B's banner is not on the console."""
-    cmd = [sys.executable, "-m", "cl_adapters.run", "-m", "hydra/launcher=joblib", "strategy=adapter,full_ft", "seed=0,1",
+    cmd = [sys.executable, "-m", "cl_adapters", "-m", "hydra/launcher=joblib", "strategy=adapter,full_ft", "seed=0,1",
            "strategy.epochs=1", "hydra.sweep.dir=sweep"]  # the default logger: console + W&B (offline)
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

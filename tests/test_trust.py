@@ -15,12 +15,12 @@ import safetensors
 import safetensors.torch
 import torch
 
-from cl_adapters import allowlist
+from cl_adapters.runs import allowlist
 from cl_adapters.errors import UserError
-from cl_adapters.inference import load_run, predict
-from cl_adapters.resume import Checkpoints, digest
-from cl_adapters.rundir import RunDir, RunDirBusy
-from cl_adapters.run import run
+from cl_adapters.runs.inference import load_run, predict
+from cl_adapters.runs.resume import Checkpoints, digest
+from cl_adapters.runs.rundir import RunDir, RunDirBusy
+from cl_adapters.runs.run import run
 
 QUICK = ("strategy.epochs=1", "stream.n_tasks=3", "stream.class_order=[0,1,2,3,4,5]")
 
@@ -40,7 +40,7 @@ def finished(tmp_path_factory):
     """A finished 3-task adapter run (kept pristine: tests copy it)."""
     from hydra import compose, initialize_config_dir
 
-    from cl_adapters.run import CONFIG_DIR
+    from cl_adapters import CONFIG_DIR
 
     out = tmp_path_factory.mktemp("finished") / "run"
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -87,11 +87,11 @@ def test_an_interpolation_in_a_stored_config_is_refused(copy_of):
 
 
 def test_the_allowlist_covers_every_shipped_config_and_nothing_else():
-    from cl_adapters.run import CONFIG_DIR
+    from cl_adapters import CONFIG_DIR
 
     shipped = {line.split(":", 1)[1].strip() for p in Path(CONFIG_DIR).rglob("*.yaml")
                for line in p.read_text().splitlines() if line.strip().startswith("_target_:")}
-    shipped.discard("cl_adapters.sweep.SweepSummary")  # Hydra's callback, never stored with a run
+    shipped.discard("cl_adapters.runs.sweep.SweepSummary")  # Hydra's callback, never stored with a run
     assert all(allowlist.allowed(t) for t in shipped)
     assert allowlist.allowed("torch.optim.SGD") and not allowlist.allowed("torch.optim.lr_scheduler.LambdaLR")
     assert not allowlist.allowed("torch.optim.Optimizer.__init__") and not allowlist.allowed("torch.load")
@@ -102,14 +102,14 @@ def test_a_second_process_into_a_live_run_dir_is_refused(make_cfg, tmp_path):
     with RunDir(tmp_path):  # a live run holds the dir (this process: flock locks are per open file)
         with pytest.raises(RunDirBusy, match=rf"is in use by another run \(pid {os.getpid()} on .*, since "):
             run(make_cfg(*QUICK), tmp_path)
-        cmd = [sys.executable, "-m", "cl_adapters.run", *QUICK, "seed=1", f"hydra.run.dir={tmp_path}", "logger=console"]
+        cmd = [sys.executable, "-m", "cl_adapters", *QUICK, "seed=1", f"hydra.run.dir={tmp_path}", "logger=console"]
         proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "is in use by another run" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "results.json").exists() and not (tmp_path / "error.txt").exists()  # nothing touched
 
 
 def test_the_lock_of_a_killed_process_is_taken_over(make_cfg, tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from cl_adapters.rundir import RunDir; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from cl_adapters.runs.rundir import RunDir; "
                                "held = RunDir(sys.argv[1]).__enter__(); print('locked', flush=True); time.sleep(600)", str(tmp_path)],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked" and RunDir.is_busy(tmp_path)

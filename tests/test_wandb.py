@@ -5,8 +5,8 @@ import struct
 
 import pytest
 
-from cl_adapters.logging import WandbLogger
-from cl_adapters.run import run
+from cl_adapters.outputs import WandbLogger
+from cl_adapters.runs.run import run
 
 BLOCK, FULL, FIRST, LAST = 32768, 1, 2, 4
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from cl_adapters import report
+from cl_adapters.outputs import report
 from cl_adapters.errors import UserError
 
 

@@ -29,8 +29,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError, one_line
-from cl_adapters.run import CONFIG_DIR, run
-from cl_adapters.rundir import RunDirBusy
+from cl_adapters import CONFIG_DIR
+from cl_adapters.runs.run import run
+from cl_adapters.runs.rundir import RunDirBusy
 
 NO_USER_CONF = "provider=hydra.searchpath in main"  # Hydra's warning that ./conf does not exist
 

@@ -23,8 +23,8 @@ import numpy as np
 
 from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
-from cl_adapters.logging.plots import heatmap, pyplot, save_figure
-from cl_adapters.logging.results import flatten
+from cl_adapters.outputs.plots import heatmap, pyplot, save_figure
+from cl_adapters.outputs.results import flatten, run_name
 from cl_adapters.metrics.costs import cost_summary
 
 # config that does not change what a run measures, nor does any *.seed or *.device (top-level adapter
@@ -109,13 +109,6 @@ def read_results(path: Path) -> dict:
     if bad := [name for name, ok in checks.items() if not ok]:
         raise ValueError(f"missing or malformed: {', '.join(bad)}")
     return results
-
-
-def run_name(results: dict) -> str:
-    """``strategy[fusion]+plugin+...``, e.g. ``adapter_fusion[light]``, ``full_ft+ewc``."""
-    run = results["run"]
-    fusion = f"[{run['fusion']}]" if run.get("fusion") else ""
-    return "+".join([run["strategy"] + fusion, *run.get("plugins", [])])
 
 
 def setup(results: dict) -> dict[str, str]:
@@ -322,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:  # --out unwritable, disk full
         sys.exit(f"error: {e}")
     if args.wandb:
-        from cl_adapters.logging.wandb import publish_report
+        from cl_adapters.outputs.wandb import publish_report
 
         try:
             urls = publish_report(runs, args.title or f"cl-adapters: {', '.join(args.dirs)}",

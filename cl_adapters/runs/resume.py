@@ -12,7 +12,7 @@ A chain is read from task 0 on and ends before the first file that is missing, c
 (run id) or of another attempt (``previous``); what is after it is not used. Files that are not
 ``task-<i>.safetensors`` are ignored. A resume rebuilds the run's objects from the (current, compared)
 config, overlays links 0..i, restores RNG and plugin state and goes on with task i+1: on CPU it ends
-with the accuracy matrix of a run that was never stopped, bit for bit. ``cl_adapters.inference``
+with the accuracy matrix of a run that was never stopped, bit for bit. ``cl_adapters.runs.inference``
 reads the same chain, and instantiates the stored config only through ``allowlist.check``.
 """
 
@@ -31,10 +31,10 @@ import safetensors
 import safetensors.torch
 import torch
 
-from cl_adapters import plugin_state
+from cl_adapters.runs import plugin_state
 from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
-from cl_adapters.logging.results import dumps, flatten
+from cl_adapters.outputs.results import dumps, flatten
 from cl_adapters.models.adapted import task_key
 
 FORMAT = "cl-adapters checkpoint 1"

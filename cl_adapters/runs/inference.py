@@ -2,7 +2,7 @@
 project's own constructors, see ``allowlist``) and loaded from its safetensors files (nothing is
 unpickled); a run that did not finish gives the tasks it checkpointed.
 
-    from cl_adapters.inference import load_run, predict, export
+    from cl_adapters.runs.inference import load_run, predict, export
     model = load_run("outputs/2026-11-24/10-00-00_split_digits_adapter")
     labels = predict(model, x, task_labels)        # a batch may mix tasks: each sample is routed
     export("outputs/...", "my_adapters/")          # base.safetensors once + task-<t>.safetensors each
@@ -18,12 +18,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from cl_adapters import allowlist
+from cl_adapters.runs import allowlist
 from cl_adapters.errors import UserError
 from cl_adapters.models import checkpoint
 from cl_adapters.models.adapted import AdaptedModel
-from cl_adapters.resume import Checkpoints
-from cl_adapters.rundir import RunDir, remove_temp_files
+from cl_adapters.runs.resume import Checkpoints
+from cl_adapters.runs.rundir import RunDir, remove_temp_files
 
 
 def build_model(config: dict, input_shape: tuple[int, ...], source: str | Path = "config",

@@ -9,7 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from cl_adapters.logging.plots import accuracy_matrix_figure
+from cl_adapters.outputs.plots import accuracy_matrix_figure
+from cl_adapters.outputs.results import run_name
 from cl_adapters.metrics.costs import cost_summary
 
 
@@ -42,7 +43,6 @@ class WandbLogger:
         import wandb
         from hydra.core.hydra_config import HydraConfig
 
-        from cl_adapters.report import run_name
 
         s = dict(self.settings)
         if HydraConfig.initialized():

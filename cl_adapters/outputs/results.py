@@ -36,3 +36,10 @@ def flatten(node, prefix: str = "") -> dict:
     if not isinstance(node, dict):
         return {prefix[:-1]: node}
     return {k: v for key, value in node.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
+
+
+def run_name(results: dict) -> str:
+    """``strategy[fusion]+plugin+...``, e.g. ``adapter_fusion[light]``, ``full_ft+ewc``."""
+    run = results["run"]
+    fusion = f"[{run['fusion']}]" if run.get("fusion") else ""
+    return "+".join([run["strategy"] + fusion, *run.get("plugins", [])])

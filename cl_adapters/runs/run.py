@@ -1,6 +1,6 @@
 """One continual-learning run: stream -> model -> strategy -> accuracy matrix -> results.json.
 
-``run(cfg, out_dir)`` is the library entry point (tests, notebooks); ``cl_adapters.cli`` is the
+``run(cfg, out_dir)`` is the library entry point (tests, notebooks); ``cl_adapters.runs.cli`` is the
 ``cl-adapters`` command around it.
 """
 
@@ -23,15 +23,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import cl_adapters  # noqa: F401  (applies the environment shims before torchvision can load)
-from cl_adapters import plugin_state
+from cl_adapters.runs import plugin_state
 from cl_adapters.errors import UserError, one_line
-from cl_adapters.logging import ProgressBar, plot_fusion_attention, write_json_atomic
+from cl_adapters.outputs import ProgressBar, plot_fusion_attention, write_json_atomic
 from cl_adapters.metrics import DEFINITIONS, AccuracyPlugin, CostPlugin, FusionAttention, summarize
-from cl_adapters.resume import Checkpoints
-from cl_adapters.rundir import RunDir, new_run_id
-from cl_adapters.references import REFERENCES, ReferenceCache, reference_optimizer, reference_strategy
+from cl_adapters.runs.resume import Checkpoints
+from cl_adapters.runs.rundir import RunDir, new_run_id
+from cl_adapters.runs.references import REFERENCES, ReferenceCache, reference_optimizer, reference_strategy
 
-CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # shipped in the package; ./conf is searched after it
 VERSIONS = ("cl-adapters", "torch", "avalanche-lib", "hydra-core", "numpy", "scikit-learn")
 
 
@@ -262,9 +261,3 @@ def _build(node: DictConfig, name: str, **kwargs):
         if cause is e or isinstance(cause, (TypeError, ImportError)):  # Hydra's own message, or a bad call
             raise UserError(f"{name}: {' '.join(str(cause).split())}") from e
         raise cause
-
-
-if __name__ == "__main__":  # python -m cl_adapters.run: the command line
-    from cl_adapters.cli import cli
-
-    cli()

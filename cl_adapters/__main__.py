@@ -1,0 +1,5 @@
+"""``python -m cl_adapters ...`` is the ``cl-adapters`` command."""
+
+from cl_adapters.runs.cli import cli
+
+cli()
