@@ -110,3 +110,22 @@ def test_loggers_instantiate(make_cfg, option):
 def test_experiments_compose(make_cfg, option):
     cfg = make_cfg(f"experiment={option}")
     assert cfg.stream._target_.startswith("cl_adapters.streams.")
+
+
+def test_a_backbone_that_does_not_declare_the_contract_is_one_clear_error():
+    import pytest
+    from torch import nn
+
+    from cl_adapters.errors import UserError
+    from cl_adapters.models import AdaptedModel, MLP
+
+    class Mine(nn.Module):  # a user's backbone that forgot the contract
+        family = "mlp"
+        inputs = "pixels"
+
+    with pytest.raises(UserError) as error:
+        AdaptedModel(Mine())
+    assert str(error.value) == ("model: Mine must declare pretrained (True or False, got nothing); inputs ('float' or "
+                                "'token ids', got 'pixels'); out_features (a positive integer, got nothing) "
+                                "(see cl_adapters.models.contract)")
+    AdaptedModel(MLP((1, 8, 8)))  # the shipped ones declare it

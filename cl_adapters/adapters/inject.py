@@ -47,10 +47,12 @@ PRESETS: dict[str, dict[str, list[Target]]] = {
         "parallel": [_DISTIL + r"\.ffn"],
     },
 }
+
+
 def target_patterns(backbone: nn.Module, cfg: AdapterConfig) -> list[Target]:
     if cfg.targets is not None:
         return cfg.targets
-    family = getattr(backbone, "family", None)
+    family = backbone.family
     if family not in PRESETS:
         raise UserError(
             f"no adapter preset for backbone family {family!r}: set adapter.targets to module-name "

@@ -48,7 +48,7 @@ class LoraConfig:
 
         targets = self.targets
         if targets is None:
-            family = getattr(backbone, "family", None)
+            family = backbone.family
             if family not in LORA_TARGETS:
                 raise UserError(
                     f"no LoRA preset for backbone family {family!r}: set adapter.targets to module-name "

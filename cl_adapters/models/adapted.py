@@ -8,6 +8,7 @@ from torch import nn
 
 from cl_adapters.adapters import AdapterConfig, FusionConfig, LoraConfig
 from cl_adapters.errors import UserError
+from cl_adapters.models.contract import check_backbone
 
 BACKBONE_POLICIES = ("auto", "first", "all", "never")
 SHARED = "shared"  # the adapter key when one adapter serves every task
@@ -45,10 +46,11 @@ class AdaptedModel(MultiTaskModule):
         fusion: FusionConfig | None = None,
     ):
         super().__init__()
+        check_backbone(backbone)
         if train_backbone not in BACKBONE_POLICIES:
             raise UserError(f"strategy.model.train_backbone must be one of {BACKBONE_POLICIES}, got {train_backbone!r}")
         if train_backbone == "auto":
-            train_backbone = "never" if getattr(backbone, "pretrained", False) else "first"
+            train_backbone = "never" if backbone.pretrained else "first"
         self.train_backbone = train_backbone
         self.train_biases = train_biases
         self.per_task = per_task

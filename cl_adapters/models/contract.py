@@ -1,0 +1,34 @@
+"""The backbone contract: what any backbone (shipped or yours) declares, checked once when a model is
+built around it, so a missing field is one clear error instead of an AttributeError mid-run.
+
+- ``family``: its injection preset (``"bert"``, ``"mlp"``, ...), or None (then give ``adapter.targets``);
+- ``pretrained``: True if its weights come trained (adapter strategies then never train it);
+- ``inputs``: ``"float"`` (images, features) or ``"token ids"`` (right-padded int64, text);
+- ``out_features``: the width of the (B, out_features) features its forward returns.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from cl_adapters.errors import UserError
+
+INPUTS = ("float", "token ids")
+MISSING = object()
+FIELDS = {  # name -> (is it right?, what it must be)
+    "family": (lambda v: v is None or isinstance(v, str), "a preset name or None"),
+    "pretrained": (lambda v: isinstance(v, bool), "True or False"),
+    "inputs": (lambda v: v in INPUTS, " or ".join(map(repr, INPUTS))),
+    "out_features": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
+}
+
+
+def check_backbone(backbone: nn.Module) -> None:
+    """One UserError naming every field the backbone lacks or gets wrong."""
+    bad = []
+    for name, (ok, what) in FIELDS.items():
+        value = getattr(backbone, name, MISSING)
+        if value is MISSING or not ok(value):
+            bad.append(f"{name} ({what}, got {'nothing' if value is MISSING else repr(value)})")
+    if bad:
+        raise UserError(f"model: {type(backbone).__name__} must declare {'; '.join(bad)} (see cl_adapters.models.contract)")
