@@ -179,3 +179,16 @@ def test_fused_add_equals_the_plain_sum_with_the_same_gradients(scaling):
         torch.testing.assert_close(target, plain)
     for g, h in zip(grads, torch.autograd.grad(plain.square().sum(), [out, *adapter.parameters()])):
         torch.testing.assert_close(g, h)
+
+
+def test_one_preset_table_serves_every_adapter_kind():
+    from torch import nn
+
+    from cl_adapters.adapters import PRESETS, preset
+
+    assert all(set(kinds) == {"houlsby", "pfeiffer", "parallel", "lora"} for kinds in PRESETS.values())
+    unknown = nn.Linear(2, 2)
+    unknown.family = "gpt2"
+    for kind in ("pfeiffer", "lora"):
+        with pytest.raises(UserError, match=rf"no {kind} preset for backbone family 'gpt2': set adapter.targets"):
+            preset(unknown, kind)

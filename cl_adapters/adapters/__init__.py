@@ -7,9 +7,10 @@ bottleneck adapters can also be fused per task (AdapterFusion, ``fusion.py``).
 
 from cl_adapters.adapters.config import AdapterConfig
 from cl_adapters.adapters.fusion import Fusion, FusionConfig
-from cl_adapters.adapters.inject import PRESETS, BottleneckAdapters, inject_adapters
+from cl_adapters.adapters.inject import BottleneckAdapters, inject_adapters
 from cl_adapters.adapters.layer import AdapterLayer, Bottleneck
-from cl_adapters.adapters.lora import LORA_TARGETS, LoraAdapters, LoraConfig
+from cl_adapters.adapters.lora import LoraAdapters, LoraConfig
+from cl_adapters.adapters.presets import PRESETS, preset
 
 __all__ = [
     "AdapterConfig",
@@ -18,9 +19,9 @@ __all__ = [
     "BottleneckAdapters",
     "Fusion",
     "FusionConfig",
-    "LORA_TARGETS",
     "LoraAdapters",
     "LoraConfig",
     "PRESETS",
     "inject_adapters",
+    "preset",
 ]

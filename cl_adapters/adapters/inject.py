@@ -1,14 +1,10 @@
 """Injection: a plain walk over module names that wraps the matches in AdapterLayer (PEFT style).
-
-Presets name the targets per backbone family and placement; ``AdapterConfig.targets`` overrides them.
-Houlsby = after the attention output projection and after the FFN output; Pfeiffer = after the FFN
-output only (both before the residual add); parallel = beside the whole FFN.
-"""
+The targets come from ``presets`` per backbone family and placement; ``AdapterConfig.targets``
+overrides them."""
 
 from __future__ import annotations
 
 import re
-
 from collections.abc import Iterator
 
 from torch import nn
@@ -16,49 +12,11 @@ from torch import nn
 from cl_adapters.adapters.config import AdapterConfig
 from cl_adapters.adapters.fusion import FusionConfig
 from cl_adapters.adapters.layer import AdapterLayer, Route
+from cl_adapters.adapters.presets import Target, preset
 from cl_adapters.errors import UserError
 
-# A target is a module-name regex, or (regex, source) for a parallel adapter whose input is another
-# module's input: ``source`` is the match expanded (``\\1`` = the layer prefix), e.g. BERT's FFN is
-# ``intermediate`` + ``output.dense``, so the adapter reads the intermediate's input.
-Target = str | tuple[str, str]
-_BERT = r"(.*encoder\.layer\.\d+)"  # BERT, RoBERTa, MiniLM, ELECTRA, XLM-R and ViT share these names
-_BERT_LIKE = {
-    "houlsby": [_BERT + r"\.attention\.output\.dense", _BERT + r"\.output\.dense"],
-    "pfeiffer": [_BERT + r"\.output\.dense"],
-    "parallel": [(_BERT + r"\.output\.dense", r"\1.intermediate")],
-}
-_DISTIL = r".*transformer\.layer\.\d+"
-PRESETS: dict[str, dict[str, list[Target]]] = {
-    "mlp": {
-        "houlsby": [r"layers\.\d+"],
-        "pfeiffer": [r"layers\.\d+"],
-        "parallel": [r"layers\.\d+"],
-    },
-    "patch_transformer": {
-        "houlsby": [r"blocks\.\d+\.attn\.proj", r"blocks\.\d+\.ffn\.fc2"],
-        "pfeiffer": [r"blocks\.\d+\.ffn\.fc2"],
-        "parallel": [r"blocks\.\d+\.ffn"],
-    },
-    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "electra", "vit"), _BERT_LIKE),
-    "distilbert": {
-        "houlsby": [_DISTIL + r"\.attention\.out_lin", _DISTIL + r"\.ffn\.lin2"],
-        "pfeiffer": [_DISTIL + r"\.ffn\.lin2"],
-        "parallel": [_DISTIL + r"\.ffn"],
-    },
-}
-
-
 def target_patterns(backbone: nn.Module, cfg: AdapterConfig) -> list[Target]:
-    if cfg.targets is not None:
-        return cfg.targets
-    family = backbone.family
-    if family not in PRESETS:
-        raise UserError(
-            f"no adapter preset for backbone family {family!r}: set adapter.targets to module-name "
-            f"regexes (presets: {sorted(PRESETS)})"
-        )
-    return PRESETS[family][cfg.placement]
+    return cfg.targets if cfg.targets is not None else preset(backbone, cfg.placement)
 
 
 def inject_adapters(backbone: nn.Module, cfg: AdapterConfig) -> dict[str, AdapterLayer]:

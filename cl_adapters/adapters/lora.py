@@ -15,16 +15,8 @@ from torch import nn
 
 from cl_adapters.adapters.config import check_shared_fields
 from cl_adapters.adapters.layer import Route
+from cl_adapters.adapters.presets import preset
 from cl_adapters.errors import UserError
-
-# Default LoRA targets (query and value projections, as in Hu et al. 2022) per backbone family.
-LORA_TARGETS: dict[str, list[str]] = {
-    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "electra", "vit"), [r".*\.attention\.self\.(query|value)"]),
-    "distilbert": [r".*\.attention\.(q_lin|v_lin)"],
-    "patch_transformer": [r"blocks\.\d+\.attn\.qkv"],
-    "mlp": [r"layers\.\d+\.fc"],
-}
-
 
 @dataclass
 class LoraConfig:
@@ -46,15 +38,7 @@ class LoraConfig:
         """The equivalent ``peft.LoraConfig`` for this backbone (targets as one full-match regex)."""
         from peft import LoraConfig as PeftLoraConfig
 
-        targets = self.targets
-        if targets is None:
-            family = backbone.family
-            if family not in LORA_TARGETS:
-                raise UserError(
-                    f"no LoRA preset for backbone family {family!r}: set adapter.targets to module-name "
-                    f"regexes (presets: {sorted(LORA_TARGETS)})"
-                )
-            targets = LORA_TARGETS[family]
+        targets = self.targets if self.targets is not None else preset(backbone, "lora")
         return PeftLoraConfig(
             r=self.r,
             lora_alpha=self.alpha,
