@@ -192,3 +192,29 @@ def test_one_preset_table_serves_every_adapter_kind():
     for kind in ("pfeiffer", "lora"):
         with pytest.raises(UserError, match=rf"no {kind} preset for backbone family 'gpt2': set adapter.targets"):
             preset(unknown, kind)
+
+
+@pytest.mark.parametrize("family", BACKBONES)
+@pytest.mark.parametrize("adapter", ["houlsby", "parallel", "lora", "shared lora"])
+@pytest.mark.parametrize("mixed", [False, True])
+def test_no_routing_state_or_hook_outlives_a_forward(digits, family, adapter, mixed):
+    """Routing is a value set for one forward: afterwards a direct backbone(x) is the bare backbone,
+    and every module has the hooks it had before."""
+    from cl_adapters.adapters import Route
+
+    torch.manual_seed(0)
+    backbone = BACKBONES[family]()
+    bare = copy.deepcopy(backbone).eval()
+    cfg = LoraConfig(r=4) if "lora" in adapter else AdapterConfig(placement=adapter, r=8)
+    model = grow(AdaptedModel(backbone, cfg, per_task=adapter != "shared lora", train_backbone="never"), digits, [0, 1])
+    with torch.no_grad():  # adapters that change outputs, as after training
+        for name, p in model.backbone.named_parameters():
+            if ".adapters." in name or "lora_B" in name:
+                p.normal_(0, 0.5)
+    model.eval()
+    x, _, t = batch(digits, [0, 1])
+    hooks = {n: (len(m._forward_pre_hooks), len(m._forward_hooks)) for n, m in model.named_modules()}
+    adapted = model.features(x, Route.from_labels(t if mixed else 1))
+    assert not torch.allclose(adapted, bare(x))
+    torch.testing.assert_close(model.backbone(x), bare(x), rtol=0, atol=0)
+    assert {n: (len(m._forward_pre_hooks), len(m._forward_hooks)) for n, m in model.named_modules()} == hooks

@@ -131,15 +131,19 @@ def test_fusion_on_minilm_routes_and_infers_in_place(minilm, placement):
 
 def test_parallel_adapter_reads_the_ffn_input(minilm):
     """BERT's FFN is intermediate + output.dense: the parallel adapter must see the intermediate's input."""
+    from cl_adapters.adapters import BottleneckAdapters, Route
+
     enc = copy.deepcopy(minilm)
-    layer = inject_adapters(enc, AdapterConfig(placement="parallel", r=8))["model.encoder.layer.0.output.dense"]
-    layer.add("0", AdapterConfig(placement="parallel", r=8))
-    layer.route = [("0", None)]
+    adapters = BottleneckAdapters(enc, AdapterConfig(placement="parallel", r=8))
+    adapters.add("0")
+    layer = adapters.layers[adapters.layer_names.index("model.encoder.layer.0.output.dense")]
     seen = {}
     enc.model.encoder.layer[0].intermediate.register_forward_pre_hook(lambda m, a: seen.update(ffn_in=a[0]))
     layer.adapters["0"].down.register_forward_pre_hook(lambda m, a: seen.update(adapter_in=a[0]))
-    enc(ids())
+    with adapters.routed(Route.whole("0")):
+        enc(ids())
     assert torch.equal(seen["adapter_in"], seen["ffn_in"]) and seen["adapter_in"].shape[-1] == 384
+    assert [len(s._forward_pre_hooks) for s in layer.sources] == [1]  # the test's own: the routing hook is gone
 
 
 @pytest.mark.parametrize(

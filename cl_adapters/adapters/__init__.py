@@ -1,7 +1,8 @@
 """Adapters: config dataclasses, the bottleneck layer, injection by module-name patterns, LoRA via peft.
 
 Each config's ``attach(backbone)`` injects into the backbone and returns a set that grows one adapter
-per task key (``add``), lists them (``keys``, ``parameters``) and routes each batch (``route``);
+per task key (``add``), lists them (``keys``, ``parameters``) and applies a ``Route`` for one forward
+(``with adapters.routed(route): backbone(x)``);
 bottleneck adapters can also be fused per task (AdapterFusion, ``fusion.py``).
 """
 
@@ -11,6 +12,7 @@ from cl_adapters.adapters.inject import BottleneckAdapters, inject_adapters
 from cl_adapters.adapters.layer import AdapterLayer, Bottleneck
 from cl_adapters.adapters.lora import LoraAdapters, LoraConfig
 from cl_adapters.adapters.presets import PRESETS, preset
+from cl_adapters.adapters.route import Route
 
 __all__ = [
     "AdapterConfig",
@@ -22,6 +24,7 @@ __all__ = [
     "LoraAdapters",
     "LoraConfig",
     "PRESETS",
+    "Route",
     "inject_adapters",
     "preset",
 ]

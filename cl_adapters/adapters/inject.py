@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 from torch import nn
 
 from cl_adapters.adapters.config import AdapterConfig
 from cl_adapters.adapters.fusion import FusionConfig
-from cl_adapters.adapters.layer import AdapterLayer, Route
+from cl_adapters.adapters.layer import AdapterLayer
 from cl_adapters.adapters.presets import Target, preset
+from cl_adapters.adapters.route import Route
 from cl_adapters.errors import UserError
 
 def target_patterns(backbone: nn.Module, cfg: AdapterConfig) -> list[Target]:
@@ -69,6 +71,18 @@ class BottleneckAdapters:
         """Task ``key``'s fusion in every layer (empty if it has none)."""
         return [layer.fusions[key] for layer in self.layers if key in layer.fusions]
 
-    def route(self, route: Route) -> None:
+    @contextmanager
+    def routed(self, route: Route) -> Iterator[None]:
+        """``route`` in every layer (and the hooks that read a parallel adapter's source input) for the
+        forwards inside the block; afterwards the layers are bare and the hooks gone."""
+        hooks = [source.register_forward_pre_hook(layer.keep_source_input) for layer in self.layers
+                 for source in layer.sources]
         for layer in self.layers:
             layer.route = route
+        try:
+            yield
+        finally:
+            for layer in self.layers:
+                layer.clear()
+            for hook in hooks:
+                hook.remove()

@@ -8,9 +8,8 @@ from torch import nn
 
 from cl_adapters.adapters.config import AdapterConfig
 from cl_adapters.adapters.fusion import Fusion, FusionConfig
+from cl_adapters.adapters.route import NO_ROUTE, Route
 
-# A routing plan for one batch: (task key, sample indices or None for the whole batch).
-Route = list[tuple[str, "torch.Tensor | None"]]
 
 
 class Bottleneck(nn.Module):
@@ -72,14 +71,18 @@ class AdapterLayer(nn.Module):
         self.adapters = nn.ModuleDict()
         self.fusions = nn.ModuleDict()
         self.fresh_output = isinstance(base, nn.Linear)  # its output is a new tensor no one else holds
-        self.route: Route = []  # set by AdaptedModel before every forward
+        self.route: Route = NO_ROUTE  # set for one forward by BottleneckAdapters.routed
         self._source_input: torch.Tensor | None = None
+        self.sources = (source,) if source is not None else ()  # a tuple: not a submodule of this layer
         if source is not None:  # parallel beside a block that is not one module (BERT's FFN)
             self.in_dim = _linear_dims(source)[0]
-            source.register_forward_pre_hook(self._keep_source_input)
 
-    def _keep_source_input(self, module, args):
+    def keep_source_input(self, module, args):
+        """A forward pre-hook on the source module, registered for one routed forward."""
         self._source_input = args[0]
+
+    def clear(self) -> None:
+        self.route, self._source_input = NO_ROUTE, None
 
     def add(self, task: str, cfg: AdapterConfig) -> None:
         in_dim = self.in_dim if self.mode == "parallel" else self.out_dim

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from torch import nn
 
 from cl_adapters.adapters.config import check_shared_fields
-from cl_adapters.adapters.layer import Route
+from cl_adapters.adapters.route import Route
 from cl_adapters.adapters.presets import preset
 from cl_adapters.errors import UserError
 
@@ -58,7 +59,6 @@ class LoraAdapters:
         self.backbone = backbone
         self.peft_config = cfg.to_peft(backbone)
         self.layers: list[nn.Module] = []
-        self._names: list[str] | None = None  # per-sample adapter names for a mixed batch
 
     def add(self, key: str) -> None:
         from peft import inject_adapter_in_model
@@ -74,8 +74,8 @@ class LoraAdapters:
                 raise UserError(f"adapter (LoRA): {' '.join(str(e).split())}") from e
         if not self.layers:
             self.layers = [m for m in self.backbone.modules() if isinstance(m, LoraLayer)]
-            for layer in self.layers:
-                layer.register_forward_pre_hook(self._pass_names, with_kwargs=True)
+        for layer in self.layers:
+            layer._active_adapter = []  # bare until a forward is routed
 
     def keys(self) -> list[str]:
         return list(self.layers[0].lora_A) if self.layers else []
@@ -85,20 +85,27 @@ class LoraAdapters:
             yield from layer.lora_A[key].parameters()
             yield from layer.lora_B[key].parameters()
 
-    def route(self, route: Route) -> None:
+    @contextmanager
+    def routed(self, route: Route) -> Iterator[None]:
+        """``route`` for the forwards inside the block: one task's LoRA active on every layer, or peft's
+        per-sample ``adapter_names`` passed by a pre-hook; afterwards no LoRA is active and the hooks
+        are gone (a direct forward is the bare backbone)."""
+        hooks = []
         if len(route) == 1:
-            self._names = None
             for layer in self.layers:
                 # set the active adapter directly: peft's set_adapter() would also flip requires_grad
                 layer._active_adapter = [route[0][0]]
-            return
-        names = [""] * sum(len(idx) for _, idx in route)
-        for key, idx in route:
-            for i in idx.tolist():
-                names[i] = key
-        self._names = names
+        else:
+            names = route.per_sample()
 
-    def _pass_names(self, module, args, kwargs):
-        if self._names is not None:
-            kwargs["adapter_names"] = self._names
-        return args, kwargs
+            def pass_names(module, args, kwargs):
+                return args, {**kwargs, "adapter_names": names}
+
+            hooks = [layer.register_forward_pre_hook(pass_names, with_kwargs=True) for layer in self.layers]
+        try:
+            yield
+        finally:
+            for layer in self.layers:
+                layer._active_adapter = []
+            for hook in hooks:
+                hook.remove()

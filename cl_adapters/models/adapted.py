@@ -7,6 +7,7 @@ from avalanche.models import MultiTaskModule
 from torch import nn
 
 from cl_adapters.adapters import AdapterConfig, FusionConfig, LoraConfig
+from cl_adapters.adapters.route import Route
 from cl_adapters.errors import UserError
 from cl_adapters.models.contract import check_backbone
 
@@ -180,10 +181,8 @@ class AdaptedModel(MultiTaskModule):
         """
         if task_labels is None:
             return self.forward_all_tasks(x)
-        route = _route(task_labels, len(x))
-        if self.adapters is not None:
-            self.adapters.route(route if self.per_task else [(SHARED, None)])
-        features = self.backbone(x)
+        route = task_labels if isinstance(task_labels, Route) else Route.from_labels(task_labels)
+        features = self.features(x, route)
         if len(route) == 1:
             return self.heads[route[0][0]](features)
         width = max(self.heads[key].out_features for key, _ in route)
@@ -194,22 +193,20 @@ class AdaptedModel(MultiTaskModule):
             out = out.index_put((idx[:, None], cols[None, :]), logits)
         return out
 
+    def features(self, x: torch.Tensor, route: Route) -> torch.Tensor:
+        """The backbone's features with each sample through the adapter ``route`` gives it (the shared
+        adapter when there is one for all tasks), for this forward only."""
+        if self.adapters is None:
+            return self.backbone(x)
+        with self.adapters.routed(route if self.per_task else Route.whole(SHARED)):
+            return self.backbone(x)
+
     def forward_all_tasks(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """{task: logits} for every trained task: what LwF distils (Avalanche calls ``forward(x, None)``)."""
         if self.adapters is not None and self.per_task:
             return {t: self.forward(x, t) for t in self.trained_tasks}
-        if self.adapters is not None:
-            self.adapters.route([(SHARED, None)])
-        features = self.backbone(x)
+        features = self.features(x, Route.whole(SHARED))
         return {t: self.heads[task_key(t)](features) for t in self.trained_tasks}
-
-
-def _route(task_labels: torch.Tensor | int, batch: int) -> list[tuple[str, torch.Tensor | None]]:
-    if isinstance(task_labels, int):
-        return [(task_key(task_labels), None)]
-    tasks = torch.unique(task_labels)
-    if len(tasks) == 1:
-        return [(task_key(tasks[0]), None)]
-    return [(task_key(t), torch.nonzero(task_labels == t).squeeze(1)) for t in tasks]
 
 
 def _n_classes(experience) -> int:
