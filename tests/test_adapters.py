@@ -218,3 +218,14 @@ def test_no_routing_state_or_hook_outlives_a_forward(digits, family, adapter, mi
     assert not torch.allclose(adapted, bare(x))
     torch.testing.assert_close(model.backbone(x), bare(x), rtol=0, atol=0)
     assert {n: (len(m._forward_pre_hooks), len(m._forward_hooks)) for n, m in model.named_modules()} == hooks
+
+
+def test_bottleneck_and_lora_are_adapter_methods_behind_one_interface():
+    from cl_adapters.adapters import AdapterMethod, AdapterSet
+
+    for cfg in (AdapterConfig(r=4), LoraConfig(r=4)):
+        assert isinstance(cfg, AdapterMethod)
+        adapters = cfg.attach(BACKBONES["mlp"]())
+        assert isinstance(adapters, AdapterSet) and adapters.supports_fusion == isinstance(cfg, AdapterConfig)
+        adapters.add("0")
+        assert adapters.keys() == ["0"] and len(list(adapters.parameters("0"))) > 0

@@ -6,6 +6,7 @@ per task key (``add``), lists them (``keys``, ``parameters``) and applies a ``Ro
 bottleneck adapters can also be fused per task (AdapterFusion, ``fusion.py``).
 """
 
+from cl_adapters.adapters.base import AdapterMethod, AdapterSet
 from cl_adapters.adapters.config import AdapterConfig
 from cl_adapters.adapters.fusion import Fusion, FusionConfig
 from cl_adapters.adapters.inject import BottleneckAdapters, inject_adapters
@@ -16,6 +17,8 @@ from cl_adapters.adapters.route import Route
 
 __all__ = [
     "AdapterConfig",
+    "AdapterMethod",
+    "AdapterSet",
     "AdapterLayer",
     "Bottleneck",
     "BottleneckAdapters",

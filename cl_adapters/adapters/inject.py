@@ -45,6 +45,8 @@ class BottleneckAdapters:
     """The bottleneck adapters injected into one backbone, one per task key in every wrapped layer,
     and the fusions over them (one per fused task key in every layer)."""
 
+    supports_fusion = True
+
     def __init__(self, backbone: nn.Module, cfg: AdapterConfig):
         self.cfg = cfg
         named = inject_adapters(backbone, cfg)

@@ -55,6 +55,8 @@ class LoraConfig:
 class LoraAdapters:
     """The LoRAs injected (by peft) into one backbone, one named adapter per task key."""
 
+    supports_fusion = False  # a LoRA's output is not a bottleneck's: AdapterFusion does not apply
+
     def __init__(self, backbone: nn.Module, cfg: LoraConfig):
         self.backbone = backbone
         self.peft_config = cfg.to_peft(backbone)

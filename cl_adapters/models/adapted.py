@@ -6,7 +6,8 @@ import torch
 from avalanche.models import MultiTaskModule
 from torch import nn
 
-from cl_adapters.adapters import AdapterConfig, FusionConfig, LoraConfig
+from cl_adapters.adapters import FusionConfig
+from cl_adapters.adapters.base import AdapterMethod
 from cl_adapters.adapters.route import Route
 from cl_adapters.errors import UserError
 from cl_adapters.models.contract import check_backbone
@@ -39,7 +40,7 @@ class AdaptedModel(MultiTaskModule):
     def __init__(
         self,
         backbone: nn.Module,
-        adapter: AdapterConfig | LoraConfig | None = None,
+        adapter: AdapterMethod | None = None,
         *,
         per_task: bool = True,
         train_backbone: str = "auto",
@@ -61,7 +62,8 @@ class AdaptedModel(MultiTaskModule):
         self.heads = nn.ModuleDict()
         self.trained_tasks: list[int] = []
         self.fusion = fusion
-        if fusion is not None and not (isinstance(adapter, AdapterConfig) and per_task and not self.shares_training):
+        supports_fusion = self.adapters is not None and self.adapters.supports_fusion
+        if fusion is not None and not (supports_fusion and per_task and not self.shares_training):
             raise UserError("fusion needs per-task bottleneck adapters on a frozen backbone "
                             "(strategy=adapter_fusion: adapter=houlsby|pfeiffer|parallel, train_backbone first|never)")
 
