@@ -7,10 +7,15 @@ bottleneck adapters can also be fused per task (AdapterFusion, ``fusion.py``).
 """
 
 from cl_adapters.adapters.base import AdapterMethod, AdapterSet
-from cl_adapters.adapters.config import AdapterConfig
-from cl_adapters.adapters.fusion import Fusion, FusionConfig
-from cl_adapters.adapters.inject import BottleneckAdapters, inject_adapters
-from cl_adapters.adapters.layer import AdapterLayer, Bottleneck
+from cl_adapters.adapters.bottleneck import (
+                                             AdapterConfig,
+                                             AdapterLayer,
+                                             Bottleneck,
+                                             BottleneckAdapters,
+                                             Fusion,
+                                             FusionConfig,
+                                             inject_adapters,
+)
 from cl_adapters.adapters.lora import LoraAdapters, LoraConfig
 from cl_adapters.adapters.presets import PRESETS, preset
 from cl_adapters.adapters.route import Route

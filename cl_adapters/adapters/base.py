@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 from torch import nn
 
 from cl_adapters.adapters.route import Route
+from cl_adapters.errors import UserError
 
 
 @runtime_checkable
@@ -40,3 +41,15 @@ class AdapterMethod(Protocol):
     """A method's config: ``attach`` injects into a backbone and returns its ``AdapterSet``."""
 
     def attach(self, backbone: nn.Module) -> AdapterSet: ...
+
+
+def check_shared_fields(cfg) -> None:
+    """The checks every adapter config needs: rank ``r``, ``dropout`` and ``targets``."""
+    if not isinstance(cfg.r, int) or isinstance(cfg.r, bool) or cfg.r <= 0:
+        raise UserError(f"adapter.r must be a positive integer, got {cfg.r!r}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise UserError(f"adapter.dropout must be in [0, 1), got {cfg.dropout!r}")
+    if cfg.targets is not None:
+        cfg.targets = list(cfg.targets)
+        if not cfg.targets:
+            raise UserError("adapter.targets must name at least one module pattern (or be null)")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch.nn.functional as F
 
+from cl_adapters.adapters.base import check_shared_fields
 from cl_adapters.errors import UserError
 
 PLACEMENTS = ("houlsby", "pfeiffer", "parallel")
@@ -38,18 +39,6 @@ class AdapterConfig:
 
     def attach(self, backbone):
         """Inject into ``backbone``; the returned set grows one adapter per task key."""
-        from cl_adapters.adapters.inject import BottleneckAdapters
+        from cl_adapters.adapters.bottleneck.model import BottleneckAdapters
 
         return BottleneckAdapters(backbone, self)
-
-
-def check_shared_fields(cfg) -> None:
-    """The checks every adapter config needs: rank ``r``, ``dropout`` and ``targets``."""
-    if not isinstance(cfg.r, int) or isinstance(cfg.r, bool) or cfg.r <= 0:
-        raise UserError(f"adapter.r must be a positive integer, got {cfg.r!r}")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise UserError(f"adapter.dropout must be in [0, 1), got {cfg.dropout!r}")
-    if cfg.targets is not None:
-        cfg.targets = list(cfg.targets)
-        if not cfg.targets:
-            raise UserError("adapter.targets must name at least one module pattern (or be null)")

@@ -6,10 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cl_adapters.adapters.config import AdapterConfig
-from cl_adapters.adapters.fusion import Fusion, FusionConfig
+from cl_adapters.adapters.bottleneck.config import AdapterConfig
+from cl_adapters.adapters.bottleneck.fusion import Fusion, FusionConfig
 from cl_adapters.adapters.route import NO_ROUTE, Route
-
 
 
 class Bottleneck(nn.Module):

@@ -10,12 +10,13 @@ from contextlib import contextmanager
 
 from torch import nn
 
-from cl_adapters.adapters.config import AdapterConfig
-from cl_adapters.adapters.fusion import FusionConfig
-from cl_adapters.adapters.layer import AdapterLayer
+from cl_adapters.adapters.bottleneck.config import AdapterConfig
+from cl_adapters.adapters.bottleneck.fusion import FusionConfig
+from cl_adapters.adapters.bottleneck.layer import AdapterLayer
 from cl_adapters.adapters.presets import Target, preset
 from cl_adapters.adapters.route import Route
 from cl_adapters.errors import UserError
+
 
 def target_patterns(backbone: nn.Module, cfg: AdapterConfig) -> list[Target]:
     return cfg.targets if cfg.targets is not None else preset(backbone, cfg.placement)
