@@ -21,7 +21,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())  # what open() would give, not mkstemp's owner-only 0600
+        os.chmod(tmp, 0o666 & ~UMASK)  # what open() would give, not mkstemp's owner-only 0600
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -41,6 +41,9 @@ def write_error(path: Path, error: OSError) -> UserError:
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    mask = os.umask(0)  # the only way to read it is to set it: done once, at import (no threads yet)
     os.umask(mask)
     return mask
+
+
+UMASK = _umask()

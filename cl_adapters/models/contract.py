@@ -9,6 +9,7 @@ built around it, so a missing field is one clear error instead of an AttributeEr
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from cl_adapters.errors import UserError
@@ -32,3 +33,12 @@ def check_backbone(backbone: nn.Module) -> None:
             bad.append(f"{name} ({what}, got {'nothing' if value is MISSING else repr(value)})")
     if bad:
         raise UserError(f"model: {type(backbone).__name__} must declare {'; '.join(bad)} (see cl_adapters.models.contract)")
+
+
+def check_inputs(backbone_class: type | None, sample: torch.Tensor) -> None:
+    """Before the backbone is built: does it take what the stream gives (``inputs``, a class attribute)?"""
+    wants = getattr(backbone_class, "inputs", None)
+    given = INPUTS[0] if torch.is_floating_point(sample) else INPUTS[1]
+    if wants is not None and wants != given:
+        raise UserError(f"model: {backbone_class.__name__} takes {wants} inputs, this stream gives {given} inputs of "
+                        f"shape {tuple(sample.shape)} (hf_encoder is for text streams; mlp, patch_transformer for images)")

@@ -125,8 +125,7 @@ def fingerprint(results: dict) -> str:
 
 def grouped(runs: list[dict]) -> dict[tuple[str, str], list[dict]]:
     """(stream, row label) -> its runs sorted by seed, in sorted order. Runs are averaged only when
-    their setups match; rows that share a stream and run name are labelled with the settings that
-    differ (e.g. ``adapter (strategy.optimizer.lr=0.01)``)."""
+    their setups match; labels: see ``_labels`` (e.g. ``adapter · mlp (strategy.optimizer.lr=0.01)``)."""
     groups = defaultdict(list)
     for results in runs:
         groups[(results["run"]["stream"], run_name(results), fingerprint(results))].append(results)

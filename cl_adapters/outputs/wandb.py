@@ -43,7 +43,6 @@ class WandbLogger:
         import wandb
         from hydra.core.hydra_config import HydraConfig
 
-
         s = dict(self.settings)
         if HydraConfig.initialized():
             hydra = HydraConfig.get()
@@ -56,9 +55,13 @@ class WandbLogger:
         config = {**results["config"], "run": run, "run_name": run_name(results)}  # run_name: what reports group by
         self.run = wandb.init(**s, config=config, reinit="create_new", settings=wandb.Settings(silent=not self.verbose))
 
-    def log_task(self, task: int, results: dict) -> None:
-        if self.run is None:
+    def _ensure_started(self, results: dict) -> None:
+        """The W&B run starts with the first thing to log (the config is in ``results`` by then)."""
+        if self.run is None and "config" in results:
             self._guard("start", lambda: self._start(results))
+
+    def log_task(self, task: int, results: dict) -> None:
+        self._ensure_started(results)
 
         def log():
             row = results["accuracy_matrix"][task]
@@ -90,8 +93,7 @@ class WandbLogger:
     def log_failure(self, results: dict) -> None:
         """A run that stopped on an error: what it logged stays, the W&B run (started now if the run
         failed before its first task) is marked failed with the error in its summary."""
-        if self.run is None and "config" in results:
-            self._guard("start", lambda: self._start(results))
+        self._ensure_started(results)
 
         def finish():
             self.run.summary.update({"status": results["run"]["status"], "error": results["run"].get("error")})

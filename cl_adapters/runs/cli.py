@@ -27,9 +27,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from cl_adapters import CONFIG_DIR
 from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError, one_line
-from cl_adapters import CONFIG_DIR
 from cl_adapters.runs.run import run
 from cl_adapters.runs.rundir import RunDirBusy
 

@@ -18,10 +18,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from cl_adapters.runs import allowlist
 from cl_adapters.errors import UserError
 from cl_adapters.models import checkpoint
 from cl_adapters.models.adapted import AdaptedModel
+from cl_adapters.runs import allowlist
 from cl_adapters.runs.resume import Checkpoints
 from cl_adapters.runs.rundir import RunDir, remove_temp_files
 

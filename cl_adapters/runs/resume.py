@@ -31,11 +31,11 @@ import safetensors
 import safetensors.torch
 import torch
 
-from cl_adapters.runs import plugin_state
 from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
-from cl_adapters.outputs.results import dumps, flatten
 from cl_adapters.models.adapted import task_key
+from cl_adapters.outputs.results import dumps, flatten
+from cl_adapters.runs import plugin_state
 
 FORMAT = "cl-adapters checkpoint 1"
 UNCHECKED = ("logger", "resume")  # config that may change between a run and its resume

@@ -19,17 +19,18 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import cl_adapters  # noqa: F401  (applies the environment shims before torchvision can load)
-from cl_adapters.runs import plugin_state
 from cl_adapters.errors import UserError, one_line
-from cl_adapters.outputs import ProgressBar, plot_fusion_attention, write_json_atomic
 from cl_adapters.metrics import DEFINITIONS, AccuracyPlugin, CostPlugin, FusionAttention, summarize
+from cl_adapters.models.contract import check_inputs
+from cl_adapters.outputs import ProgressBar, plot_fusion_attention, write_json_atomic
+from cl_adapters.runs import plugin_state
+from cl_adapters.runs.references import REFERENCES, ReferenceCache, reference_optimizer, reference_strategy
 from cl_adapters.runs.resume import Checkpoints
 from cl_adapters.runs.rundir import RunDir, new_run_id
-from cl_adapters.runs.references import REFERENCES, ReferenceCache, reference_optimizer, reference_strategy
 
 VERSIONS = ("cl-adapters", "torch", "avalanche-lib", "hydra-core", "numpy", "scikit-learn")
 
@@ -78,7 +79,10 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     T = len(train_stream)
     sample = train_stream[0].dataset[0][0]
     input_shape = tuple(sample.shape)
-    _check_inputs(cfg.model, sample)
+    backbone_class = None
+    with contextlib.suppress(ImportError, ValueError, AttributeError):  # no or an unknown target: _build reports it
+        backbone_class = get_class(cfg.model._target_)
+    check_inputs(backbone_class, sample)
     backbone = _build(cfg.model, "model", input_shape=input_shape)
     plugins = [_build(node, f"plugins.{name}") for name, node in cfg.plugins.items()]
     for name, plugin in zip(cfg.plugins, plugins):
@@ -165,17 +169,6 @@ def _record_failure(out: Path, results: dict, error: BaseException, loggers: lis
         write_json_atomic(out, record)
     for logger in loggers:
         logger.log_failure(results)
-
-
-def _check_inputs(model: DictConfig, sample: torch.Tensor) -> None:
-    """A backbone declares what it takes (``inputs``): token ids (text) or float tensors (images)."""
-    from hydra.utils import get_class
-
-    wants = getattr(get_class(model._target_), "inputs", None) if "_target_" in model else None
-    given = "float" if torch.is_floating_point(sample) else "token ids"
-    if wants is not None and wants != given:
-        raise UserError(f"model: {model._target_.rsplit('.', 1)[-1]} takes {wants} inputs, this stream gives {given} inputs "
-                        f"of shape {tuple(sample.shape)} (hf_encoder is for text streams; mlp, patch_transformer for images)")
 
 
 def _check_run_options(cfg: DictConfig) -> None:

@@ -30,16 +30,13 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def remove_temp_files(*folders: Path) -> list[Path]:
+def remove_temp_files(*folders: Path) -> None:
     """Delete atomic writes that never finished (a kill between write and rename) in ``folders``."""
-    removed = []
     for folder in folders:
         if folder.is_dir():
             for path in folder.iterdir():
                 if TEMP.match(path.name) and path.is_file():
                     path.unlink(missing_ok=True)
-                    removed.append(path)
-    return removed
 
 
 class RunDir:

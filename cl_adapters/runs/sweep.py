@@ -12,8 +12,8 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from cl_adapters.outputs import report
 from cl_adapters.errors import UserError
+from cl_adapters.outputs import report
 
 
 class SweepSummary(Callback):

@@ -14,7 +14,9 @@ import torch
 from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
 from avalanche.benchmarks.scenarios.task_aware import with_task_labels
 from avalanche.benchmarks.utils import DataAttribute, TaskLabels
-from avalanche.benchmarks.utils.classification_dataset import TaskAwareSupervisedClassificationDataset
+from avalanche.benchmarks.utils.classification_dataset import (
+    TaskAwareSupervisedClassificationDataset,
+)
 from torch.utils.data import TensorDataset
 
 from cl_adapters.errors import UserError
@@ -64,29 +66,30 @@ def task_stream(
 
 
 def _pair(pair, where: str) -> Split:
-    """``(inputs, labels)`` as tensors (numpy arrays, tensors or nested lists), or one UserError."""
+    """``(inputs, labels)`` (numpy arrays, tensors or nested lists) as float32 or integer inputs and int64
+    labels, or one UserError naming ``where``."""
     if not isinstance(pair, (tuple, list)) or len(pair) != 2:
         raise UserError(f"{where} must be an (inputs, labels) pair, got {type(pair).__name__}")
     arrays = []
     for part, value in zip(("inputs", "labels"), pair):
         try:
-            arrays.append(torch.as_tensor(np.asarray(value)) if not isinstance(value, torch.Tensor) else value)
+            arrays.append(torch.as_tensor(value))
         except (TypeError, ValueError, RuntimeError) as e:
             raise UserError(f"{where} {part} are not an array of numbers ({' '.join(str(e).split())})") from e
-    return arrays[0], arrays[1]
-
-
-def _checked(pair, where: str) -> Split:
-    x, y = _pair(pair, where)
-    if x.is_floating_point():  # images and features; integer inputs (token ids) stay as they are
-        x = x.float()
-    if len(x) == 0:
-        raise UserError(f"{where} is empty")
+    x, y = arrays
     if len(x) != len(y):
         raise UserError(f"{where} has {len(x)} inputs but {len(y)} labels")
     if y.is_floating_point() and not torch.equal(y, y.round()):
         raise UserError(f"{where} labels must be integers")
-    y = y.long()
+    # images and features as float32; integer inputs (token ids) stay as they are
+    return (x.float() if x.is_floating_point() else x), y.long()
+
+
+def _checked(pair, where: str) -> Split:
+    """``_pair``, plus what a task must be: not empty, no negative label, no NaN/inf input."""
+    x, y = _pair(pair, where)
+    if len(x) == 0:
+        raise UserError(f"{where} is empty")
     if int(y.min()) < 0:
         raise UserError(f"{where} has a negative label ({int(y.min())})")
     if x.is_floating_point() and not torch.isfinite(x).all():
@@ -154,7 +157,7 @@ def split_by_class(
     ``0 .. C/n_tasks - 1`` in ``class_order`` (the scenario's ``classes_per_task`` keeps the original
     ids); ``*_per_task`` subsample each task, ``val_fraction`` carves a ``valid`` stream from train.
     """
-    train, test = _checked(train, "split_by_class train"), _checked(test, "split_by_class test")
+    train, test = _pair(train, "split_by_class train"), _pair(test, "split_by_class test")  # task_stream checks the rest
     order = class_order_for(torch.unique(train[1]).tolist(), class_order, seed)
     if not isinstance(n_tasks, int) or n_tasks <= 0 or len(order) % n_tasks:
         raise UserError(f"stream.n_tasks={n_tasks} must divide the {len(order)} classes evenly")
