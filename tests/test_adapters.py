@@ -229,3 +229,60 @@ def test_bottleneck_and_lora_are_adapter_methods_behind_one_interface():
         assert isinstance(adapters, AdapterSet) and adapters.supports_fusion == isinstance(cfg, AdapterConfig)
         adapters.add("0")
         assert adapters.keys() == ["0"] and len(list(adapters.parameters("0"))) > 0
+
+
+@pytest.mark.parametrize("adapter", ["houlsby", "parallel", "lora"])
+def test_task_state_round_trips_under_another_key(digits, adapter):
+    """A task's adapter leaves as named tensors without its key and loads into a fresh model under
+    another key: that key's forward is then the original task's, bit for bit (same computation)."""
+    from cl_adapters.adapters import Route
+
+    cfg = LoraConfig(r=4) if adapter == "lora" else AdapterConfig(placement=adapter, r=8)
+    torch.manual_seed(0)
+    backbone = BACKBONES["mlp"]()
+    fresh = copy.deepcopy(backbone)
+    model = grow(AdaptedModel(backbone, cfg, train_backbone="never"), digits, [0, 1])
+    with torch.no_grad():
+        for name, p in model.backbone.named_parameters():
+            if ".adapters." in name or "lora_" in name:
+                p.normal_(0, 0.5)
+    state = model.adapters.task_state("1")
+    assert state and state.keys() == model.adapters.task_state("0").keys()  # no key in the names
+    other = cfg.attach(fresh)
+    other.load_task_state("7", state)
+    assert other.keys() == ["7"]
+    x, _, _ = batch(digits, [0])
+    with torch.no_grad(), model.adapters.routed(Route.whole("1")):
+        expected = model.backbone(x)
+    with torch.no_grad(), other.routed(Route.whole("7")):
+        assert torch.equal(fresh(x), expected)
+    name = sorted(state)[0]
+    with pytest.raises(UserError, match=f"tensor {name} has shape"):
+        other.load_task_state("7", {**state, name: torch.zeros(3)})
+    with pytest.raises(UserError, match="tensor .* is missing"):
+        other.load_task_state("7", {k: v for k, v in state.items() if k != name})
+
+
+def test_merge_folds_a_lora_into_the_base_and_refuses_a_bottleneck(digits):
+    from cl_adapters.adapters import Route
+
+    torch.manual_seed(0)
+    model = grow(AdaptedModel(BACKBONES["mlp"](), LoraConfig(r=4), train_backbone="never"), digits, [0, 1])
+    with torch.no_grad():
+        for name, p in model.backbone.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    x, _, _ = batch(digits, [0])
+    with torch.no_grad():
+        routed = model.features(x, Route.whole("1"))
+        model.adapters.merge("1")
+        torch.testing.assert_close(model.backbone(x), routed)  # the bare backbone is task 1's model now
+        torch.testing.assert_close(model.features(x, Route.whole("1")), routed)
+    with pytest.raises(UserError, match=r"merged into the base weights: cannot route to tasks \['0'\]"):
+        model.features(x, Route.whole("0"))
+    with pytest.raises(UserError, match="already merged"):
+        model.adapters.merge("0")
+    bottleneck = AdapterConfig(r=4).attach(BACKBONES["mlp"]())
+    bottleneck.add("0")
+    with pytest.raises(UserError, match="cannot be merged"):
+        bottleneck.merge("0")

@@ -95,6 +95,11 @@ def test_the_allowlist_covers_every_shipped_config_and_nothing_else():
     assert all(allowlist.allowed(t) for t in shipped)
     assert allowlist.allowed("torch.optim.SGD") and not allowlist.allowed("torch.optim.lr_scheduler.LambdaLR")
     assert not allowlist.allowed("torch.optim.Optimizer.__init__") and not allowlist.allowed("torch.load")
+    # adapter methods by what they are: a config dataclass with attach() in cl_adapters.adapters, nothing else there
+    assert allowlist.allowed("cl_adapters.adapters.lora.LoraConfig")
+    assert not allowlist.allowed("cl_adapters.adapters.base.copy_state")
+    assert not allowlist.allowed("cl_adapters.adapters.route.Route") and not allowlist.allowed("cl_adapters.adapters.nope.X")
+    assert not allowlist.allowed("cl_adapters.adaptersX.AdapterConfig")
     assert allowlist.allowed("my_streams.noisy_bits", ["my_streams.*"]) and not allowlist.allowed("my_streams.x", ["other.*"])
 
 

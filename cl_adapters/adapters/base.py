@@ -1,8 +1,10 @@
 """The task-adapter method interface: what the model and the strategy need from any adapter method.
 
-A method is a config (a dataclass that checks itself) whose ``attach(backbone)`` injects into the backbone
-and returns the method's adapter set. The set grows one adapter per task key and applies a ``Route`` for
-one forward; everything else (what trains, checkpoints, fusion) goes through these few members.
+A method is a package ``adapters/<method>/`` with a config (a dataclass that checks itself) whose
+``attach(backbone)`` injects into the backbone and returns the method's adapter set. The set grows one
+adapter per task key and applies a ``Route`` for one forward; what trains, what a checkpoint holds and
+fusion go through these few members, so the model, the strategy and the checkpoint format never look
+inside a method.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
+import torch
 from torch import nn
 
 from cl_adapters.adapters.route import Route
@@ -35,6 +38,16 @@ class AdapterSet(Protocol):
     def routed(self, route: Route) -> AbstractContextManager[None]:
         """Apply ``route`` to the forwards inside the block; afterwards no state or hook is left."""
 
+    def task_state(self, key: str) -> dict[str, torch.Tensor]:
+        """``key``'s adapter as named tensors (names without the key: loadable under another key)."""
+
+    def load_task_state(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
+        """Create ``key``'s adapter if needed and load ``task_state`` tensors into it (``copy_state``)."""
+
+    def merge(self, key: str) -> None:
+        """Fold ``key``'s adapter into the base weights (a linear method only; others raise UserError):
+        the bare backbone then computes that task's function, for serving one task at no extra cost."""
+
 
 @runtime_checkable
 class AdapterMethod(Protocol):
@@ -53,3 +66,18 @@ def check_shared_fields(cfg) -> None:
         cfg.targets = list(cfg.targets)
         if not cfg.targets:
             raise UserError("adapter.targets must name at least one module pattern (or be null)")
+
+
+def copy_state(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], what: str) -> None:
+    """Copy ``tensors`` into the live tensors ``own``: the same names and shapes, or a UserError naming
+    the first tensor that does not fit (``what``: whose state it is)."""
+    if unknown := sorted(tensors.keys() - own.keys()):
+        raise UserError(f"{what}: tensor {unknown[0]} is not in the model ({len(unknown)} such)")
+    if missing := sorted(own.keys() - tensors.keys()):
+        raise UserError(f"{what}: tensor {missing[0]} is missing ({len(missing)} such)")
+    for name, tensor in own.items():
+        if tensor.shape != tensors[name].shape:
+            raise UserError(f"{what}: tensor {name} has shape {tuple(tensors[name].shape)}, the model {tuple(tensor.shape)}")
+    with torch.no_grad():
+        for name, tensor in own.items():
+            tensor.copy_(tensors[name])

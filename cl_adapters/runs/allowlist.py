@@ -8,21 +8,22 @@ is built, naming the target and the file.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
+import importlib
 from collections.abc import Iterable
 from pathlib import Path
 
 from cl_adapters.errors import UserError
 
-# Every constructor the shipped configs use (a test keeps this in step with cl_adapters/conf/).
+# Every constructor the shipped configs use besides adapter methods (a test keeps this in step with
+# cl_adapters/conf/); an adapter method's config is recognised by what it is (``_is_adapter_method``).
 TARGETS = frozenset({
     "cl_adapters.strategies.ContinualStrategy",
     "cl_adapters.models.AdaptedModel",
     "cl_adapters.models.MLP",
     "cl_adapters.models.PatchTransformer",
     "cl_adapters.models.HFEncoder",
-    "cl_adapters.adapters.AdapterConfig",
-    "cl_adapters.adapters.LoraConfig",
     "cl_adapters.adapters.FusionConfig",
     "cl_adapters.streams.split_digits",
     "cl_adapters.streams.split_mnist",
@@ -45,10 +46,24 @@ def _is_optimizer(target: str) -> bool:
     return isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)
 
 
+def _is_adapter_method(target: str) -> bool:
+    """A config class (a dataclass with ``attach``) in the package ``cl_adapters.adapters``: a new method's
+    package needs no entry here. Only the project's own modules are imported to tell."""
+    module, _, name = target.rpartition(".")
+    if module != "cl_adapters.adapters" and not module.startswith("cl_adapters.adapters."):
+        return False
+    try:
+        cls = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return False
+    return isinstance(cls, type) and dataclasses.is_dataclass(cls) and callable(getattr(cls, "attach", None))
+
+
 def allowed(target: object, extra: Iterable[str] = ()) -> bool:
     if not isinstance(target, str):
         return False
-    return target in TARGETS or _is_optimizer(target) or any(fnmatch.fnmatchcase(target, p) for p in extra)
+    return (target in TARGETS or _is_optimizer(target) or _is_adapter_method(target)
+            or any(fnmatch.fnmatchcase(target, p) for p in extra))
 
 
 def check(config: object, source: str | Path, extra: Iterable[str] = ()) -> None:

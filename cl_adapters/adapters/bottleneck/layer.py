@@ -12,14 +12,22 @@ from cl_adapters.adapters.route import NO_ROUTE, Route
 
 
 class Bottleneck(nn.Module):
-    """``scaling * up(act(down(x)))``: the adapter's contribution, added by the caller."""
+    """``scaling * up(act(down(x)))``: the adapter's contribution, added by the caller.
 
-    def __init__(self, in_dim: int, out_dim: int, cfg: AdapterConfig):
+    ``down`` and ``up`` are any modules that act like ``nn.Linear`` (``weight``, ``bias``, ``in_features``):
+    plain Linear layers by default, structured ones for other methods (Compacter's PHM layers). Fusion
+    and the fused add read only those, so any such adapter fuses.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, cfg: AdapterConfig, down: nn.Module | None = None,
+                 up: nn.Module | None = None):
         super().__init__()
-        self.down = nn.Linear(in_dim, cfg.r)
-        self.up = nn.Linear(cfg.r, out_dim)
-        nn.init.zeros_(self.up.weight)  # identity at init
-        nn.init.zeros_(self.up.bias)
+        self.down = down if down is not None else nn.Linear(in_dim, cfg.r)
+        if up is None:
+            up = nn.Linear(cfg.r, out_dim)
+            nn.init.zeros_(up.weight)  # identity at init
+            nn.init.zeros_(up.bias)
+        self.up = up
         self.act = getattr(F, cfg.activation)
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout else nn.Identity()
         self.scaling = cfg.scaling
@@ -83,12 +91,20 @@ class AdapterLayer(nn.Module):
     def clear(self) -> None:
         self.route, self._source_input = NO_ROUTE, None
 
-    def add(self, task: str, cfg: AdapterConfig) -> None:
-        in_dim = self.in_dim if self.mode == "parallel" else self.out_dim
-        self.adapters[task] = Bottleneck(in_dim, self.out_dim, cfg).to(next(self.base.parameters()).device)
+    @property
+    def adapter_in(self) -> int:
+        """An adapter's input width: the base's input beside it (parallel), its output after it (serial)."""
+        return self.in_dim if self.mode == "parallel" else self.out_dim
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.base.parameters()).device
+
+    def add(self, task: str, adapter: nn.Module) -> None:
+        self.adapters[task] = adapter.to(self.device)
 
     def add_fusion(self, task: str, keys: list[str], cfg: FusionConfig) -> None:
-        self.fusions[task] = Fusion(self.out_dim, keys, cfg).to(next(self.base.parameters()).device)
+        self.fusions[task] = Fusion(self.out_dim, keys, cfg).to(self.device)
 
     def _adapted(self, task: str, out: torch.Tensor, src: torch.Tensor, inplace: bool) -> torch.Tensor:
         """``out`` + task's adapter, or its fusion of adapters."""

@@ -8,11 +8,13 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
+from cl_adapters.adapters.base import copy_state
 from cl_adapters.adapters.bottleneck.config import AdapterConfig
 from cl_adapters.adapters.bottleneck.fusion import FusionConfig
-from cl_adapters.adapters.bottleneck.layer import AdapterLayer
+from cl_adapters.adapters.bottleneck.layer import AdapterLayer, Bottleneck
 from cl_adapters.adapters.presets import Target, preset
 from cl_adapters.adapters.route import Route
 from cl_adapters.errors import UserError
@@ -54,9 +56,9 @@ class BottleneckAdapters:
         self.layer_names, self.layers = list(named), list(named.values())
 
     def add(self, key: str) -> None:
-        for layer in self.layers:
-            if key not in layer.adapters:
-                layer.add(key, self.cfg)
+        if key not in self.keys():
+            for layer in self.layers:
+                layer.add(key, Bottleneck(layer.adapter_in, layer.out_dim, self.cfg))
 
     def keys(self) -> list[str]:
         return list(self.layers[0].adapters)
@@ -64,6 +66,18 @@ class BottleneckAdapters:
     def parameters(self, key: str) -> Iterator[nn.Parameter]:
         for layer in self.layers:
             yield from layer.adapters[key].parameters()
+
+    def task_state(self, key: str) -> dict[str, torch.Tensor]:
+        return {f"{name}.{k}": t for name, layer in zip(self.layer_names, self.layers)
+                for k, t in layer.adapters[key].state_dict().items()}
+
+    def load_task_state(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
+        self.add(key)
+        copy_state(self.task_state(key), tensors, f"adapter {key}")
+
+    def merge(self, key: str) -> None:
+        raise UserError(f"{type(self).__name__}: an adapter with a non-linearity (adapter.activation) cannot be "
+                        "merged into the base weights; serve it routed, or use LoRA")
 
     def add_fusion(self, key: str, over: list[str], cfg: FusionConfig) -> None:
         """A fusion for task ``key`` over the adapters ``over``, in every layer."""

@@ -11,8 +11,10 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
+from cl_adapters.adapters.base import copy_state
 from cl_adapters.adapters.route import Route
 from cl_adapters.errors import UserError
 
@@ -26,6 +28,8 @@ class LoraAdapters:
         self.backbone = backbone
         self.peft_config = cfg.to_peft(backbone)
         self.layers: list[nn.Module] = []
+        self.layer_names: list[str] = []
+        self.merged: str | None = None  # the key folded into the base weights (merge)
 
     def add(self, key: str) -> None:
         from peft import inject_adapter_in_model
@@ -40,7 +44,8 @@ class LoraAdapters:
             except ValueError as e:  # peft: no target matched / a target is not a supported layer
                 raise UserError(f"adapter (LoRA): {' '.join(str(e).split())}") from e
         if not self.layers:
-            self.layers = [m for m in self.backbone.modules() if isinstance(m, LoraLayer)]
+            named = [(n, m) for n, m in self.backbone.named_modules() if isinstance(m, LoraLayer)]
+            self.layer_names, self.layers = [n for n, _ in named], [m for _, m in named]
         for layer in self.layers:
             layer._active_adapter = []  # bare until a forward is routed
 
@@ -52,12 +57,35 @@ class LoraAdapters:
             yield from layer.lora_A[key].parameters()
             yield from layer.lora_B[key].parameters()
 
+    def task_state(self, key: str) -> dict[str, torch.Tensor]:
+        return {f"{name}.{part}.{k}": t for name, layer in zip(self.layer_names, self.layers)
+                for part in ("lora_A", "lora_B") for k, t in getattr(layer, part)[key].state_dict().items()}
+
+    def load_task_state(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
+        self.add(key)
+        copy_state(self.task_state(key), tensors, f"LoRA {key}")
+
+    def merge(self, key: str) -> None:
+        """Fold ``key``'s LoRA into the base weights (peft's merge): from then on the bare backbone is
+        that task's model, and a route to any other task is refused."""
+        if self.merged not in (None, key):
+            raise UserError(f"LoRA {self.merged} is already merged into the base weights; cannot merge {key} too")
+        if self.merged is None:
+            for layer in self.layers:
+                layer.merge(adapter_names=[key])
+            self.merged = key
+
     @contextmanager
     def routed(self, route: Route) -> Iterator[None]:
         """``route`` for the forwards inside the block: one task's LoRA active on every layer, or peft's
         per-sample ``adapter_names`` passed by a pre-hook; afterwards no LoRA is active and the hooks
         are gone (a direct forward is the bare backbone)."""
         hooks = []
+        if self.merged is not None:  # the base weights are the merged task's: nothing to route
+            if others := sorted({key for key, _ in route} - {self.merged}):
+                raise UserError(f"LoRA {self.merged} is merged into the base weights: cannot route to tasks {others}")
+            yield
+            return
         if len(route) == 1:
             for layer in self.layers:
                 # set the active adapter directly: peft's set_adapter() would also flip requires_grad
