@@ -18,6 +18,15 @@ BACKBONES = {
 PLACEMENTS = ["houlsby", "pfeiffer", "parallel"]
 
 
+def method(name: str):
+    """An adapter method's config by name, small."""
+    from cl_adapters.adapters.compacter import CompacterConfig
+
+    if "lora" in name:
+        return LoraConfig(r=4)
+    return CompacterConfig(r=8) if name == "compacter" else AdapterConfig(placement=name, r=8)
+
+
 def grow(model: AdaptedModel, scenario, tasks) -> AdaptedModel:
     """Adapt the model to training experiences as the strategy does (creates adapters + heads)."""
     model.train()
@@ -195,7 +204,7 @@ def test_one_preset_table_serves_every_adapter_kind():
 
 
 @pytest.mark.parametrize("family", BACKBONES)
-@pytest.mark.parametrize("adapter", ["houlsby", "parallel", "lora", "shared lora"])
+@pytest.mark.parametrize("adapter", ["houlsby", "parallel", "compacter", "lora", "shared lora"])
 @pytest.mark.parametrize("mixed", [False, True])
 def test_no_routing_state_or_hook_outlives_a_forward(digits, family, adapter, mixed):
     """Routing is a value set for one forward: afterwards a direct backbone(x) is the bare backbone,
@@ -205,8 +214,8 @@ def test_no_routing_state_or_hook_outlives_a_forward(digits, family, adapter, mi
     torch.manual_seed(0)
     backbone = BACKBONES[family]()
     bare = copy.deepcopy(backbone).eval()
-    cfg = LoraConfig(r=4) if "lora" in adapter else AdapterConfig(placement=adapter, r=8)
-    model = grow(AdaptedModel(backbone, cfg, per_task=adapter != "shared lora", train_backbone="never"), digits, [0, 1])
+    model = grow(AdaptedModel(backbone, method(adapter), per_task=adapter != "shared lora", train_backbone="never"),
+                 digits, [0, 1])
     with torch.no_grad():  # adapters that change outputs, as after training
         for name, p in model.backbone.named_parameters():
             if ".adapters." in name or "lora_B" in name:
@@ -223,7 +232,7 @@ def test_no_routing_state_or_hook_outlives_a_forward(digits, family, adapter, mi
 def test_bottleneck_and_lora_are_adapter_methods_behind_one_interface():
     from cl_adapters.adapters import AdapterMethod, AdapterSet
 
-    for cfg in (AdapterConfig(r=4), LoraConfig(r=4)):
+    for cfg in (AdapterConfig(r=4), method("compacter"), LoraConfig(r=4)):
         assert isinstance(cfg, AdapterMethod)
         adapters = cfg.attach(BACKBONES["mlp"]())
         assert isinstance(adapters, AdapterSet) and adapters.supports_fusion == isinstance(cfg, AdapterConfig)
@@ -231,13 +240,13 @@ def test_bottleneck_and_lora_are_adapter_methods_behind_one_interface():
         assert adapters.keys() == ["0"] and len(list(adapters.parameters("0"))) > 0
 
 
-@pytest.mark.parametrize("adapter", ["houlsby", "parallel", "lora"])
+@pytest.mark.parametrize("adapter", ["houlsby", "parallel", "compacter", "lora"])
 def test_task_state_round_trips_under_another_key(digits, adapter):
     """A task's adapter leaves as named tensors without its key and loads into a fresh model under
     another key: that key's forward is then the original task's, bit for bit (same computation)."""
     from cl_adapters.adapters import Route
 
-    cfg = LoraConfig(r=4) if adapter == "lora" else AdapterConfig(placement=adapter, r=8)
+    cfg = method(adapter)
     torch.manual_seed(0)
     backbone = BACKBONES["mlp"]()
     fresh = copy.deepcopy(backbone)
