@@ -32,15 +32,18 @@ from torch import nn  # noqa: E402
 
 import cl_adapters  # noqa: E402,F401
 from cl_adapters.adapters import AdapterConfig  # noqa: E402
+from cl_adapters.adapters.compacter import CompacterConfig  # noqa: E402
 from cl_adapters.models import AdaptedModel, HFEncoder, default_encoder_path  # noqa: E402
 
 BATCH, LENGTH, R = 32, 128, 24  # r = 384 / 16, AdapterHub's default reduction factor
 OUT = Path(__file__).parent / "results"
-TRAIN = ["full_ft", "ours_pfeiffer", "adapterhub_pfeiffer", "ours_houlsby", "adapterhub_houlsby", "ours_parallel", "peft_lora"]
-INFER = ["bare", "ours_pfeiffer", "adapterhub_pfeiffer", "ours_houlsby", "adapterhub_houlsby"]
+TRAIN = ["full_ft", "ours_pfeiffer", "adapterhub_pfeiffer", "ours_houlsby", "adapterhub_houlsby", "ours_parallel",
+         "ours_compacter", "adapterhub_compacter", "peft_lora"]
+INFER = ["bare", "ours_pfeiffer", "adapterhub_pfeiffer", "ours_houlsby", "adapterhub_houlsby", "ours_compacter",
+         "adapterhub_compacter"]
 OURS = {"pfeiffer": AdapterConfig("pfeiffer", r=R), "houlsby": AdapterConfig("houlsby", r=R, activation="silu"),
-        "parallel": AdapterConfig("parallel", r=R)}
-HUB = {"pfeiffer": "SeqBnConfig", "houlsby": "DoubleSeqBnConfig"}
+        "parallel": AdapterConfig("parallel", r=R), "compacter": CompacterConfig(r=R)}
+HUB = {"pfeiffer": "SeqBnConfig", "houlsby": "DoubleSeqBnConfig", "compacter": "CompacterConfig"}
 
 
 class Pooled(nn.Module):

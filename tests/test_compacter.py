@@ -1,7 +1,6 @@
 """Compacter (adapters/compacter/): the PHM product, one shared rule per task, identity at init,
 AdapterHub's parameter count, fusion, checkpoints through the adapter-method interface, and a run."""
 
-import copy
 
 import pytest
 import torch

@@ -68,11 +68,46 @@ def test_a_mismatched_adapter_file_is_refused_naming_the_tensor(finished):
     links = checkpoints.chain()
     config = json.loads(json.dumps(links[0].config))
     config["strategy"]["model"]["adapter"]["r"] = 16  # the run's adapters have r=64
-    with pytest.raises(UserError, match=r"task-0.safetensors: tensor backbone\.layers\.0\.adapters\.0\.down\.\w+ \(64,"
-                                        r".* does not fit the model \(\(16,"):
+    with pytest.raises(UserError, match=r"task-0.safetensors: adapter 0: tensor layers\.0\.down\.\w+ has shape \(64,"
+                                        r".*, the model \(16,"):
         checkpoints.load(build_model(config, links[0].record["input_shape"]), links)
 
 
 def test_no_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="no usable checkpoint"):
         load_run(tmp_path)
+
+
+def test_one_format_a_runs_checkpoint_is_a_task_file(finished, tmp_path):
+    """The run's chain and an export are the same task files: load_task takes a task straight from a
+    run's checkpoint, and the files hold the task's parts by role (no task key in an adapter's names)."""
+    out, _ = finished
+    model = load_run(out)
+    links = Checkpoints(out).chain()
+    chain_file = checkpoint.read(links[1].path)
+    roles = {name.split(".", 1)[0] for name in chain_file.tensors}
+    assert {"head", "adapter", "fusion"} <= roles <= {"head", "adapter", "fusion", "shared", "rng", "plugin"}
+    assert chain_file.role("adapter.").keys() == checkpoint.read(links[0].path).role("adapter.").keys()
+    export(out, tmp_path)
+    exported = checkpoint.read(tmp_path / "task-1.safetensors")
+    assert {name.split(".", 1)[0] for name in exported.tensors} == {"head", "adapter", "fusion"}
+    assert all(torch.equal(exported.tensors[k], chain_file.tensors[k]) for k in exported.tensors)
+
+    fresh = build_model(links[0].config, links[0].record["input_shape"])
+    checkpoint.restore(fresh, checkpoint.read(links[0].path))  # task 0's link: the whole model after task 0
+    assert checkpoint.load_task(fresh, links[1].path) == 1
+    fresh.eval()
+    x = torch.rand(6, 1, 8, 8)
+    assert torch.equal(fresh(x, 1), model(x, 1))
+
+
+def test_an_edited_export_is_refused_naming_the_file(finished, tmp_path):
+    out, _ = finished
+    export(out, tmp_path)
+    path = tmp_path / "task-1.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    links = Checkpoints(out).chain()
+    with pytest.raises(UserError, match=r"task-1.safetensors: its contents do not match its digest"):
+        checkpoint.load(build_model(links[0].config, links[0].record["input_shape"]), tmp_path)

@@ -18,7 +18,8 @@ import torch
 from cl_adapters.runs import allowlist
 from cl_adapters.errors import UserError
 from cl_adapters.runs.inference import load_run, predict
-from cl_adapters.runs.resume import Checkpoints, digest
+from cl_adapters.models.checkpoint import digest
+from cl_adapters.runs.resume import Checkpoints
 from cl_adapters.runs.rundir import RunDir, RunDirBusy
 from cl_adapters.runs.run import run
 

@@ -26,6 +26,10 @@ class CostPlugin(SupervisedPlugin):
         super().__init__()
         self.tasks: list[dict] = []
 
+    def restore(self, measured: dict) -> None:
+        """Resume: the records of the tasks a checkpoint's results hold (its ``costs``)."""
+        self.tasks = list(measured.get("costs", []))
+
     def before_training_exp(self, strategy, **kwargs):
         self._trainable: dict[int, torch.Tensor] = {}
         self._samples = 0

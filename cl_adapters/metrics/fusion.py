@@ -16,6 +16,10 @@ class FusionAttention(SupervisedPlugin):
         super().__init__()
         self.attention: dict[int, dict] = {}
 
+    def restore(self, measured: dict) -> None:
+        """Resume: the attention a checkpoint's results recorded (its ``fusion_attention``)."""
+        self.attention = {int(t): a for t, a in measured.get("fusion_attention", {}).items()}
+
     def before_eval_exp(self, strategy, **kwargs):
         for module in strategy.model.modules():
             if isinstance(module, Fusion):

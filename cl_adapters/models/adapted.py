@@ -157,11 +157,15 @@ class AdaptedModel(MultiTaskModule):
         for key, head in self.heads.items():
             head.requires_grad_(key == task_key(task) or key in seen)
 
+    def owns_adapter(self, task: int) -> bool:
+        """Whether ``task`` has an adapter (and fusion) of its own, rather than none or a shared one."""
+        return self.adapters is not None and self.per_task and task_key(task) in self.adapters.keys()
+
     def task_parameters(self, task: int) -> dict[str, nn.Parameter]:
         """The parameters that belong to ``task`` alone: its head and, if per task, its adapter and fusion."""
         key = task_key(task)
         own = set(map(id, self.heads[key].parameters()))
-        if self.adapters is not None and self.per_task and key in self.adapters.keys():
+        if self.owns_adapter(task):
             own |= set(map(id, self.adapters.parameters(key)))
             own |= {id(p) for fusion in self.fusions(task) for p in fusion.parameters()}
         return {n: p for n, p in self.named_parameters() if id(p) in own}

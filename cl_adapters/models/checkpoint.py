@@ -1,30 +1,70 @@
-"""An AdaptedModel on disk with safetensors (never pickle): the base once, plus one file per task with
-what that task alone owns (its head, adapter and fusion).
+"""The one checkpoint format: safetensors task files (never pickle), each verifying itself.
 
-The adapter and fusion configs travel in each task file's metadata and must match the model loading
-it: a fusion's outputs depend on its temperature and shape, and a silent mismatch is how a reloaded
-fusion loses accuracy. Loading into a model built from the same config reproduces its outputs exactly.
+A task file holds what one task alone owns, by role, and what its writer adds:
+
+    head.<name>             the task's head
+    adapter.<name>          its adapter, as the method's ``task_state`` (names without the task key)
+    fusion.<layer>.<name>   its fusion in each adapted layer
+    shared.<state name>     what no single task owns (the backbone, a shared adapter, other tasks' heads
+                            that trained on): all of it in an export's ``base.safetensors``, what changed
+                            during the task in a run's checkpoint chain (``runs/resume.py``)
+    anything else           the writer's own (the chain: RNG and CL-plugin state)
+
+Metadata: the format, the task, its head width and fused adapters, every head's width, the adapter and
+fusion configs (they must match the model loading the file: a fusion's output depends on its
+temperature, and a silent mismatch is how a reloaded fusion loses accuracy), the writer's fields, and
+``digest``, sha256 over all of it. An export is a folder: ``base.safetensors`` + ``task-<t>.safetensors``
+per task. Loading into a model built from the same config reproduces its outputs exactly.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+import safetensors
+import safetensors.torch
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
+from cl_adapters.adapters.base import copy_state
 from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
 from cl_adapters.models.adapted import AdaptedModel, task_key
 
+FORMAT = "cl-adapters task file 2"
 BASE = "base.safetensors"
+ROLES = ("head.", "adapter.", "fusion.", "shared.")
 
 
 def task_file(directory: str | Path, task: int) -> Path:
     return Path(directory) / f"task-{task}.safetensors"
+
+
+def digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """sha256 over the metadata and every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class TaskFile:
+    """One verified file: ``task`` is None for a base file."""
+
+    path: Path
+    task: int | None
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str]  # without the digest
+    digest: str
+
+    def role(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
 
 
 def _configs(model: AdaptedModel) -> dict[str, str]:
@@ -34,67 +74,130 @@ def _configs(model: AdaptedModel) -> dict[str, str]:
     return {"adapter": describe(model.adapter_config), "fusion": describe(model.fusion)}
 
 
-def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    return path
+def own_tensors(model: AdaptedModel, task: int) -> dict[str, torch.Tensor]:
+    """What ``task`` alone owns, by role: its head and, if per task, its adapter and fusion."""
+    key = task_key(task)
+    tensors = {f"head.{k}": v for k, v in model.heads[key].state_dict().items()}
+    if model.owns_adapter(task):
+        tensors |= {f"adapter.{k}": v for k, v in model.adapters.task_state(key).items()}
+        for i, fusion in enumerate(model.fusions(task)):
+            tensors |= {f"fusion.{i}.{k}": v for k, v in fusion.state_dict().items()}
+    return tensors
 
 
-def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def write(path: str | Path, model: AdaptedModel, task: int | None = None, shared: dict | None = None,
+          extra: dict | None = None, metadata: dict[str, str] | None = None) -> str:
+    """Write one file atomically: ``task``'s own parts (if it was trained), ``shared`` (state-dict names),
+    the writer's ``extra`` tensors and ``metadata``; returns its digest."""
+    meta = {"format": FORMAT, **_configs(model), "heads": json.dumps({k: h.out_features for k, h in model.heads.items()}),
+            "trained_tasks": json.dumps(model.trained_tasks), **(metadata or {})}
+    tensors = {f"shared.{k}": v for k, v in (shared or {}).items()} | (extra or {})
+    if task is not None:
+        meta["task"] = str(task)
+        if task in model.trained_tasks:
+            fusions = model.fusions(task)
+            meta["fusion_over"] = json.dumps(fusions[0].keys if fusions else None)
+            tensors |= own_tensors(model, task)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta["digest"] = digest(tensors, meta)
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_bytes(safetensors.torch.save(tensors, metadata=meta))
+    return meta["digest"]
+
+
+def read(path: str | Path) -> TaskFile:
+    """A file, verified against its own digest; ValueError says what is wrong with it."""
+    path = Path(path)
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (OSError, safetensors.SafetensorError) as e:
+        raise ValueError(f"unreadable: {e}") from e
+    if metadata.get("format") != FORMAT:
+        raise ValueError("not a cl-adapters task file")
+    stored = metadata.pop("digest", None)
+    if stored != digest(tensors, metadata):
+        raise ValueError("its contents do not match its digest (corrupt or edited)")
+    try:
+        task = int(metadata["task"]) if "task" in metadata else None
+        json.loads(metadata["heads"]), json.loads(metadata["trained_tasks"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"malformed metadata ({e})") from e
+    return TaskFile(path, task, tensors, metadata, stored)
+
+
+def restore(model: AdaptedModel, file: TaskFile) -> None:
+    """Create ``file``'s parts in ``model`` (every head it names; its task's adapter and fusion) and load
+    them, then its shared tensors; a tensor that does not fit is named, then a config that differs."""
+    meta = file.metadata
+    try:
+        heads = json.loads(meta["heads"])
+        for key, classes in heads.items():
+            model.add_task(int(key), classes, train=False)
+        if file.task is not None and "fusion_over" in meta:
+            key = task_key(file.task)
+            model.restore_task(file.task, heads[key], json.loads(meta["fusion_over"]))
+            copy_state(model.heads[key].state_dict(), file.role("head."), f"head {key}")
+            if model.owns_adapter(file.task):
+                model.adapters.load_task_state(key, file.role("adapter."))
+                for i, fusion in enumerate(model.fusions(file.task)):
+                    copy_state(fusion.state_dict(), file.role(f"fusion.{i}."), f"fusion {key} in layer {i}")
+        shared, state = file.role("shared."), model.state_dict()
+        copy_state({k: state[k] for k in shared if k in state}, shared, "shared")
+    except UserError as e:
+        raise UserError(f"{file.path}: {e}") from None
+    except (KeyError, ValueError) as e:  # a file that verifies but whose contents the model cannot take
+        raise UserError(f"{file.path}: does not fit the model ({type(e).__name__}: {e})") from None
+    for name, saved in _configs(model).items():
+        if meta.get(name) != saved:
+            raise UserError(f"{file.path}: saved with {name} config {meta.get(name)}, the model has {saved}")
+
+
+def _read(path: Path) -> TaskFile:
     if not path.exists():
         raise UserError(f"checkpoint file not found: {path}")
-    with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+    try:
+        return read(path)
+    except ValueError as e:
+        raise UserError(f"{path}: {e}") from None
 
 
 def save_task(model: AdaptedModel, task: int, path: str | Path) -> Path:
-    key = task_key(task)
-    fusions = model.fusions(task)
-    metadata = {"task": key, "classes": str(model.heads[key].out_features),
-                "fusion_over": json.dumps(fusions[0].keys if fusions else None), **_configs(model)}
-    return _save(model.task_parameters(task), Path(path), metadata)
+    """``task``'s own parts (head, adapter, fusion) with their configs: loadable with ``load_task``."""
+    write(path, model, task)
+    return Path(path)
 
 
 def load_task(model: AdaptedModel, path: str | Path) -> int:
-    """Create the task's parts in ``model`` and load them; returns the task label."""
-    path = Path(path)
-    tensors, meta = _read(path)
-    for name, saved in _configs(model).items():
-        if meta.get(name) != saved:
-            raise UserError(f"{path}: saved with {name} config {meta.get(name)}, the model has {saved}")
-    task = int(meta["task"])
-    model.restore_task(task, int(meta["classes"]), json.loads(meta["fusion_over"]))
-    own = model.task_parameters(task)
-    if set(own) != set(tensors):
-        raise UserError(f"{path}: tensors {sorted(set(tensors) ^ set(own))[:4]} do not match the model's task {task}")
-    with torch.no_grad():
-        for name, p in own.items():
-            if p.shape != tensors[name].shape:
-                raise UserError(f"{path}: {name} has shape {tuple(tensors[name].shape)}, the model {tuple(p.shape)}")
-            p.copy_(tensors[name])
-    return task
+    """Create one task's parts in ``model`` and load them; returns the task label."""
+    file = _read(Path(path))
+    if file.task is None:
+        raise UserError(f"{path}: a base file, not a task's")
+    restore(model, file)
+    return file.task
 
 
 def save(model: AdaptedModel, directory: str | Path) -> Path:
     """``base.safetensors`` (everything no single task owns) and ``task-<t>.safetensors`` per trained task."""
     directory = Path(directory)
     owned = {name for t in model.trained_tasks for name in model.task_parameters(t)}
-    base = {k: v for k, v in model.state_dict().items() if k not in owned}
-    _save(base, directory / BASE, {"tasks": json.dumps(model.trained_tasks)})
+    write(directory / BASE, model, shared={k: v for k, v in model.state_dict().items() if k not in owned})
     for t in model.trained_tasks:
-        save_task(model, t, task_file(directory, t))
+        write(task_file(directory, t), model, t)
     return directory
 
 
 def load(model: AdaptedModel, directory: str | Path) -> AdaptedModel:
     """Load what ``save`` wrote into a model built from the same config (before any task)."""
     directory = Path(directory)
-    base, meta = _read(directory / BASE)
-    for t in json.loads(meta["tasks"]):
-        load_task(model, task_file(directory, t))
-    missing, unexpected = model.load_state_dict(base, strict=False)
-    owned = {name for t in model.trained_tasks for name in model.task_parameters(t)}
-    if unexpected or set(missing) - owned:
-        raise UserError(f"{directory / BASE} does not match the model: missing {sorted(set(missing) - owned)[:4]}, "
-                        f"unexpected {unexpected[:4]}")
+    base = _read(directory / BASE)
+    trained = json.loads(base.metadata["trained_tasks"])
+    for t in trained:
+        restore(model, _read(task_file(directory, t)))
+    restore(model, base)
+    owned = {name for t in trained for name in model.task_parameters(t)}
+    if missing := sorted(set(model.state_dict()) - owned - set(base.role("shared."))):
+        raise UserError(f"{directory / BASE} does not match the model: it lacks {missing[:4]}")
+    model.trained_tasks[:] = trained
     return model

@@ -1,24 +1,22 @@
-"""Per-task checkpoints of a run: a hash chain of safetensors files, and resuming from its newest link.
+"""A run's checkpoints: a hash chain of task files (``models/checkpoint.py``, the one format), and
+resuming from its newest link.
 
-After task i the run writes ``<run dir>/checkpoint/task-<i>.safetensors``, one file, atomically:
-
-- tensors: what task i created or changed (its head, adapter and fusion; the backbone too when it
-  trained), the RNG states and the CL plugins' state; task 0's file holds the whole model;
-- metadata: the run id, the task, ``previous`` (task i-1's digest), what rebuilds task i's parts and
-  the results so far; task 0's also the run's config (stored once: later links are bound to it);
-- ``digest``: sha256 over all of the above, so a file verifies itself.
+After task i the run writes ``<run dir>/checkpoint/task-<i>.safetensors``, one task file, atomically:
+task i's own parts, as ``shared.*`` what else changed during it (task 0's: the whole model; the backbone
+whenever it trains), and what is not the model: the RNG states and the CL plugins' state as tensors;
+in the metadata the run id, ``previous`` (task i-1's digest), the record (input shape, RNG, plugin
+info, results so far) and, in task 0's only, the run's config (later links are bound to it by the chain).
 
 A chain is read from task 0 on and ends before the first file that is missing, corrupt, of another run
 (run id) or of another attempt (``previous``); what is after it is not used. Files that are not
 ``task-<i>.safetensors`` are ignored. A resume rebuilds the run's objects from the (current, compared)
-config, overlays links 0..i, restores RNG and plugin state and goes on with task i+1: on CPU it ends
-with the accuracy matrix of a run that was never stopped, bit for bit. ``cl_adapters.runs.inference``
-reads the same chain, and instantiates the stored config only through ``allowlist.check``.
+config, restores links 0..i, the RNG and plugin state and goes on with task i+1: on CPU it ends with
+the accuracy matrix of a run that was never stopped, bit for bit. ``cl_adapters.runs.inference`` reads
+the same chain, and instantiates the stored config only through ``allowlist.check``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -27,61 +25,53 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import safetensors
-import safetensors.torch
 import torch
 
-from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
-from cl_adapters.models.adapted import task_key
+from cl_adapters.models import checkpoint
 from cl_adapters.outputs.results import dumps, flatten
 from cl_adapters.runs import plugin_state
 
-FORMAT = "cl-adapters checkpoint 1"
 UNCHECKED = ("logger", "resume")  # config that may change between a run and its resume
 NAME = re.compile(r"^task-(0|[1-9][0-9]*)\.safetensors$")
 
 
-def digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
-    """sha256 over the metadata and every tensor's name, dtype, shape and bytes."""
-    h = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode())
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 @dataclass
 class Link:
-    """One verified checkpoint file."""
+    """One verified checkpoint file of a run."""
 
-    task: int
-    path: Path
+    file: checkpoint.TaskFile
     run_id: str
     previous: str  # the digest of the link before it ("" for task 0)
-    digest: str
-    record: dict  # input_shape, heads, fusion_over, trained_tasks, rng, plugins, results
+    record: dict  # input_shape, rng, plugins, results
     config: dict | None  # task 0 only
-    tensors: dict[str, torch.Tensor]
+
+    @property
+    def task(self) -> int:
+        return self.file.task
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+    @property
+    def digest(self) -> str:
+        return self.file.digest
+
+    def run_state(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The tensors that are not the model: ``rng.`` or ``plugin.``."""
+        return {k: v for k, v in self.file.tensors.items() if k.startswith(prefix)}
 
 
 def read_link(path: Path) -> Link:
-    """A checkpoint file, verified against its own digest; ValueError says what is wrong with it."""
+    """A run's checkpoint file, verified against its own digest; ValueError says what is wrong with it."""
+    file = checkpoint.read(path)
+    meta = file.metadata
+    if file.task is None or "run_id" not in meta:
+        raise ValueError("not a run's checkpoint (an exported model?)")
     try:
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (OSError, safetensors.SafetensorError) as e:
-        raise ValueError(f"unreadable: {e}") from e
-    if metadata.get("format") != FORMAT:
-        raise ValueError("not a cl-adapters checkpoint")
-    stored = metadata.pop("digest", None)
-    if stored != digest(tensors, metadata):
-        raise ValueError("its contents do not match its digest (corrupt or edited)")
-    try:
-        return Link(int(metadata["task"]), path, metadata["run_id"], metadata["previous"], stored, json.loads(metadata["record"]),
-                    json.loads(metadata["config"]) if "config" in metadata else None, tensors)
+        return Link(file, meta["run_id"], meta["previous"], json.loads(meta["record"]),
+                    json.loads(meta["config"]) if "config" in meta else None)
     except (KeyError, ValueError, TypeError) as e:
         raise ValueError(f"malformed metadata ({e})") from e
 
@@ -134,22 +124,19 @@ class Checkpoints:
 
     def save(self, task: int, model, results: dict, plugins: list = ()) -> Path:
         state = model.state_dict()
-        changed = {k: v for k, v in state.items() if k not in self._last or not torch.equal(v, self._last[k])}
+        own = set(model.task_parameters(task)) if task in model.trained_tasks else set()
+        changed = {k: v for k, v in state.items()
+                   if k not in own and (k not in self._last or not torch.equal(v, self._last[k]))}
         rng_tensors, rng = _rng_state()
         plugin_tensors, plugins_info = plugin_state.state(plugins)
-        fusions = model.fusions(task)
-        record = {"input_shape": self.input_shape, "heads": {k: h.out_features for k, h in model.heads.items()},
-                  "fusion_over": fusions[0].keys if fusions else None, "trained_tasks": model.trained_tasks,
-                  "rng": rng, "plugins": plugins_info, "results": {k: v for k, v in results.items() if k != "config"}}
-        metadata = {"format": FORMAT, "run_id": self.run_id, "task": str(task), "previous": self._previous,
-                    "record": dumps(record)}
+        record = {"input_shape": self.input_shape, "rng": rng, "plugins": plugins_info,
+                  "results": {k: v for k, v in results.items() if k != "config"}}
+        metadata = {"run_id": self.run_id, "previous": self._previous, "record": dumps(record)}
         if task == 0:
             metadata["config"] = dumps(self.config)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in (changed | rng_tensors | plugin_tensors).items()}
-        metadata["digest"] = self._previous = digest(tensors, metadata)
         path = self.dir / f"task-{task}.safetensors"
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(safetensors.torch.save(tensors, metadata=metadata))
+        self._previous = checkpoint.write(path, model, task, shared=changed, extra=rng_tensors | plugin_tensors,
+                                          metadata=metadata)
         self._last = {k: v.detach().clone() for k, v in state.items()}
         return path
 
@@ -178,24 +165,10 @@ class Checkpoints:
         return links
 
     def load(self, model, links: list[Link]) -> None:
-        """Rebuild tasks 0..i's parts in ``model`` and load the links' weights (task 0's file first)."""
-        last = links[-1].record
-        for key, classes in last["heads"].items():
-            model.add_task(int(key), classes, train=False)
+        """Rebuild tasks 0..i's parts in ``model`` and load the links' weights, task 0's first."""
         for link in links:
-            if link.task in last["trained_tasks"]:
-                model.restore_task(link.task, last["heads"][task_key(link.task)], link.record["fusion_over"])
-        model.trained_tasks[:] = last["trained_tasks"]
-        state = model.state_dict()
-        for link in links:
-            for name, tensor in link.tensors.items():
-                if name.startswith(("rng.", "plugin.")):
-                    continue
-                if name not in state or state[name].shape != tensor.shape:
-                    found = tuple(state[name].shape) if name in state else "no such tensor"
-                    raise UserError(f"{link.path}: tensor {name} {tuple(tensor.shape)} does not fit the model ({found})")
-                with torch.no_grad():
-                    state[name].copy_(tensor)
+            checkpoint.restore(model, link.file)
+        model.trained_tasks[:] = json.loads(links[-1].file.metadata["trained_tasks"])
 
     def resume(self, model, plugins: list = ()) -> dict | None:
         """Restore the newest good link into ``model`` (just built, before any training), the CL plugins'
@@ -213,9 +186,8 @@ class Checkpoints:
         plugin_state.check(plugins)
         self.load(model, links)
         last = links[-1]
-        plugin_state.restore(plugins, model, {k: t for k, t in last.tensors.items() if k.startswith("plugin.")},
-                             last.record["plugins"])
-        _set_rng_state({k: t for k, t in last.tensors.items() if k.startswith("rng.")}, last.record["rng"])
+        plugin_state.restore(plugins, model, last.run_state("plugin."), last.record["plugins"])
+        _set_rng_state(last.run_state("rng."), last.record["rng"])
         self.run_id, self._previous = last.run_id, last.digest
         self._last = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.clear(after=last.task)

@@ -115,9 +115,8 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     if cfg.checkpoint:
         checkpoints = Checkpoints(out_dir, results["config"], input_shape, run_id=results["run"]["id"])
         if cfg.resume and (last := checkpoints.resume(strategy.model, plugins)) is not None:
-            done = _restore(last["results"], results, R, costs, attention)
+            done = _restore(last["results"], results, R, [costs, attention])
             results["run"]["id"] = checkpoints.run_id  # the chain's: this is the same run, continued
-            strategy.clock.train_exp_counter = done  # Avalanche's count of trained experiences
             strategy.restore_experiences([train_stream[k] for k in range(done)])
             print(f"resumed from {checkpoints.dir} after task {done}/{T} (run {checkpoints.run_id})")
         else:
@@ -183,12 +182,13 @@ def _check_run_options(cfg: DictConfig) -> None:
         raise UserError(f"seed must be an integer, got {cfg.seed!r}")
 
 
-def _restore(measured: dict, results: dict, R: np.ndarray, costs: CostPlugin, attention: FusionAttention) -> int:
-    """Put what a checkpoint measured back in place (rows of R, costs, metrics); returns the tasks done."""
+def _restore(measured: dict, results: dict, R: np.ndarray, monitors: list) -> int:
+    """Put what a checkpoint measured back in place (rows of R, metrics; each monitor restores its own
+    records); returns the tasks done."""
     done = sum(row[0] is not None for row in measured["accuracy_matrix"])
     R[:done] = np.array(measured["accuracy_matrix"][:done], dtype=float)
-    costs.tasks = measured["costs"]
-    attention.attention = {int(t): a for t, a in measured.get("fusion_attention", {}).items()}
+    for monitor in monitors:
+        monitor.restore(measured)
     results.update({k: measured[k] for k in ("accuracy_matrix", "costs", "metrics") if k in measured})
     results["run"]["resumed_after_task"] = measured["run"].get("resumed_after_task", []) + [done - 1]
     return done

@@ -86,7 +86,9 @@ class ContinualStrategy(SupervisedTemplate):
             self._seen_data = self.adapted_dataset = seen
 
     def restore_experiences(self, experiences) -> None:
-        """After a resume, what the protocol keeps of the experiences already trained: joint, their data."""
+        """After a resume: count the experiences already trained (Avalanche's clock) and keep what the
+        protocol keeps of them (joint: their data)."""
+        self.clock.train_exp_counter = len(experiences)
         if self.protocol == "joint":
             for experience in experiences:
                 self.experience = experience
