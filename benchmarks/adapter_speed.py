@@ -67,7 +67,7 @@ def build(name: str) -> nn.Module:
     if kind in ("full", "bare", "ours"):
         adapter = OURS[placement] if kind == "ours" else None
         model = AdaptedModel(HFEncoder(), adapter, train_backbone="all" if kind == "full" else "never")
-        model.add_task(0, n_classes=2)
+        model.add_task(0, classes=2)
         return _Task0(model)
     from transformers import AutoModel
 

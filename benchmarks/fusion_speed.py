@@ -36,7 +36,7 @@ def ours(n: int, fusion: str | None) -> nn.Module:
     torch.manual_seed(0)
     model = AdaptedModel(HFEncoder(), AdapterConfig("pfeiffer", r=R) if n else None, fusion=FUSIONS.get(fusion))
     for t in range(max(n, 1)):
-        model.add_task(t, n_classes=2)
+        model.add_task(t, classes=2)
     if fusion:
         model.next_stage()  # the last task's fusion over adapters 0..n-1; only it trains
     return _Last(model, max(n, 1) - 1)

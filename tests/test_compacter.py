@@ -21,7 +21,7 @@ def mlp():
 
 def grow(model, tasks):
     for t in tasks:
-        model.add_task(t, n_classes=2)
+        model.add_task(t, classes=2)
     return model
 
 
@@ -101,7 +101,7 @@ def test_mixed_batch_routing_and_fusion_over_compacters():
     equals the paper's form computed literally from each adapter's output."""
     model = grow(AdaptedModel(mlp(), CompacterConfig(r=8), train_backbone="never",
                               fusion=FusionConfig(rank=None, temperature=2.0)), [0])
-    model.add_task(1, n_classes=2)
+    model.add_task(1, classes=2)
     model.next_stage()
     trained(model).eval()
     x, t = torch.randn(6, *SHAPE), torch.tensor([1, 0, 1, 0, 0, 1])

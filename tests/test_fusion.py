@@ -89,7 +89,7 @@ def fused_model(fusion: FusionConfig, tasks=3) -> AdaptedModel:
     model = AdaptedModel(MLP((1, 8, 8), hidden=(D, D)), AdapterConfig(r=4), fusion=fusion)
     model.train()
     for t in range(tasks):
-        model.add_task(t, n_classes=2)
+        model.add_task(t, classes=2)
         for a in model.adapters.layers:
             nn.init.normal_(a.adapters[str(t)].up.weight, std=0.5)
         if model.stages() == 2:

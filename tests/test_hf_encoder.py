@@ -81,7 +81,7 @@ def test_other_family_presets_from_a_local_folder(tmp_path, kind, expected):
 
 def _grow(model, tasks):
     for t in tasks:
-        model.add_task(t, n_classes=2)
+        model.add_task(t, classes=2)
     return model
 
 
@@ -109,7 +109,7 @@ def test_fusion_on_minilm_routes_and_infers_in_place(minilm, placement):
     model = AdaptedModel(copy.deepcopy(minilm), AdapterConfig(placement=placement, r=8), fusion=FusionConfig(rank=8))
     model.train()
     for task in range(3):
-        model.add_task(task, n_classes=2)
+        model.add_task(task, classes=2)
         if model.stages() == 2:
             model.next_stage()
     with torch.no_grad():

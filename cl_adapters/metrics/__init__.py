@@ -1,8 +1,19 @@
 """Accuracy-matrix metrics (pure numpy) and the Avalanche plugins that measure accuracy (accuracy.py), costs and fusion attention."""
 
-from cl_adapters.metrics.matrix import DEFINITIONS, acc, bwt, forgetting, fwt, intransigence, summarize, transfer_vs_single
+from cl_adapters.metrics.matrix import (
+    DEFINITIONS,
+    acc,
+    bwt,
+    forgetting,
+    fwt,
+    intransigence,
+    summarize,
+    summarize_without_labels,
+    transfer_vs_single,
+)
 from cl_adapters.metrics.costs import CostPlugin, cost_summary
 from cl_adapters.metrics.fusion import FusionAttention
 from cl_adapters.metrics.accuracy import AccuracyPlugin
 
-__all__ = ["DEFINITIONS", "AccuracyPlugin", "CostPlugin", "cost_summary", "FusionAttention", "acc", "bwt", "forgetting", "fwt", "intransigence", "summarize", "transfer_vs_single"]
+__all__ = ["DEFINITIONS", "AccuracyPlugin", "CostPlugin", "cost_summary", "FusionAttention", "acc", "bwt", "forgetting", "fwt", "intransigence", "summarize", "summarize_without_labels",
+           "transfer_vs_single"]

@@ -16,6 +16,9 @@ DEFINITIONS = {
     "fwt": "mean_{j>0} (R[j-1, j] - b[j]), b = untrained model  (GEM)",
     "transfer_vs_single": "mean_j (R[j, j] - S[j]), S = single-task reference",
     "intransigence": "mean_j (J[j] - R[j, j]), J = joint training on tasks 0..j",
+    "acc_til": "mean_j R_til[T-1, j], R_til = the same model evaluated with task labels",
+    "til_cil_gap": "acc_til - acc: what not being given the task label costs",
+    "task_id_acc": "mean_j Q[T-1, j], Q[i, j] = share of task j's test samples routed to task j after task i",
 }
 
 
@@ -82,4 +85,13 @@ def summarize(R, b=None, S=None, J=None) -> dict[str, float]:
         out["transfer_vs_single"] = transfer_vs_single(R, S)
     if J is not None:
         out["intransigence"] = intransigence(R, J)
+    return out
+
+
+def summarize_without_labels(R, R_til, Q=None) -> dict[str, float]:
+    """What a scenario without test-time task labels adds: the task-IL view of the same model and, when a
+    router picks tasks, its task-ID accuracy (``Q``)."""
+    out = {"acc_til": acc(R_til), "til_cil_gap": acc(R_til) - acc(R)}
+    if Q is not None:
+        out["task_id_acc"] = acc(Q)
     return out

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from contextlib import contextmanager
+
 import torch
 from avalanche.models import MultiTaskModule
 from torch import nn
@@ -13,11 +16,20 @@ from cl_adapters.errors import UserError
 from cl_adapters.models.contract import check_backbone
 
 BACKBONE_POLICIES = ("auto", "first", "all", "never")
-SHARED = "shared"  # the adapter key when one adapter serves every task
+SHARED = "shared"  # the adapter (head) key when one adapter (head) serves every task
+SCENARIOS = ("task_il", "class_il", "domain_il")
 
 
 def task_key(task: int) -> str:
     return str(int(task))
+
+
+class Head(nn.Linear):
+    """A linear head whose column i scores label id ``classes[i]``."""
+
+    def __init__(self, in_features: int, classes: list[int]):
+        super().__init__(in_features, len(classes))
+        self.classes = list(classes)
 
 
 class AdaptedModel(MultiTaskModule):
@@ -35,6 +47,14 @@ class AdaptedModel(MultiTaskModule):
     With ``fusion`` (AdapterFusion), every task from the second on also gets its own fusion over the
     adapters so far: trained after its adapter (``two_stage``: the strategy runs ``stages()`` rounds
     of epochs, calling ``next_stage()`` in between) or together with it (``joint``).
+
+    ``scenario`` (``streams/base.py``): with ``task_il`` a test sample's task label picks its head and
+    adapter. With ``class_il``/``domain_il`` the test label is not used: per-task adapters keep a head
+    per task and a ``router`` predicts each sample's task (``cl_adapters/routers``); every other model has
+    one head over the classes trained so far (it grows in class_il, as Avalanche's IncrementalClassifier).
+    Heads map their columns to label ids (``head_classes``); logits come out over all label ids known,
+    with -inf where the sample's head has no column. ``given_task_labels()`` evaluates with the labels
+    anyway (the task-IL accuracy of the same model: the TIL-CIL gap).
     """
 
     def __init__(
@@ -46,9 +66,13 @@ class AdaptedModel(MultiTaskModule):
         train_backbone: str = "auto",
         train_biases: bool = False,
         fusion: FusionConfig | None = None,
+        scenario: str = "task_il",
+        router=None,
     ):
         super().__init__()
         check_backbone(backbone)
+        if scenario not in SCENARIOS:
+            raise UserError(f"scenario must be one of {SCENARIOS}, got {scenario!r}")
         if train_backbone not in BACKBONE_POLICIES:
             raise UserError(f"strategy.model.train_backbone must be one of {BACKBONE_POLICIES}, got {train_backbone!r}")
         if train_backbone == "auto":
@@ -60,7 +84,16 @@ class AdaptedModel(MultiTaskModule):
         self.backbone = backbone
         self.adapters = adapter.attach(backbone) if adapter is not None else None  # layers live in the backbone
         self.heads = nn.ModuleDict()
+        self.task_classes: dict[int, list[int]] = {}  # task -> its label ids (from the stream)
         self.trained_tasks: list[int] = []
+        self.scenario = scenario
+        self.labels_at_test = scenario == "task_il"
+        self.head_per_task = scenario == "task_il" or (self.adapters is not None and per_task)
+        self.router = router if self.head_per_task and scenario != "task_il" else None
+        if self.head_per_task and scenario != "task_il" and router is None:
+            raise UserError(f"scenario={scenario} gives no task label at test time: per-task adapters need a router "
+                            "(router=prototype | entropy; router=oracle uses the true task label, the task-IL bound)")
+        self.task_id_counts: Counter = Counter()  # (true task, routed task) -> samples, while routing
         self.fusion = fusion
         supports_fusion = self.adapters is not None and self.adapters.supports_fusion
         if fusion is not None and not (supports_fusion and per_task and not self.shares_training):
@@ -75,19 +108,23 @@ class AdaptedModel(MultiTaskModule):
     def adapter_key(self, task: int) -> str:
         return task_key(task) if self.per_task else SHARED
 
+    def head_key(self, task: int) -> str:
+        return task_key(task) if self.head_per_task else SHARED
+
     # -- growth ---------------------------------------------------------------------------------
     def adaptation(self, experience) -> None:
         if self.training and len(experience.task_labels) != 1:
             raise UserError(f"training experience {experience.current_experience} mixes tasks {experience.task_labels}")
         for task in experience.task_labels:
-            self.add_task(int(task), _n_classes(experience), train=self.training)
+            self.add_task(int(task), _classes(experience), train=self.training)
 
-    def add_task(self, task: int, n_classes: int, train: bool = True) -> None:
-        """Create ``task``'s head if new; with ``train``, also its adapter, and set what trains.
-        Evaluation only needs the head."""
-        key = task_key(task)
-        if key not in self.heads:
-            self.heads[key] = nn.Linear(self.backbone.out_features, n_classes).to(self._adaptation_device)
+    def add_task(self, task: int, classes: int | list[int], train: bool = True) -> None:
+        """Create ``task``'s head if new (``classes``: its label ids, or how many: 0..n-1); with ``train``,
+        also its adapter, and set what trains. Evaluation only needs the head (a shared head's columns
+        of classes not trained yet are masked, see ``logits``)."""
+        classes = list(range(classes)) if isinstance(classes, int) else [int(c) for c in classes]
+        self.task_classes[task] = classes
+        self.add_head(self.head_key(task), classes)
         if not train:
             return
         if self.adapters is not None:
@@ -97,9 +134,27 @@ class AdaptedModel(MultiTaskModule):
         self.set_trainable(task)
         self.trained_tasks.append(task)
 
-    def restore_task(self, task: int, n_classes: int, fusion_over: list[str] | None = None) -> None:
+    @property
+    def head_classes(self) -> dict[str, list[int]]:
+        """head key -> the label id of each of its columns."""
+        return {key: head.classes for key, head in self.heads.items()}
+
+    def add_head(self, key: str, classes: list[int]) -> None:
+        """Create head ``key`` over ``classes``, or grow it by the ones it lacks (old columns kept)."""
+        known = self.heads[key].classes if key in self.heads else []
+        new = [c for c in classes if c not in known]
+        if key in self.heads and not new:
+            return
+        head = Head(self.backbone.out_features, known + new).to(self._adaptation_device)
+        if key in self.heads:
+            with torch.no_grad():
+                head.weight[: len(known)] = self.heads[key].weight
+                head.bias[: len(known)] = self.heads[key].bias
+        self.heads[key] = head
+
+    def restore_task(self, task: int, classes: int | list[int], fusion_over: list[str] | None = None) -> None:
         """Create ``task``'s head, adapter and fusion as they were trained, to load weights into."""
-        self.add_task(task, n_classes, train=False)
+        self.add_task(task, classes, train=False)
         if self.adapters is not None:
             self.adapters.add(self.adapter_key(task))
         if fusion_over:
@@ -153,9 +208,9 @@ class AdaptedModel(MultiTaskModule):
                     p.requires_grad_(key == own and train_adapter)
             for fusion in fusions:  # earlier tasks' fusions were frozen with the backbone above
                 fusion.requires_grad_(True)
-        seen = {task_key(t) for t in self.trained_tasks} if self.shares_training else set()
+        seen = {self.head_key(t) for t in self.trained_tasks} if self.shares_training else set()
         for key, head in self.heads.items():
-            head.requires_grad_(key == task_key(task) or key in seen)
+            head.requires_grad_(key == self.head_key(task) or key in seen)
 
     def owns_adapter(self, task: int) -> bool:
         """Whether ``task`` has an adapter (and fusion) of its own, rather than none or a shared one."""
@@ -164,7 +219,7 @@ class AdaptedModel(MultiTaskModule):
     def task_parameters(self, task: int) -> dict[str, nn.Parameter]:
         """The parameters that belong to ``task`` alone: its head and, if per task, its adapter and fusion."""
         key = task_key(task)
-        own = set(map(id, self.heads[key].parameters()))
+        own = set(map(id, self.heads[key].parameters())) if self.head_per_task else set()
         if self.owns_adapter(task):
             own |= set(map(id, self.adapters.parameters(key)))
             own |= {id(p) for fusion in self.fusions(task) for p in fusion.parameters()}
@@ -179,24 +234,91 @@ class AdaptedModel(MultiTaskModule):
                 "weights": [f.mean_attention() for f in fusions]}
 
     # -- forward --------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, task_labels: torch.Tensor | int | None) -> torch.Tensor | dict:
-        """Route each sample through its own task's adapter and head.
-
-        Returns (B, max classes) logits; a task with fewer classes gets -inf in the unused columns.
-        ``task_labels=None`` gives {task: logits} for every trained task (what LwF distils).
+    def forward(self, x: torch.Tensor, task_labels: torch.Tensor | int | Route | None) -> torch.Tensor | dict:
+        """Route each sample through its task's adapter and head: the given task label while training
+        or with ``labels_at_test``; else (class/domain-IL at test) the router's prediction, the labels only
+        counted in ``task_id_counts``. A ``Route`` is used as given; ``None`` gives {task: logits} for every
+        trained task (what LwF distils). Returns logits over the label ids (see the class docstring).
         """
         if task_labels is None:
             return self.forward_all_tasks(x)
-        route = task_labels if isinstance(task_labels, Route) else Route.from_labels(task_labels)
-        features = self.features(x, route)
+        if isinstance(task_labels, Route):
+            route = task_labels
+        elif self.router is None or self.training or self.labels_at_test or not self.trained_tasks:
+            route = Route.from_labels(task_labels)
+        else:
+            route = Route.from_labels(self.route_by_router(x, task_labels))
+        return self.logits(self.features(x, route), route)
+
+    def route_by_router(self, x: torch.Tensor, task_labels: torch.Tensor | int) -> torch.Tensor:
+        """The router's task for each sample; the labels are tallied against it, and read by the oracle only."""
+        with torch.no_grad():
+            predicted = self.router.predict(self, x, task_labels).to(x.device)
+        true = torch.as_tensor(task_labels, device=x.device).expand(len(x))
+        self.task_id_counts.update(zip(true.tolist(), predicted.tolist()))
+        return predicted
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits without any task label (class/domain-IL inference): the router's task per sample, or
+        the one shared head."""
+        if self.labels_at_test:
+            raise UserError("this model was trained for task_il: it needs each sample's task label")
+        if self.router is None:
+            route = Route.whole(SHARED)
+        else:
+            with torch.no_grad():
+                route = Route.from_labels(self.router.predict(self, x, None).to(x.device))
+        return self.logits(self.features(x, route), route)
+
+    @contextmanager
+    def given_task_labels(self):
+        """Evaluate with the task labels although the scenario gives none (the task-IL view)."""
+        before, self.labels_at_test = self.labels_at_test, True
+        try:
+            yield
+        finally:
+            self.labels_at_test = before
+
+    def logits(self, features: torch.Tensor, route: Route) -> torch.Tensor:
+        """Each sample's head, its columns placed at their label ids; a shared head evaluated with task
+        labels in class-IL keeps only the task's classes."""
+        if not self.head_per_task:
+            out = self._placed(self.heads[SHARED](features), SHARED, features)
+            trained = sorted({c for t in self.trained_tasks for c in self.task_classes[t]})
+            allowed = torch.zeros_like(out, dtype=torch.bool)
+            allowed[:, trained or self.heads[SHARED].classes] = True  # untrained classes masked (untrained model: none)
+            if self.scenario == "class_il" and self.labels_at_test and not self.training:
+                allowed &= self._task_columns(route, out)
+            return out if bool(allowed.all()) else out.masked_fill(~allowed, float("-inf"))
         if len(route) == 1:
-            return self.heads[route[0][0]](features)
-        width = max(self.heads[key].out_features for key, _ in route)
-        out = features.new_full((len(x), width), float("-inf"))
+            key = route[0][0]
+            return self._placed(self.heads[key](features), key, features)
+        out = features.new_full((len(features), self._width([key for key, _ in route])), float("-inf"))
         for key, idx in route:
-            logits = self.heads[key](features[idx])
-            cols = torch.arange(logits.shape[1], device=x.device)
-            out = out.index_put((idx[:, None], cols[None, :]), logits)
+            out = out.index_put((idx[:, None], torch.tensor(self.heads[key].classes, device=out.device)[None, :]),
+                                self.heads[key](features[idx]))
+        return out
+
+    def _task_columns(self, route: Route, out: torch.Tensor) -> torch.Tensor:
+        """True where a column is one of the sample's own task's classes."""
+        mask = torch.zeros_like(out, dtype=torch.bool)
+        for key, idx in route:
+            mask[slice(None) if idx is None else idx, self.task_classes[int(key)]] = True
+        return mask
+
+    def _width(self, keys: list[str]) -> int:
+        """Logit columns: task-IL, the routed heads' widest label id + 1; otherwise every label id known
+        (a misrouted sample's label must still be a column, if one at -inf)."""
+        if self.scenario == "task_il":
+            return 1 + max(max(self.heads[key].classes) for key in keys)
+        return 1 + max(max(c) for c in self.task_classes.values())
+
+    def _placed(self, logits: torch.Tensor, key: str, features: torch.Tensor) -> torch.Tensor:
+        classes, width = self.heads[key].classes, self._width([key])
+        if classes == list(range(width)):
+            return logits
+        out = features.new_full((len(logits), width), float("-inf"))
+        out[:, classes] = logits
         return out
 
     def features(self, x: torch.Tensor, route: Route) -> torch.Tensor:
@@ -210,14 +332,17 @@ class AdaptedModel(MultiTaskModule):
     def forward_all_tasks(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         """{task: logits} for every trained task: what LwF distils (Avalanche calls ``forward(x, None)``)."""
         if self.adapters is not None and self.per_task:
-            return {t: self.forward(x, t) for t in self.trained_tasks}
+            return {t: self.forward(x, Route.whole(task_key(t))) for t in self.trained_tasks}
         features = self.features(x, Route.whole(SHARED))
-        return {t: self.heads[task_key(t)](features) for t in self.trained_tasks}
+        return {t: self.logits(features, Route.whole(task_key(t))) for t in self.trained_tasks}
 
 
-def _n_classes(experience) -> int:
-    """Head width: the stream's declared classes for the task, else the largest label + 1."""
+def _classes(experience) -> list[int]:
+    """The label ids of the experience's task: as the stream declares them, else 0 .. its largest label."""
+    declared = getattr(experience, "classes", None)
+    if declared is not None:
+        return [int(c) for c in declared]
     declared = getattr(experience, "n_classes", None)
     if declared is not None:
-        return int(declared)
-    return int(max(experience.dataset.targets.uniques)) + 1
+        return list(range(int(declared)))
+    return list(range(int(max(experience.dataset.targets.uniques)) + 1))

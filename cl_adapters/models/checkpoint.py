@@ -2,15 +2,16 @@
 
 A task file holds what one task alone owns, by role, and what its writer adds:
 
-    head.<name>             the task's head
+    head.<name>             the task's head (when each task has its own)
     adapter.<name>          its adapter, as the method's ``task_state`` (names without the task key)
     fusion.<layer>.<name>   its fusion in each adapted layer
+    router.<name>           what the router keeps of the task (``task_state``: e.g. its class prototypes)
     shared.<state name>     what no single task owns (the backbone, a shared adapter, other tasks' heads
                             that trained on): all of it in an export's ``base.safetensors``, what changed
                             during the task in a run's checkpoint chain (``runs/resume.py``)
     anything else           the writer's own (the chain: RNG and CL-plugin state)
 
-Metadata: the format, the task, its head width and fused adapters, every head's width, the adapter and
+Metadata: the format, the task, its fused adapters, every head's and task's label ids, the adapter and
 fusion configs (they must match the model loading the file: a fusion's output depends on its
 temperature, and a silent mismatch is how a reloaded fusion loses accuracy), the writer's fields, and
 ``digest``, sha256 over all of it. An export is a folder: ``base.safetensors`` + ``task-<t>.safetensors``
@@ -36,7 +37,7 @@ from cl_adapters.models.adapted import AdaptedModel, task_key
 
 FORMAT = "cl-adapters task file 2"
 BASE = "base.safetensors"
-ROLES = ("head.", "adapter.", "fusion.", "shared.")
+ROLES = ("head.", "adapter.", "fusion.", "router.", "shared.")
 
 
 def task_file(directory: str | Path, task: int) -> Path:
@@ -75,9 +76,12 @@ def _configs(model: AdaptedModel) -> dict[str, str]:
 
 
 def own_tensors(model: AdaptedModel, task: int) -> dict[str, torch.Tensor]:
-    """What ``task`` alone owns, by role: its head and, if per task, its adapter and fusion."""
+    """What ``task`` alone owns, by role: its head, adapter and fusion (those it has of its own), and what
+    the router keeps of it."""
     key = task_key(task)
-    tensors = {f"head.{k}": v for k, v in model.heads[key].state_dict().items()}
+    tensors = {f"head.{k}": v for k, v in model.heads[key].state_dict().items()} if model.head_per_task else {}
+    if model.router is not None:
+        tensors |= {f"router.{k}": v for k, v in model.router.task_state(task).items()}
     if model.owns_adapter(task):
         tensors |= {f"adapter.{k}": v for k, v in model.adapters.task_state(key).items()}
         for i, fusion in enumerate(model.fusions(task)):
@@ -89,8 +93,9 @@ def write(path: str | Path, model: AdaptedModel, task: int | None = None, shared
           extra: dict | None = None, metadata: dict[str, str] | None = None) -> str:
     """Write one file atomically: ``task``'s own parts (if it was trained), ``shared`` (state-dict names),
     the writer's ``extra`` tensors and ``metadata``; returns its digest."""
-    meta = {"format": FORMAT, **_configs(model), "heads": json.dumps({k: h.out_features for k, h in model.heads.items()}),
-            "trained_tasks": json.dumps(model.trained_tasks), **(metadata or {})}
+    meta = {"format": FORMAT, **_configs(model), "heads": json.dumps(model.head_classes),
+            "task_classes": json.dumps(model.task_classes), "trained_tasks": json.dumps(model.trained_tasks),
+            **(metadata or {})}
     tensors = {f"shared.{k}": v for k, v in (shared or {}).items()} | (extra or {})
     if task is not None:
         meta["task"] = str(task)
@@ -121,7 +126,7 @@ def read(path: str | Path) -> TaskFile:
         raise ValueError("its contents do not match its digest (corrupt or edited)")
     try:
         task = int(metadata["task"]) if "task" in metadata else None
-        json.loads(metadata["heads"]), json.loads(metadata["trained_tasks"])
+        json.loads(metadata["heads"]), json.loads(metadata["task_classes"]), json.loads(metadata["trained_tasks"])
     except (KeyError, ValueError, TypeError) as e:
         raise ValueError(f"malformed metadata ({e})") from e
     return TaskFile(path, task, tensors, metadata, stored)
@@ -132,13 +137,16 @@ def restore(model: AdaptedModel, file: TaskFile) -> None:
     them, then its shared tensors; a tensor that does not fit is named, then a config that differs."""
     meta = file.metadata
     try:
-        heads = json.loads(meta["heads"])
-        for key, classes in heads.items():
-            model.add_task(int(key), classes, train=False)
+        for key, classes in json.loads(meta["heads"]).items():
+            model.add_head(key, classes)
+        model.task_classes.update({int(t): c for t, c in json.loads(meta["task_classes"]).items()})
         if file.task is not None and "fusion_over" in meta:
             key = task_key(file.task)
-            model.restore_task(file.task, heads[key], json.loads(meta["fusion_over"]))
-            copy_state(model.heads[key].state_dict(), file.role("head."), f"head {key}")
+            model.restore_task(file.task, model.task_classes[file.task], json.loads(meta["fusion_over"]))
+            if model.head_per_task:
+                copy_state(model.heads[key].state_dict(), file.role("head."), f"head {key}")
+            if model.router is not None:
+                model.router.load_task_state(file.task, file.role("router."))
             if model.owns_adapter(file.task):
                 model.adapters.load_task_state(key, file.role("adapter."))
                 for i, fusion in enumerate(model.fusions(file.task)):

@@ -39,7 +39,12 @@ def flatten(node, prefix: str = "") -> dict:
 
 
 def run_name(results: dict) -> str:
-    """``strategy[fusion]+plugin+...``, e.g. ``adapter_fusion[light]``, ``full_ft+ewc``."""
+    """``strategy[fusion]@router+plugin+...``, e.g. ``adapter_fusion[light]``, ``full_ft+ewc``; runs without
+    task labels at test are prefixed with their scenario (``class_il: adapter@prototype``), so that no
+    table mixes scenarios."""
     run = results["run"]
     fusion = f"[{run['fusion']}]" if run.get("fusion") else ""
-    return "+".join([run["strategy"] + fusion, *run.get("plugins", [])])
+    router = f"@{run['router']}" if run.get("router") else ""
+    name = "+".join([run["strategy"] + fusion + router, *run.get("plugins", [])])
+    scenario = results.get("scenario", "task_il")
+    return name if scenario == "task_il" else f"{scenario}: {name}"

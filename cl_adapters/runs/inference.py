@@ -55,8 +55,11 @@ def load_run(run_dir: str | Path, device: str = "cpu", allow: Iterable[str] = ()
 
 
 @torch.no_grad()
-def predict(model: AdaptedModel, x: torch.Tensor, task_labels: torch.Tensor | int) -> torch.Tensor:
-    """Class indices within each sample's task (its own adapter and head)."""
+def predict(model: AdaptedModel, x: torch.Tensor, task_labels: torch.Tensor | int | None = None) -> torch.Tensor:
+    """Class ids: within each sample's task (its own adapter and head) given ``task_labels`` (task-IL);
+    without them (a class/domain-IL run), through the router's task or the one shared head."""
+    if task_labels is None:
+        return model.classify(x).argmax(1)
     asked = {int(t) for t in torch.as_tensor(task_labels).reshape(-1).tolist()}
     if unknown := sorted(asked - set(model.trained_tasks)):
         raise UserError(f"task(s) {unknown} were not trained in this model (it holds tasks {model.trained_tasks})")

@@ -33,14 +33,16 @@ def reference_strategy(cfg: DictConfig, protocol: str) -> DictConfig:
     with open_dict(ref):
         ref.protocol = protocol
         ref.optimizer = reference_optimizer(cfg)
-        ref.model = {"_target_": "cl_adapters.models.AdaptedModel", "_partial_": True, "train_backbone": "all"}
+        ref.model = {"_target_": "cl_adapters.models.AdaptedModel", "_partial_": True, "train_backbone": "all",
+                     "scenario": cfg.scenario}
     return ref
 
 
 def key_fields(cfg: DictConfig, protocol: str) -> dict:
     """What a reference depends on (device and eval batch size change nothing but speed)."""
     s = cfg.strategy
-    fields = {"protocol": protocol, "stream": cfg.stream, "model": cfg.model, "seed": cfg.seed,
+    resolved = OmegaConf.to_container(cfg, resolve=True)  # the stream's ${seed}, ${scenario}
+    fields = {"protocol": protocol, "stream": resolved["stream"], "model": resolved["model"], "seed": cfg.seed,
               "eval_stream": cfg.eval_stream, "strategy": s.get("_target_"), "optimizer": reference_optimizer(cfg),
               "epochs": s.epochs, "batch_size": s.batch_size}
     return OmegaConf.to_container(OmegaConf.create(fields), resolve=True)

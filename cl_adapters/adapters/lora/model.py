@@ -90,7 +90,7 @@ class LoraAdapters:
             for layer in self.layers:
                 # set the active adapter directly: peft's set_adapter() would also flip requires_grad
                 layer._active_adapter = [route[0][0]]
-        else:
+        elif len(route) > 1:  # several tasks: per-sample names (no group, NO_ROUTE: none active)
             names = route.per_sample()
 
             def pass_names(module, args, kwargs):

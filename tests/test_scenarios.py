@@ -1,0 +1,160 @@
+"""Scenarios without task labels at test time: streams, heads, routers, the TIL-CIL gap, task-ID accuracy."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cl_adapters.adapters import AdapterConfig
+from cl_adapters.errors import UserError
+from cl_adapters.metrics import summarize_without_labels
+from cl_adapters.models import MLP, AdaptedModel
+from cl_adapters.routers import EntropyRouter, PrototypeRouter
+from cl_adapters.runs.run import run
+from cl_adapters.streams import split_digits, task_stream
+
+QUICK = ("strategy.epochs=2", "stream.n_tasks=3", "stream.class_order=[0,1,2,3,4,5]")
+
+
+def labels(stream):
+    return [sorted(set(int(y) for _, y, _ in exp.dataset)) for exp in stream]
+
+
+def test_class_il_labels_are_global_and_domain_il_labels_shared():
+    til, cil, dil = (split_digits(n_tasks=5, scenario=s) for s in ("task_il", "class_il", "domain_il"))
+    assert labels(til.test_stream) == [[0, 1]] * 5 == labels(dil.test_stream)
+    assert labels(cil.test_stream) == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    assert [exp.classes for exp in cil.train_stream] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    assert [exp.task_labels for exp in cil.train_stream] == [[t] for t in range(5)]  # training keeps them
+    assert (cil.kind, dil.kind, til.kind) == ("class_il", "domain_il", "task_il")
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: split_digits(scenario="online"), r"scenario must be one of \('task_il', 'class_il', 'domain_il'\)"),
+    (lambda: __import__("cl_adapters.streams", fromlist=["x"]).permuted_mnist(scenario="class_il"),
+     "stream permuted_mnist supports scenario task_il, domain_il, not class_il"),
+    (lambda: __import__("cl_adapters.streams", fromlist=["x"]).sentiment_domains(scenario="class_il"),
+     "stream sentiment_domains supports scenario task_il, domain_il, not class_il"),
+    (lambda: task_stream([(torch.rand(4, 2), torch.tensor([0, 1, 0, 1])), (torch.rand(3, 2), torch.tensor([0, 1, 2]))],
+                         [(torch.rand(2, 2), torch.tensor([0, 1])), (torch.rand(3, 2), torch.tensor([0, 1, 2]))],
+                         scenario="domain_il"), r"domain_il needs the same classes in every task; .* \[2, 3\]"),
+])
+def test_unsupported_scenarios_are_refused_in_one_line(call, match):
+    with pytest.raises(UserError, match=match):
+        call()
+
+
+def test_a_stream_config_that_ignores_the_scenario_is_refused(make_cfg, tmp_path):
+    with pytest.raises(UserError, match=r"built a task_il stream, not scenario=class_il: pass scenario: \$\{scenario\}"):
+        run(make_cfg(*QUICK, "scenario=class_il", "strategy=full_ft", "stream.scenario=task_il"), tmp_path)
+
+
+def test_per_task_adapters_without_task_labels_need_a_router():
+    with pytest.raises(UserError, match="scenario=class_il gives no task label at test time: per-task adapters need a router"):
+        AdaptedModel(MLP((1, 8, 8), hidden=(16,)), AdapterConfig(r=4), scenario="class_il")
+
+
+def test_a_shared_head_grows_with_the_classes_and_masks_untrained_ones():
+    torch.manual_seed(0)
+    model = AdaptedModel(MLP((1, 8, 8), hidden=(16,)), None, train_backbone="all", scenario="class_il")
+    model.add_task(0, [0, 1])
+    model.add_task(1, [2, 3], train=False)  # seen at evaluation only: a column, masked
+    first = model.heads["shared"].weight[:2].detach().clone()
+    x = torch.rand(3, 1, 8, 8)
+    model.eval()
+    out = model(x, 0)
+    assert out.shape == (3, 4) and torch.isinf(out[:, 2:]).all() and torch.isfinite(out[:, :2]).all()
+    model.train()
+    model.add_task(1, [2, 3])
+    model.eval()
+    assert torch.isfinite(model(x, 1)).all() and model.head_classes["shared"] == [0, 1, 2, 3]
+    assert torch.equal(model.heads["shared"].weight[:2], first)  # growth keeps the trained columns
+    with model.given_task_labels():  # the task-IL view: only the task's own classes
+        til = model(x, torch.tensor([0, 1, 1]))
+    assert torch.isinf(til[0, 2:]).all() and torch.isinf(til[1:, :2]).all()
+
+
+class Features:
+    """A stand-in model whose features are the inputs: routers tested on hand-made features."""
+
+    def __init__(self, tasks):
+        self.trained_tasks = tasks
+
+    def features(self, x, route):
+        return x
+
+
+@pytest.mark.parametrize("metric", ["cosine", "mahalanobis"])
+def test_prototype_router_picks_the_task_of_the_nearest_class_mean(metric):
+    router = PrototypeRouter(metric=metric, shrinkage=0.5)
+    means = {0: ([1.0, 0.0], [0.0, 1.0]), 1: ([-1.0, 0.0], [0.0, -1.0])}  # task -> its two classes' means
+    g = torch.Generator().manual_seed(0)
+    for task, (a, b) in means.items():
+        x = torch.cat([torch.tensor(a) + 0.05 * torch.randn(20, 2, generator=g),
+                       torch.tensor(b) + 0.05 * torch.randn(20, 2, generator=g)])
+        router.fit(Features([0, 1]), task, [(x, torch.tensor([2 * task] * 20 + [2 * task + 1] * 20))])
+    assert router.tasks[1]["classes"].tolist() == [2, 3]
+    torch.testing.assert_close(router.tasks[0]["means"][0], torch.tensor([1.0, 0.0]), atol=0.05, rtol=0)
+    x = torch.tensor([[0.9, 0.1], [-0.2, -0.8], [0.1, 0.7], [-0.7, 0.1]])
+    assert router.predict(Features([0, 1]), x).tolist() == [0, 1, 0, 1]
+
+
+class Heads:
+    """A stand-in model: task t's head is confident on samples whose feature t is large."""
+
+    trained_tasks = [0, 1]
+
+    def __call__(self, copies, route):
+        out = torch.empty(len(copies), 2)
+        for key, idx in route:
+            t = int(key)
+            out[idx] = torch.stack([copies[idx, t] * 10, torch.zeros(len(idx))], 1)
+        return out
+
+
+@pytest.mark.parametrize("score", ["entropy", "max_softmax", "energy"])
+def test_entropy_router_picks_the_confident_head(score):
+    x = torch.tensor([[3.0, 0.0], [0.1, 2.0], [0.5, 0.2]])
+    assert EntropyRouter(score).predict(Heads(), x).tolist() == [0, 1, 0]
+
+
+def test_til_cil_gap_and_task_id_accuracy_by_hand():
+    R = [[0.9, 0.0], [0.5, 0.7]]
+    R_til = [[0.9, 0.5], [0.8, 0.9]]
+    Q = [[1.0, 0.0], [0.6, 0.8]]
+    out = summarize_without_labels(R, R_til, Q)
+    assert out["acc_til"] == pytest.approx(0.85) and out["til_cil_gap"] == pytest.approx(0.85 - 0.6)
+    assert out["task_id_acc"] == pytest.approx(0.7)
+
+
+def test_oracle_routing_reproduces_the_task_il_run_exactly(make_cfg, tmp_path):
+    til = run(make_cfg(*QUICK), tmp_path / "til")
+    cil = run(make_cfg(*QUICK, "scenario=class_il", "router=oracle"), tmp_path / "cil")
+    assert cil["accuracy_matrix"] == til["accuracy_matrix"] == cil["accuracy_matrix_til"]
+    assert cil["task_id_matrix"][-1] == [1.0, 1.0, 1.0] and cil["metrics"]["til_cil_gap"] == 0.0
+    assert cil["scenario"] == "class_il" and cil["run"]["router"] == "oracle"
+
+
+def test_a_routed_class_il_run_records_routing_and_serves_without_task_labels(make_cfg, tmp_path):
+    from cl_adapters.runs.inference import load_run, predict
+
+    results = run(make_cfg(*QUICK, "scenario=class_il", "router=prototype"), tmp_path)
+    Q, confusion = np.array(results["task_id_matrix"]), np.array(results["task_id_confusion"])
+    assert Q.shape == (3, 3) and confusion.sum() == sum(len(e.dataset) for e in split_digits(3, [0, 1, 2, 3, 4, 5]).test_stream)
+    assert np.allclose(np.diag(confusion) / confusion.sum(1), Q[-1])
+    assert results["metrics"]["acc"] <= results["metrics"]["acc_til"] and "task_id_acc" in results["metrics"]
+    model = load_run(tmp_path)  # prototypes come back from the checkpoint (router.* tensors)
+    stream = split_digits(3, [0, 1, 2, 3, 4, 5], scenario="class_il").test_stream
+    for j, exp in enumerate(stream):
+        x, y = torch.stack([s[0] for s in exp.dataset]), torch.tensor([s[1] for s in exp.dataset])
+        assert float((predict(model, x) == y).float().mean()) == pytest.approx(results["accuracy_matrix"][-1][j])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["scenario"] == "class_il" and saved["run"]["router"] == "prototype"
+
+
+def test_full_fine_tuning_in_class_il_forgets_the_earlier_classes(make_cfg, tmp_path):
+    results = run(make_cfg(*QUICK, "scenario=class_il", "strategy=full_ft"), tmp_path)
+    R = np.array(results["accuracy_matrix"])
+    assert R[-1, :-1].max() < 0.2 and R[-1, -1] > 0.9  # only the last task's classes are predicted
+    assert results["metrics"]["til_cil_gap"] > 0.3
