@@ -1,7 +1,8 @@
 """Benchmark suites: every strategy x seeds 0,1,2 on one stream, as Hydra multiruns with the joblib
 launcher, then the comparison report in ``benchmarks/results/<suite>/`` (report.md, report.csv, plots).
 
-    python benchmarks/suite.py split_mnist              # also: split_digits, permuted_mnist, sentiment
+    python benchmarks/suite.py split_mnist              # also: split_digits, permuted_mnist, sentiment,
+                                                        # split_mnist_class_il
     python benchmarks/suite.py split_mnist hydra.launcher.n_jobs=1 strategy.epochs=2   # extra overrides
 
 The references (single_task, joint) run first, so every strategy finds them cached (transfer,
@@ -23,10 +24,18 @@ PEFT = ("strategies", ["strategy=adapter,adapter_fusion,lora,lora_per_task,bitfi
 LIGHT_FUSION = ("fusion_light", ["strategy=adapter_fusion", "fusion=light"])
 PLUGINS = ("plugins", ["strategy=full_ft,lora", "plugins=[ewc],[replay],[lwf]"])
 ALL = (REFERENCES, PEFT, LIGHT_FUSION, PLUGINS)
+CLASS_IL = ["experiment=split_mnist", "scenario=class_il"]
 SUITES = {  # suite -> [(sweep name, overrides)], run in this order
     "split_digits": [(name, ["experiment=split_digits", *o]) for name, o in ALL],
     "split_mnist": [(name, ["experiment=split_mnist", *o]) for name, o in ALL],
     "permuted_mnist": [(name, ["experiment=permuted_mnist_quick", *o]) for name, o in ALL],
+    "split_mnist_class_il": [  # no task label at test: per-task adapters and LoRAs need a router
+        ("references", [*CLASS_IL, "strategy=single_task,joint"]),
+        ("shared", [*CLASS_IL, "strategy=full_ft,lora,bitfit"]),
+        ("plugins", [*CLASS_IL, "strategy=full_ft,lora", "plugins=[ewc],[replay],[lwf]"]),
+        ("routed", [*CLASS_IL, "strategy=adapter,lora_per_task,adapter_fusion",
+                    "router=oracle,entropy,prototype,prototype_mahalanobis"]),
+    ],
     "sentiment": [  # MiniLM on CPU: hours (full fine-tuning wants its own learning rate)
         ("references", ["experiment=sentiment", "strategy=single_task,joint"]),
         ("strategies", ["experiment=sentiment", "strategy=adapter,adapter_fusion,lora,lora_per_task", "fusion=light"]),

@@ -151,6 +151,21 @@ def test_a_routed_class_il_run_records_routing_and_serves_without_task_labels(ma
         assert float((predict(model, x) == y).float().mean()) == pytest.approx(results["accuracy_matrix"][-1][j])
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["scenario"] == "class_il" and saved["run"]["router"] == "prototype"
+    assert (tmp_path / "task_id_confusion.png").stat().st_size > 0
+
+
+def test_reports_name_the_scenario_and_show_the_gap_only_where_it_exists(make_cfg, tmp_path):
+    from cl_adapters.outputs.report import load_runs, table
+
+    run(make_cfg(*QUICK), tmp_path / "til" / "0")
+    run(make_cfg(*QUICK, "scenario=class_il", "router=entropy"), tmp_path / "cil" / "0")
+    til_only, _ = load_runs([tmp_path / "til"])
+    assert "TIL-CIL gap" not in table(til_only)
+    both, _ = load_runs([tmp_path / "til", tmp_path / "cil"])
+    text = table(both)
+    assert "TIL-CIL gap" in text and "task-ID acc" in text
+    rows = text.splitlines()[2:]  # composed without Hydra's CLI, the strategy's name is "?"
+    assert len(rows) == 2 and sum("| class_il: ?@entropy" in r for r in rows) == 1
 
 
 def test_full_fine_tuning_in_class_il_forgets_the_earlier_classes(make_cfg, tmp_path):
@@ -158,3 +173,8 @@ def test_full_fine_tuning_in_class_il_forgets_the_earlier_classes(make_cfg, tmp_
     R = np.array(results["accuracy_matrix"])
     assert R[-1, :-1].max() < 0.2 and R[-1, -1] > 0.9  # only the last task's classes are predicted
     assert results["metrics"]["til_cil_gap"] > 0.3
+
+
+def test_the_single_task_reference_in_class_il_has_only_its_own_classes_live(make_cfg, tmp_path):
+    results = run(make_cfg(*QUICK, "scenario=class_il", "strategy=single_task"), tmp_path)
+    assert min(np.diag(results["accuracy_matrix"])) > 0.9  # not diluted by earlier tasks' reset columns

@@ -250,24 +250,22 @@ class AdaptedModel(MultiTaskModule):
             route = Route.from_labels(self.route_by_router(x, task_labels))
         return self.logits(self.features(x, route), route)
 
-    def route_by_router(self, x: torch.Tensor, task_labels: torch.Tensor | int) -> torch.Tensor:
-        """The router's task for each sample; the labels are tallied against it, and read by the oracle only."""
+    def route_by_router(self, x: torch.Tensor, task_labels: torch.Tensor | int | None) -> torch.Tensor:
+        """The router's task for each sample; given labels are tallied against it (and read by the oracle
+        only)."""
         with torch.no_grad():
             predicted = self.router.predict(self, x, task_labels).to(x.device)
-        true = torch.as_tensor(task_labels, device=x.device).expand(len(x))
-        self.task_id_counts.update(zip(true.tolist(), predicted.tolist()))
+        if task_labels is not None:
+            true = torch.as_tensor(task_labels, device=x.device).expand(len(x))
+            self.task_id_counts.update(zip(true.tolist(), predicted.tolist()))
         return predicted
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits without any task label (class/domain-IL inference): the router's task per sample, or
-        the one shared head."""
+        """Logits without any task label (class/domain-IL inference): through the router's task per
+        sample, or the one shared head."""
         if self.labels_at_test:
             raise UserError("this model was trained for task_il: it needs each sample's task label")
-        if self.router is None:
-            route = Route.whole(SHARED)
-        else:
-            with torch.no_grad():
-                route = Route.from_labels(self.router.predict(self, x, None).to(x.device))
+        route = Route.whole(SHARED) if self.router is None else Route.from_labels(self.route_by_router(x, None))
         return self.logits(self.features(x, route), route)
 
     @contextmanager

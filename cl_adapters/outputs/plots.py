@@ -51,6 +51,19 @@ def accuracy_matrix_figure(R: list[list[float | None]], title: str = ""):
     return fig
 
 
+def plot_task_id_confusion(confusion: list[list[int]], path: str | Path) -> Path:
+    """Which task the router sent each task's test samples to: shares per true task (rows)."""
+    counts = np.array(confusion, dtype=float)
+    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    fig, ax = pyplot().subplots(figsize=(1.5 + 0.6 * len(counts), 1.2 + 0.5 * len(counts)), layout="constrained")
+    image = heatmap(ax, shares)
+    ax.set_xlabel("routed to task")
+    ax.set_ylabel("true task")
+    ax.set_title("task-ID confusion")
+    fig.colorbar(image, ax=ax, label="share of the task's test samples")
+    return save_figure(fig, path)
+
+
 def plot_fusion_attention(attention: dict[int, dict], path: str | Path) -> Path:
     """One heatmap per fused task: adapted layers (rows) x the adapters it fuses (columns)."""
     tasks = sorted(attention)

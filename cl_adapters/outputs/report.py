@@ -41,7 +41,11 @@ COLUMNS = {  # header -> metric key
     "FWT": "fwt",
     "transfer vs single": "transfer_vs_single",
     "intransigence": "intransigence",
+    "ACC with task labels": "acc_til",  # the columns of runs without test-time task labels (class/domain-IL)
+    "TIL-CIL gap": "til_cil_gap",
+    "task-ID acc": "task_id_acc",
 }
+WITHOUT_LABELS = ("acc_til", "til_cil_gap", "task_id_acc")  # shown only when some run has them
 
 
 def load_runs(dirs: list[str | Path]) -> tuple[list[dict], list[str]]:
@@ -196,11 +200,13 @@ def _cell(mean: float | None, std: float | None) -> str:
 
 
 def table(runs: list[dict]) -> str:
-    header = ["stream", "run", "seeds", *COLUMNS, "trainable params (task 1 / last)", "bytes/task", "train s"]
+    records = rows(runs)
+    columns = {h: k for h, k in COLUMNS.items() if k not in WITHOUT_LABELS or any(r[k] is not None for r in records)}
+    header = ["stream", "run", "seeds", *columns, "trainable params (task 1 / last)", "bytes/task", "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for row in rows(runs):
+    for row in records:
         cells = [row["stream"], row["run"], row["seeds"].replace(" ", ","),
-                 *(_cell(row[key], row[f"{key}_std"]) for key in COLUMNS.values()),
+                 *(_cell(row[key], row[f"{key}_std"]) for key in columns.values()),
                  f"{row['trainable_params_first']:,} / {row['trainable_params_last']:,}",
                  f"{row['bytes_per_task']:,.0f}", f"{row['train_seconds']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")

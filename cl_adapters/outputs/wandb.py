@@ -64,9 +64,10 @@ class WandbLogger:
         self._ensure_started(results)
 
         def log():
-            row = results["accuracy_matrix"][task]
+            row, routed = results["accuracy_matrix"][task], results.get("task_id_matrix")
             data = {**results["metrics"], **{f"accuracy/task_{j}": a for j, a in enumerate(row[: task + 1])},
-                    **{f"cost/{k}": v for k, v in results["costs"][task].items() if k != "experience"}}
+                    **{f"cost/{k}": v for k, v in results["costs"][task].items() if k != "experience"},
+                    **({f"task_id/task_{j}": q for j, q in enumerate(routed[task][: task + 1])} if routed else {})}
             self.run.log(data, step=task)
 
         if self.run is not None:
@@ -81,6 +82,10 @@ class WandbLogger:
             figure = accuracy_matrix_figure(R, title=self.run.name)
             self.run.log({"accuracy_matrix": wandb.Table(columns=columns, data=[[i, *row] for i, row in enumerate(R)]),
                           "accuracy_matrix_heatmap": wandb.Image(figure)})
+            if confusion := results.get("task_id_confusion"):  # true task (rows) x routed task
+                self.run.log({"task_id_confusion": wandb.Table(
+                    columns=["true task", *(f"routed to {j}" for j in range(len(confusion)))],
+                    data=[[i, *row] for i, row in enumerate(confusion)])})
             self.run.summary.update({**results["metrics"], **results["throughput"], **cost_summary(results["costs"])})
             where = Path(self.run.dir).parent
             self.run.finish()

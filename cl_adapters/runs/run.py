@@ -33,7 +33,7 @@ from cl_adapters.metrics import (
     summarize_without_labels,
 )
 from cl_adapters.models.contract import check_inputs
-from cl_adapters.outputs import ProgressBar, plot_fusion_attention, write_json_atomic
+from cl_adapters.outputs import ProgressBar, plot_fusion_attention, plot_task_id_confusion, write_json_atomic
 from cl_adapters.runs import plugin_state
 from cl_adapters.runs.references import REFERENCES, ReferenceCache, reference_optimizer, reference_strategy
 from cl_adapters.runs.resume import Checkpoints
@@ -158,6 +158,7 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
                 confusion = [[model.task_id_counts[(j, k)] for k in range(T)] for j in range(T)]
                 Q[i] = [confusion[j][j] / max(sum(confusion[j]), 1) for j in range(T)]
                 results.update(task_id_matrix=Q.tolist(), task_id_confusion=confusion)
+                plot_task_id_confusion(confusion, out.with_name("task_id_confusion.png"))
             R_til[i] = evaluate_with_task_labels()
             results["accuracy_matrix_til"] = R_til.tolist()
             metrics |= summarize_without_labels(R[:n, :n], R_til[:n, :n], Q[:n, :n] if model.router is not None else None)

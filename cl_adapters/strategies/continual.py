@@ -100,6 +100,8 @@ class ContinualStrategy(SupervisedTemplate):
             self.model.load_state_dict(self._initial_state, strict=False)  # heads are not in it: reset below
             for head in self.model.heads.values():
                 head.reset_parameters()
+            if self.protocol == "single_task":  # trained on this task alone: only its classes are live (class-IL)
+                self.model.trained_tasks.clear()
         return super().model_adaptation(model)
 
     def _train_exp(self, experience, eval_streams=None, **kwargs):
