@@ -46,3 +46,13 @@ def test_every_job_of_a_suite_composes(make_cfg, suite, tmp_path):
         assert sorted(c.seed for c in cfgs) == sorted([0, 1, 2] * (len(cfgs) // 3))
         protocols.append({c.strategy.protocol for c in cfgs})
     assert protocols[0] == {"single_task", "joint"} and all(p == {"sequential"} for p in protocols[1:])
+
+
+@pytest.mark.slow
+def test_router_cost_benchmark_smoke(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "router_cost.py"), "--quick", "--out", str(tmp_path)],
+                   check=True, timeout=1200)
+    res = json.loads((tmp_path / "router_cost.json").read_text())
+    row = res["setups"]["mlp N=2"]
+    assert row["oracle"]["vs_oracle"] == 1.0 and row["oracle"]["router_bytes_per_task"] == 0
+    assert row["prototype"]["router_bytes_per_task"] == 2 * 256 * 4 + 2 * 8  # two class means + their ids

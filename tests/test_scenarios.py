@@ -178,3 +178,12 @@ def test_full_fine_tuning_in_class_il_forgets_the_earlier_classes(make_cfg, tmp_
 def test_the_single_task_reference_in_class_il_has_only_its_own_classes_live(make_cfg, tmp_path):
     results = run(make_cfg(*QUICK, "scenario=class_il", "strategy=single_task"), tmp_path)
     assert min(np.diag(results["accuracy_matrix"])) > 0.9  # not diluted by earlier tasks' reset columns
+
+
+@pytest.mark.parametrize("router", [["router=prototype", "router.features=adapted"], ["router=prototype_mahalanobis"],
+                                    ["router=entropy", "router.score=energy"], ["router=entropy", "router.score=max_softmax"]])
+def test_in_class_il_a_misrouted_sample_is_always_wrong(make_cfg, tmp_path, router):
+    """Disjoint classes per task: accuracy without labels cannot exceed the task-ID accuracy, nor the same
+    model's accuracy with labels."""
+    m = run(make_cfg(*QUICK, "scenario=class_il", *router), tmp_path)["metrics"]
+    assert 0 < m["acc"] <= min(m["acc_til"], m["task_id_acc"]) + 1e-9

@@ -28,7 +28,7 @@ class PrototypeRouter:
         if not 0.0 <= shrinkage <= 1.0:
             raise UserError(f"router.shrinkage must be in [0, 1], got {shrinkage!r}")
         self.features, self.metric, self.shrinkage = features, metric, shrinkage
-        self.tasks: dict[int, dict[str, torch.Tensor]] = {}  # task -> classes, means, scatter, count
+        self.tasks: dict[int, dict[str, torch.Tensor]] = {}  # task -> classes, means (and scatter, count)
 
     def _features(self, model, x: torch.Tensor, task: int) -> torch.Tensor:
         route = NO_ROUTE if self.features == "backbone" else Route.whole(str(task))
@@ -43,9 +43,10 @@ class PrototypeRouter:
         f, y = torch.cat(feats).double(), torch.cat(labels)
         classes = torch.unique(y)
         means = torch.stack([f[y == c].mean(0) for c in classes])
-        centred = f - means[torch.searchsorted(classes, y)]
-        self.tasks[task] = {"classes": classes, "means": means.float(), "scatter": (centred.T @ centred).float(),
-                            "count": torch.tensor([len(f)], dtype=torch.long)}
+        self.tasks[task] = {"classes": classes, "means": means.float()}
+        if self.metric == "mahalanobis":  # the within-class scatter: d x d per task, kept only when used
+            centred = f - means[torch.searchsorted(classes, y)]
+            self.tasks[task] |= {"scatter": (centred.T @ centred).float(), "count": torch.tensor([len(f)])}
 
     def task_state(self, task: int) -> dict[str, torch.Tensor]:
         return dict(self.tasks.get(task, {}))
