@@ -1,7 +1,7 @@
 """Routing as a value: which task's adapter each sample of one forward goes through.
 
-A ``Route`` is made from task labels (task-incremental), and later by a router (no task labels) or a
-fusion; an adapter set applies it for one forward only (``with adapters.routed(route): backbone(x)``)
+A ``Route`` is made from task labels (task-incremental) or from a router's predictions (no task labels:
+``cl_adapters/routers``); an adapter set applies it for one forward only (``with adapters.routed(route): backbone(x)``)
 and clears every trace afterwards: no layer state, no hook outlives the forward.
 """
 
