@@ -14,10 +14,10 @@ from cl_adapters.adapters.base import AdapterMethod
 from cl_adapters.adapters.route import Route
 from cl_adapters.errors import UserError
 from cl_adapters.models.contract import check_backbone
+from cl_adapters.streams.base import SCENARIOS
 
 BACKBONE_POLICIES = ("auto", "first", "all", "never")
 SHARED = "shared"  # the adapter (head) key when one adapter (head) serves every task
-SCENARIOS = ("task_il", "class_il", "domain_il")
 
 
 def task_key(task: int) -> str:
@@ -282,12 +282,13 @@ class AdaptedModel(MultiTaskModule):
         labels in class-IL keeps only the task's classes."""
         if not self.head_per_task:
             out = self._placed(self.heads[SHARED](features), SHARED, features)
-            trained = sorted({c for t in self.trained_tasks for c in self.task_classes[t]})
-            allowed = torch.zeros_like(out, dtype=torch.bool)
-            allowed[:, trained or self.heads[SHARED].classes] = True  # untrained classes masked (untrained model: none)
+            trained = {c for t in self.trained_tasks for c in self.task_classes[t]}
+            untrained = [c for c in self.heads[SHARED].classes if c not in trained]
+            if trained and untrained:  # their columns would take predictions (an untrained model keeps all)
+                out = out.index_fill(1, torch.tensor(untrained, device=out.device), float("-inf"))
             if self.scenario == "class_il" and self.labels_at_test and not self.training:
-                allowed &= self._task_columns(route, out)
-            return out if bool(allowed.all()) else out.masked_fill(~allowed, float("-inf"))
+                out = out.masked_fill(~self._task_columns(route, out), float("-inf"))
+            return out
         if len(route) == 1:
             key = route[0][0]
             return self._placed(self.heads[key](features), key, features)

@@ -29,6 +29,7 @@ class PrototypeRouter:
             raise UserError(f"router.shrinkage must be in [0, 1], got {shrinkage!r}")
         self.features, self.metric, self.shrinkage = features, metric, shrinkage
         self.tasks: dict[int, dict[str, torch.Tensor]] = {}  # task -> classes, means (and scatter, count)
+        self._precisions: dict[tuple[int, ...], torch.Tensor] = {}  # per feature space, until the next task
 
     def _features(self, model, x: torch.Tensor, task: int) -> torch.Tensor:
         route = NO_ROUTE if self.features == "backbone" else Route.whole(str(task))
@@ -47,6 +48,7 @@ class PrototypeRouter:
         if self.metric == "mahalanobis":  # the within-class scatter: d x d per task, kept only when used
             centred = f - means[torch.searchsorted(classes, y)]
             self.tasks[task] |= {"scatter": (centred.T @ centred).float(), "count": torch.tensor([len(f)])}
+        self._precisions.clear()
 
     def task_state(self, task: int) -> dict[str, torch.Tensor]:
         return dict(self.tasks.get(task, {}))
@@ -54,9 +56,17 @@ class PrototypeRouter:
     def load_task_state(self, task: int, tensors: dict[str, torch.Tensor]) -> None:
         if tensors:
             self.tasks[task] = {k: v.clone() for k, v in tensors.items()}
+            self._precisions.clear()
 
     def _precision(self, tasks: list[int]) -> torch.Tensor:
-        """The inverse of the classes' pooled within-class covariance over ``tasks``, shrunk."""
+        """The inverse of the classes' pooled within-class covariance over ``tasks``, shrunk (computed once
+        per set of tasks, not per batch)."""
+        key = tuple(tasks)
+        if key not in self._precisions:
+            self._precisions[key] = self._pooled_precision(tasks)
+        return self._precisions[key]
+
+    def _pooled_precision(self, tasks: list[int]) -> torch.Tensor:
         scatter = sum(self.tasks[t]["scatter"].double() for t in tasks)
         dof = sum(int(self.tasks[t]["count"]) - len(self.tasks[t]["classes"]) for t in tasks)
         cov = scatter / max(dof, 1)

@@ -41,8 +41,8 @@ def reference_strategy(cfg: DictConfig, protocol: str) -> DictConfig:
 def key_fields(cfg: DictConfig, protocol: str) -> dict:
     """What a reference depends on (device and eval batch size change nothing but speed)."""
     s = cfg.strategy
-    resolved = OmegaConf.to_container(cfg, resolve=True)  # the stream's ${seed}, ${scenario}
-    fields = {"protocol": protocol, "stream": resolved["stream"], "model": resolved["model"], "seed": cfg.seed,
+    fields = {"protocol": protocol, "stream": OmegaConf.to_container(cfg.stream, resolve=True),  # its ${seed}, ${scenario}
+              "model": OmegaConf.to_container(cfg.model, resolve=True), "seed": cfg.seed,
               "eval_stream": cfg.eval_stream, "strategy": s.get("_target_"), "optimizer": reference_optimizer(cfg),
               "epochs": s.epochs, "batch_size": s.batch_size}
     return OmegaConf.to_container(OmegaConf.create(fields), resolve=True)
