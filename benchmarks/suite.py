@@ -2,7 +2,8 @@
 launcher, then the comparison report in ``benchmarks/results/<suite>/`` (report.md, report.csv, plots).
 
     python benchmarks/suite.py split_mnist              # also: split_digits, permuted_mnist, sentiment,
-                                                        # split_mnist_class_il
+                                                        # split_mnist_class_il, sentiment_domain_il,
+                                                        # permuted_mnist_domain_il
     python benchmarks/suite.py split_mnist hydra.launcher.n_jobs=1 strategy.epochs=2   # extra overrides
 
 The references (single_task, joint) run first, so every strategy finds them cached (transfer,
@@ -25,16 +26,30 @@ LIGHT_FUSION = ("fusion_light", ["strategy=adapter_fusion", "fusion=light"])
 PLUGINS = ("plugins", ["strategy=full_ft,lora", "plugins=[ewc],[replay],[lwf]"])
 ALL = (REFERENCES, PEFT, LIGHT_FUSION, PLUGINS)
 CLASS_IL = ["experiment=split_mnist", "scenario=class_il"]
+ROUTERS = "router=oracle,entropy,prototype,prototype_mahalanobis"
+PMNIST_DIL = ["experiment=permuted_mnist_quick", "scenario=domain_il"]
+SENTIMENT_DIL = ["scenario=domain_il", "stream.train_per_task=400", "stream.test_per_task=400", "strategy.epochs=1"]
 SUITES = {  # suite -> [(sweep name, overrides)], run in this order
     "split_digits": [(name, ["experiment=split_digits", *o]) for name, o in ALL],
     "split_mnist": [(name, ["experiment=split_mnist", *o]) for name, o in ALL],
     "permuted_mnist": [(name, ["experiment=permuted_mnist_quick", *o]) for name, o in ALL],
     "split_mnist_class_il": [  # no task label at test: per-task adapters and LoRAs need a router
         ("references", [*CLASS_IL, "strategy=single_task,joint"]),
-        ("shared", [*CLASS_IL, "strategy=full_ft,lora,bitfit"]),
+        ("shared", [*CLASS_IL, "strategy=full_ft,lora,bitfit,ncm"]),
         ("plugins", [*CLASS_IL, "strategy=full_ft,lora", "plugins=[ewc],[replay],[lwf]"]),
-        ("routed", [*CLASS_IL, "strategy=adapter,lora_per_task,adapter_fusion",
-                    "router=oracle,entropy,prototype,prototype_mahalanobis"]),
+        ("routed", [*CLASS_IL, "strategy=adapter,lora_per_task,adapter_fusion", ROUTERS]),
+    ],
+    "sentiment_domain_il": [  # MiniLM, 400 texts per domain, 1 epoch: ~1 h on 2 CPU cores
+        ("references", ["experiment=sentiment", *SENTIMENT_DIL, "strategy=single_task,joint"]),
+        ("shared", ["experiment=sentiment", *SENTIMENT_DIL, "strategy=lora,ncm"]),
+        ("full_ft", ["experiment=sentiment_full_ft", *SENTIMENT_DIL]),
+        ("routed", ["experiment=sentiment", *SENTIMENT_DIL, "strategy=adapter,lora_per_task", ROUTERS]),
+    ],
+    "permuted_mnist_domain_il": [
+        ("references", [*PMNIST_DIL, "strategy=single_task,joint"]),
+        ("shared", [*PMNIST_DIL, "strategy=full_ft,lora,ncm"]),
+        ("plugins", [*PMNIST_DIL, "strategy=full_ft,lora", "plugins=[replay]"]),
+        ("routed", [*PMNIST_DIL, "strategy=adapter,lora_per_task", ROUTERS]),
     ],
     "sentiment": [  # MiniLM on CPU: hours (full fine-tuning wants its own learning rate)
         ("references", ["experiment=sentiment", "strategy=single_task,joint"]),

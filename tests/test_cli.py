@@ -21,7 +21,7 @@ def cli(*args, cwd):
         (["adapter.r=0"], "adapter.r must be a positive integer, got 0"),
         (["strategy.optimizer.lr=-0.1"], "strategy.optimizer: Invalid learning rate: -0.1"),
         (["strategy=nope"], "error: strategy=nope: no such option (the strategy options: adapter, adapter_fusion, bitfit, "
-                            "full_ft, joint, lora, lora_per_task, single_task)"),
+                            "full_ft, joint, lora, lora_per_task, ncm, single_task)"),
         (["stream=nope"], "error: stream=nope: no such option (the stream options: permuted_mnist, sentiment_domains, "),
         (["adapter.rr=3"], "error: adapter.rr: no such key (the keys there: placement, r, activation, dropout, scaling, "
                            "targets; to add a key: +adapter.rr=...)"),

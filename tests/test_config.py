@@ -22,7 +22,7 @@ SMALL = {  # keep MNIST options quick
 def test_groups_are_not_empty():
     assert GROUPS["stream"] == ["permuted_mnist", "sentiment_domains", "split_digits", "split_mnist"]
     assert GROUPS["strategy"] == [
-        "adapter", "adapter_fusion", "bitfit", "full_ft", "joint", "lora", "lora_per_task", "single_task"
+        "adapter", "adapter_fusion", "bitfit", "full_ft", "joint", "lora", "lora_per_task", "ncm", "single_task"
     ]
     assert GROUPS["fusion"] == ["full", "light"]
     assert GROUPS["plugins"] == ["ewc", "lwf", "replay"]
@@ -64,6 +64,7 @@ EXPECTED = {
     "bitfit": dict(adapter=None, train_biases=True, train_backbone="first", protocol="sequential"),
     "joint": dict(adapter=None, train_backbone="all", protocol="joint"),
     "single_task": dict(adapter=None, train_backbone="all", protocol="single_task"),
+    "ncm": dict(adapter=None, train_backbone="first", protocol="sequential", classifier="ncm"),
 }
 
 
@@ -77,6 +78,7 @@ def test_every_strategy_instantiates_as_documented(make_cfg, strategy):
         train_biases=s.model.train_biases,
         protocol=s.protocol,
         fusion=type(s.model.fusion).__name__ if s.model.fusion else None,
+        classifier=s.model.classifier,
     )
     assert {k: got[k] for k in EXPECTED[strategy]} == EXPECTED[strategy]
 

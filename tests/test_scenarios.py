@@ -154,18 +154,21 @@ def test_a_routed_class_il_run_records_routing_and_serves_without_task_labels(ma
     assert (tmp_path / "task_id_confusion.png").stat().st_size > 0
 
 
-def test_reports_name_the_scenario_and_show_the_gap_only_where_it_exists(make_cfg, tmp_path):
-    from cl_adapters.outputs.report import load_runs, table
+def test_reports_group_rows_by_scenario_and_show_the_gap_only_where_it_exists(make_cfg, tmp_path):
+    from cl_adapters.outputs.report import load_runs, rows, table
 
     run(make_cfg(*QUICK), tmp_path / "til" / "0")
     run(make_cfg(*QUICK, "scenario=class_il", "router=entropy"), tmp_path / "cil" / "0")
+    run(make_cfg(*QUICK, "scenario=domain_il", "router=entropy"), tmp_path / "dil" / "0")
     til_only, _ = load_runs([tmp_path / "til"])
-    assert "TIL-CIL gap" not in table(til_only)
-    both, _ = load_runs([tmp_path / "til", tmp_path / "cil"])
-    text = table(both)
-    assert "TIL-CIL gap" in text and "task-ID acc" in text
-    rows = text.splitlines()[2:]  # composed without Hydra's CLI, the strategy's name is "?"
-    assert len(rows) == 2 and sum("| class_il: ?@entropy" in r for r in rows) == 1
+    assert "TIL-CIL gap" not in table(til_only) and not table(til_only).startswith("**")
+    runs, _ = load_runs([tmp_path / "dil", tmp_path / "til", tmp_path / "cil"])
+    sections = table(runs).split("\n\n")  # composed without Hydra's CLI, the strategy's name is "?"
+    assert [s.split(" ")[0] for s in sections[::2]] == ["**task_il**", "**class_il**", "**domain_il**"]
+    til, cil, dil = (section.splitlines() for section in sections[1::2])
+    assert len(til) == len(cil) == len(dil) == 3 and "TIL-CIL gap" not in til[0] and "task-ID acc" in cil[0]
+    assert cil[2].startswith("| ? | ?@entropy |") and dil[2].startswith("| ? | ?@entropy |")  # no scenario prefix
+    assert [r["scenario"] for r in rows(runs)] == ["task_il", "class_il", "domain_il"]  # the CSV's column
 
 
 def test_full_fine_tuning_in_class_il_forgets_the_earlier_classes(make_cfg, tmp_path):
@@ -187,3 +190,64 @@ def test_in_class_il_a_misrouted_sample_is_always_wrong(make_cfg, tmp_path, rout
     model's accuracy with labels."""
     m = run(make_cfg(*QUICK, "scenario=class_il", *router), tmp_path)["metrics"]
     assert 0 < m["acc"] <= min(m["acc_til"], m["task_id_acc"]) + 1e-9
+
+
+def test_an_ncm_head_keeps_running_class_means_and_picks_the_nearest_by_cosine():
+    from cl_adapters.models.adapted import PrototypeHead
+
+    head = PrototypeHead(2, [3, 5, 7])
+    head.eval()
+    assert torch.equal(head(torch.ones(1, 2)), torch.nn.functional.linear(torch.ones(1, 2), head.weight, head.bias))
+    head.fit(torch.tensor([[1.0, 0.0], [3.0, 0.0]]), torch.tensor([3, 3]))  # in two batches: one mean
+    head.fit(torch.tensor([[2.0, 0.0], [0.0, 4.0]]), torch.tensor([3, 5]))
+    assert torch.equal(head.means, torch.tensor([[2.0, 0.0], [0.0, 4.0], [0.0, 0.0]]))
+    assert head.counts.tolist() == [3, 1, 0]
+    scores = head(torch.tensor([[5.0, 1.0], [1.0, 9.0]]))
+    assert scores.argmax(1).tolist() == [0, 1] and torch.isinf(scores[:, 2]).all()  # class 7 never seen
+    head.train()
+    assert torch.isfinite(head(torch.ones(1, 2))).all()  # trains as a linear head
+
+
+def test_an_ncm_head_grows_with_its_means_and_round_trips_through_a_checkpoint(tmp_path):
+    from cl_adapters.models.checkpoint import load, save
+
+    torch.manual_seed(0)
+    model = AdaptedModel(MLP((1, 8, 8), hidden=(16,)), None, train_backbone="never", scenario="class_il",
+                         classifier="ncm")
+    model.eval()
+    model.add_task(0, [0, 1])
+    x = torch.rand(6, 1, 8, 8)
+    model.fit_task(0, [(x, torch.tensor([0, 1, 0, 1, 0, 1]))])
+    means = model.heads["shared"].means.clone()
+    model.add_task(1, [2, 3])
+    model.fit_task(1, [(x + 1, torch.tensor([2, 3, 2, 3, 2, 3]))])
+    assert torch.equal(model.heads["shared"].means[:2], means) and model.heads["shared"].counts.tolist() == [3] * 4
+    assert not model.trains()  # a frozen backbone: nothing trains, the means are fitted
+    save(model, tmp_path)
+    again = load(AdaptedModel(MLP((1, 8, 8), hidden=(16,)), None, train_backbone="never", scenario="class_il",
+                              classifier="ncm"), tmp_path).eval()
+    assert torch.equal(again.classify(x), model.classify(x))
+
+
+def test_ncm_trains_the_backbone_on_the_first_task_only_and_fits_every_task(make_cfg, tmp_path):
+    from cl_adapters.runs.inference import load_run, predict
+
+    results = run(make_cfg(*QUICK, "scenario=class_il", "strategy=ncm"), tmp_path)
+    params = [c["trainable_params"] for c in results["costs"]]
+    assert params[0] > 0 and params[1:] == [0, 0]
+    R = np.array(results["accuracy_matrix"])
+    assert (np.diag(R) > 0.5).all()
+    model = load_run(tmp_path)  # the class means come back from the checkpoint chain
+    for j, exp in enumerate(split_digits(3, [0, 1, 2, 3, 4, 5], scenario="class_il").test_stream):
+        x, y = torch.stack([s[0] for s in exp.dataset]), torch.tensor([s[1] for s in exp.dataset])
+        assert float((predict(model, x) == y).float().mean()) == pytest.approx(R[-1, j])
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["strategy=ncm", "strategy.model.adapter=${adapter}"], "classifier=ncm is the backbone's class means"),
+    (["strategy=ncm", "strategy.protocol=joint", "strategy.model.train_backbone=all"], "classifier=linear"),
+    (["strategy.model.classifier=knn"], "classifier must be one of"),
+])
+def test_ncm_refusals(make_cfg, tmp_path, overrides, match):
+    with pytest.raises(UserError, match=match):
+        run(make_cfg(*QUICK, *overrides), tmp_path)

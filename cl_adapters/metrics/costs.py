@@ -18,7 +18,8 @@ class CostPlugin(SupervisedPlugin):
 
     trainable_params: parameters with requires_grad in any epoch (what the optimizer updates; with
     two-stage fusion the adapter's and then the fusion's);
-    bytes_per_task: their storage, i.e. what a per-task checkpoint must keep; train_seconds and
+    bytes_per_task: their storage and what the model fitted (class means), i.e. what a per-task checkpoint
+    must keep; train_seconds and
     train_samples_per_s over all epochs; peak_rss_bytes of the process so far (and peak CUDA memory).
     """
 
@@ -44,10 +45,12 @@ class CostPlugin(SupervisedPlugin):
     def after_training_exp(self, strategy, **kwargs):
         seconds = time.perf_counter() - self._t0
         params = self._trainable.values()
+        model = strategy.model
+        fitted = model.fitted_state(int(strategy.experience.task_labels[0])) if hasattr(model, "fitted_state") else []
         record = dict(
             experience=strategy.experience.current_experience,
             trainable_params=sum(p.numel() for p in params),
-            bytes_per_task=sum(p.numel() * p.element_size() for p in params),
+            bytes_per_task=sum(t.numel() * t.element_size() for t in [*params, *fitted]),
             train_seconds=seconds,
             train_samples=self._samples,
             train_samples_per_s=self._samples / seconds if seconds else 0.0,

@@ -6,6 +6,7 @@ from collections import Counter
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from avalanche.models import MultiTaskModule
 from torch import nn
 
@@ -17,6 +18,7 @@ from cl_adapters.models.contract import check_backbone
 from cl_adapters.streams.base import SCENARIOS
 
 BACKBONE_POLICIES = ("auto", "first", "all", "never")
+CLASSIFIERS = ("linear", "ncm")
 SHARED = "shared"  # the adapter (head) key when one adapter (head) serves every task
 
 
@@ -30,6 +32,40 @@ class Head(nn.Linear):
     def __init__(self, in_features: int, classes: list[int]):
         super().__init__(in_features, len(classes))
         self.classes = list(classes)
+
+
+class PrototypeHead(Head):
+    """Nearest class mean (SimpleCIL): in eval mode a sample scores each class by the cosine similarity of
+    its features to the class's mean feature, a running mean over every sample ``fit`` has seen (so in
+    domain-IL a class's mean spans the domains). The linear layer underneath is what trains, when the
+    backbone trains (first-session adaptation); before any ``fit`` the head is that linear layer."""
+
+    def __init__(self, in_features: int, classes: list[int]):
+        super().__init__(in_features, classes)
+        self.register_buffer("means", torch.zeros(len(classes), in_features))
+        self.register_buffer("counts", torch.zeros(len(classes)))
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if hasattr(self, "means"):  # nn.Linear's __init__ resets before the buffers exist
+            self.means.zero_()
+            self.counts.zero_()
+
+    @torch.no_grad()
+    def fit(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Fold a batch into the running means of the classes it holds."""
+        for column, label in enumerate(self.classes):
+            rows = features[labels == label]
+            if len(rows):
+                total = self.counts[column] + len(rows)
+                self.means[column] += (rows.sum(0) - len(rows) * self.means[column]) / total
+                self.counts[column] = total
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.training or not self.counts.any():
+            return super().forward(features)
+        scores = F.normalize(features, dim=-1) @ F.normalize(self.means, dim=-1).T
+        return scores.masked_fill(self.counts == 0, float("-inf"))  # a class never seen takes no sample
 
 
 class AdaptedModel(MultiTaskModule):
@@ -52,6 +88,8 @@ class AdaptedModel(MultiTaskModule):
     adapter. With ``class_il``/``domain_il`` the test label is not used: per-task adapters keep a head
     per task and a ``router`` predicts each sample's task (``cl_adapters/routers``); every other model has
     one head over the classes trained so far (it grows in class_il, as Avalanche's IncrementalClassifier).
+    ``classifier=ncm`` (strategy=ncm, SimpleCIL) makes every head a ``PrototypeHead``: class means fitted
+    after each task (``fit_task``) score the samples; nothing trains once the backbone is frozen.
     Heads map their columns to label ids (``head_classes``); logits come out over all label ids known,
     with -inf where the sample's head has no column. ``given_task_labels()`` evaluates with the labels
     anyway (the task-IL accuracy of the same model: the TIL-CIL gap).
@@ -68,6 +106,7 @@ class AdaptedModel(MultiTaskModule):
         fusion: FusionConfig | None = None,
         scenario: str = "task_il",
         router=None,
+        classifier: str = "linear",
     ):
         super().__init__()
         check_backbone(backbone)
@@ -75,6 +114,10 @@ class AdaptedModel(MultiTaskModule):
             raise UserError(f"scenario must be one of {SCENARIOS}, got {scenario!r}")
         if train_backbone not in BACKBONE_POLICIES:
             raise UserError(f"strategy.model.train_backbone must be one of {BACKBONE_POLICIES}, got {train_backbone!r}")
+        if classifier not in CLASSIFIERS:
+            raise UserError(f"strategy.model.classifier must be one of {CLASSIFIERS}, got {classifier!r}")
+        if classifier == "ncm" and adapter is not None:
+            raise UserError("classifier=ncm is the backbone's class means alone (strategy=ncm): set strategy.model.adapter=null")
         if train_backbone == "auto":
             train_backbone = "never" if backbone.pretrained else "first"
         self.train_backbone = train_backbone
@@ -84,6 +127,7 @@ class AdaptedModel(MultiTaskModule):
         self.backbone = backbone
         self.adapters = adapter.attach(backbone) if adapter is not None else None  # layers live in the backbone
         self.heads = nn.ModuleDict()
+        self.classifier = classifier
         self.task_classes: dict[int, list[int]] = {}  # task -> its label ids (from the stream)
         self.trained_tasks: list[int] = []
         self.scenario = scenario
@@ -145,11 +189,12 @@ class AdaptedModel(MultiTaskModule):
         new = [c for c in classes if c not in known]
         if key in self.heads and not new:
             return
-        head = Head(self.backbone.out_features, known + new).to(self._adaptation_device)
+        kind = PrototypeHead if self.classifier == "ncm" else Head
+        head = kind(self.backbone.out_features, known + new).to(self._adaptation_device).train(self.training)
         if key in self.heads:
-            with torch.no_grad():
-                head.weight[: len(known)] = self.heads[key].weight
-                head.bias[: len(known)] = self.heads[key].bias
+            grown = head.state_dict()  # tensors sharing the head's storage: weight, bias (means, counts)
+            for name, old in self.heads[key].state_dict().items():
+                grown[name][: len(known)] = old
         self.heads[key] = head
 
     def restore_task(self, task: int, classes: int | list[int], fusion_over: list[str] | None = None) -> None:
@@ -209,8 +254,28 @@ class AdaptedModel(MultiTaskModule):
             for fusion in fusions:  # earlier tasks' fusions were frozen with the backbone above
                 fusion.requires_grad_(True)
         seen = {self.head_key(t) for t in self.trained_tasks} if self.shares_training else set()
-        for key, head in self.heads.items():
-            head.requires_grad_(key == self.head_key(task) or key in seen)
+        for key, head in self.heads.items():  # class means are fitted, not trained: their head trains with the backbone
+            head.requires_grad_((key == self.head_key(task) or key in seen) and (self.classifier == "linear" or train_base))
+
+    def trains(self) -> bool:
+        """Whether anything trains on the current task (strategy=ncm after its first task: nothing)."""
+        return any(p.requires_grad for p in self.parameters())
+
+    @torch.no_grad()
+    def fit_task(self, task: int, batches) -> None:
+        """After ``task`` trained (eval mode): what is fitted on its data, not trained: the router's
+        prototypes, or the class means of an ``ncm`` head."""
+        if self.router is not None:
+            self.router.fit(self, task, batches)
+        elif self.classifier == "ncm":
+            key, route = self.head_key(task), Route.whole(self.adapter_key(task))
+            for x, y in batches:
+                self.heads[key].fit(self.features(x, route).flatten(1), y)
+
+    def fitted_state(self, task: int) -> list[torch.Tensor]:
+        """What ``fit_task`` keeps for ``task`` (router prototypes; its NCM head's means and counts)."""
+        kept = list(self.router.task_state(task).values()) if self.router is not None else []
+        return kept + (list(self.heads[self.head_key(task)].buffers()) if self.classifier == "ncm" else [])
 
     def owns_adapter(self, task: int) -> bool:
         """Whether ``task`` has an adapter (and fusion) of its own, rather than none or a shared one."""
@@ -224,6 +289,11 @@ class AdaptedModel(MultiTaskModule):
             own |= set(map(id, self.adapters.parameters(key)))
             own |= {id(p) for fusion in self.fusions(task) for p in fusion.parameters()}
         return {n: p for n, p in self.named_parameters() if id(p) in own}
+
+    def task_state_names(self, task: int) -> set[str]:
+        """The state-dict names ``task`` alone owns: its parameters, and its head's buffers (class means)."""
+        head = {f"heads.{task_key(task)}.{n}" for n, _ in self.heads[task_key(task)].named_buffers()} if self.head_per_task else set()
+        return set(self.task_parameters(task)) | head
 
     def fusion_attention(self, task: int) -> dict | None:
         """Task's mean fusion attention per layer over the tokens it saw in eval mode (None: no fusion)."""

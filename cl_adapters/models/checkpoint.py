@@ -189,7 +189,7 @@ def load_task(model: AdaptedModel, path: str | Path) -> int:
 def save(model: AdaptedModel, directory: str | Path) -> Path:
     """``base.safetensors`` (everything no single task owns) and ``task-<t>.safetensors`` per trained task."""
     directory = Path(directory)
-    owned = {name for t in model.trained_tasks for name in model.task_parameters(t)}
+    owned = {name for t in model.trained_tasks for name in model.task_state_names(t)}
     write(directory / BASE, model, shared={k: v for k, v in model.state_dict().items() if k not in owned})
     for t in model.trained_tasks:
         write(task_file(directory, t), model, t)
@@ -204,7 +204,7 @@ def load(model: AdaptedModel, directory: str | Path) -> AdaptedModel:
     for t in trained:
         restore(model, _read(task_file(directory, t)))
     restore(model, base)
-    owned = {name for t in trained for name in model.task_parameters(t)}
+    owned = {name for t in trained for name in model.task_state_names(t)}
     if missing := sorted(set(model.state_dict()) - owned - set(base.role("shared."))):
         raise UserError(f"{directory / BASE} does not match the model: it lacks {missing[:4]}")
     model.trained_tasks[:] = trained

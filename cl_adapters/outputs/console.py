@@ -42,7 +42,7 @@ class ConsoleLogger:
         costs = results["costs"]
         summary = cost_summary(costs)
         metrics.add_row("trainable params/task", f"{summary['trainable_params_per_task']:,.0f}", "mean over tasks")
-        metrics.add_row("bytes stored/task", f"{summary['bytes_per_task']:,.0f}", "params trained per task")
+        metrics.add_row("bytes stored/task", f"{summary['bytes_per_task']:,.0f}", "params trained (+ means fitted) per task")
         metrics.add_row("train time", f"{summary['train_seconds']:.1f}s", "all tasks")
         metrics.add_row("train samples/s", f"{results['throughput']['train_samples_per_s']:.0f}", "all tasks")
         metrics.add_row("eval samples/s", f"{results['throughput']['eval_samples_per_s']:.0f}", "all evals")

@@ -1,6 +1,7 @@
-"""Comparison report from run directories: per stream, one row per strategy (+ fusion, plugins) with
-mean ± std over seeds, as Markdown and CSV, plus plots. Runs of different streams are never averaged
-together; unfinished or failed jobs are listed, not dropped silently.
+"""Comparison report from run directories: per scenario and stream, one row per strategy (+ fusion,
+router, plugins) with mean ± std over seeds, as Markdown and CSV, plus plots. Runs of different
+scenarios or streams are never averaged together (each scenario gets its own table); unfinished or
+failed jobs are listed, not dropped silently.
 
     cl-adapters-report multirun/2026-11-24/06-28-12 [more dirs ...] [--out DIR]
 
@@ -24,8 +25,9 @@ import numpy as np
 from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
 from cl_adapters.outputs.plots import heatmap, pyplot, save_figure
-from cl_adapters.outputs.results import flatten, run_name
+from cl_adapters.outputs.results import flatten, run_name, strategy_name
 from cl_adapters.metrics.costs import cost_summary
+from cl_adapters.streams.base import SCENARIOS
 
 # config that does not change what a run measures, nor does any *.seed or *.device (top-level adapter
 # and fusion: the ones a run uses are under strategy.model)
@@ -46,6 +48,11 @@ COLUMNS = {  # header -> metric key
     "task-ID acc": "task_id_acc",
 }
 WITHOUT_LABELS = ("acc_til", "til_cil_gap", "task_id_acc")  # shown only when some run has them
+SCENARIO_TITLES = {
+    "task_il": "task-incremental: the task label is given at test",
+    "class_il": "class-incremental: no task label at test, labels over all classes of the stream",
+    "domain_il": "domain-incremental: no task label at test, one label space for every task",
+}
 
 
 def load_runs(dirs: list[str | Path]) -> tuple[list[dict], list[str]]:
@@ -127,25 +134,30 @@ def fingerprint(results: dict) -> str:
     return json.dumps(setup(results), sort_keys=True)
 
 
-def grouped(runs: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    """(stream, row label) -> its runs sorted by seed, in sorted order. Runs are averaged only when
-    their setups match; labels: see ``_labels`` (e.g. ``adapter · mlp (strategy.optimizer.lr=0.01)``)."""
+def scenario(results: dict) -> str:
+    return results.get("scenario", "task_il")
+
+
+def grouped(runs: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
+    """(scenario, stream, row label) -> its runs sorted by seed, scenarios in SCENARIOS order. Runs are
+    averaged only when their setups match; labels: see ``_labels`` (e.g. ``adapter · mlp
+    (strategy.optimizer.lr=0.01)``)."""
     groups = defaultdict(list)
     for results in runs:
-        groups[(results["run"]["stream"], run_name(results), fingerprint(results))].append(results)
+        groups[(scenario(results), results["run"]["stream"], strategy_name(results), fingerprint(results))].append(results)
     names = defaultdict(list)
-    for stream, name, key in groups:
-        names[(stream, name)].append(key)
+    for where, stream, name, key in groups:
+        names[(where, stream, name)].append(key)
     shown_groups = {}  # per stream: the config groups whose choice differs between its runs (e.g. the model)
-    for stream in {s for s, _ in names}:
-        choices = [_choices(r) for r in runs if r["run"]["stream"] == stream]
-        shown_groups[stream] = [g for g in CHOICE_GROUPS if len({c[g] for c in choices if c[g] != "None"}) > 1]
+    for where, stream in {(w, s) for w, s, _ in names}:
+        choices = [_choices(r) for r in runs if r["run"]["stream"] == stream and scenario(r) == where]
+        shown_groups[where, stream] = [g for g in CHOICE_GROUPS if len({c[g] for c in choices if c[g] != "None"}) > 1]
     out = {}
-    for (stream, name), keys in names.items():
-        example = {key: groups[(stream, name, key)][0] for key in keys}
-        for key, label in zip(keys, _labels(name, keys, example, shown_groups[stream])):
-            out[(stream, label)] = sorted(groups[(stream, name, key)], key=lambda r: r["config"]["seed"])
-    return dict(sorted(out.items()))
+    for (where, stream, name), keys in names.items():
+        example = {key: groups[(where, stream, name, key)][0] for key in keys}
+        for key, label in zip(keys, _labels(name, keys, example, shown_groups[where, stream])):
+            out[(where, stream, label)] = sorted(groups[(where, stream, name, key)], key=lambda r: r["config"]["seed"])
+    return dict(sorted(out.items(), key=lambda item: (SCENARIOS.index(item[0][0]), item[0][1:])))
 
 
 def _choices(results: dict) -> dict[str, str]:
@@ -178,10 +190,10 @@ def mean_std(values: list) -> tuple[float | None, float | None]:
 
 
 def rows(runs: list[dict]) -> list[dict]:
-    """One flat record per (stream, run name): the CSV rows, and what the table shows."""
+    """One flat record per (scenario, stream, run name): the CSV rows, and what the tables show."""
     out = []
-    for (stream, name), group in grouped(runs).items():
-        row = {"stream": stream, "run": name, "seeds": " ".join(str(r["config"]["seed"]) for r in group)}
+    for (where, stream, name), group in grouped(runs).items():
+        row = {"scenario": where, "stream": stream, "run": name, "seeds": " ".join(str(r["config"]["seed"]) for r in group)}
         for key in COLUMNS.values():
             row[key], row[f"{key}_std"] = mean_std([r["metrics"].get(key) for r in group])
         costs = group[0]["costs"]
@@ -200,7 +212,16 @@ def _cell(mean: float | None, std: float | None) -> str:
 
 
 def table(runs: list[dict]) -> str:
+    """One Markdown table per scenario, each under a line naming it (a task-IL-only report: the table)."""
     records = rows(runs)
+    scenarios = list(dict.fromkeys(r["scenario"] for r in records))
+    if scenarios == ["task_il"]:
+        return _table(records)
+    return "\n\n".join(f"**{where}** ({SCENARIO_TITLES[where]})\n\n" + _table([r for r in records if r["scenario"] == where])
+                       for where in scenarios)
+
+
+def _table(records: list[dict]) -> str:
     columns = {h: k for h, k in COLUMNS.items() if k not in WITHOUT_LABELS or any(r[k] is not None for r in records)}
     header = ["stream", "run", "seeds", *columns, "trainable params (task 1 / last)", "bytes/task", "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
@@ -221,7 +242,7 @@ def plot(runs: list[dict], out: Path) -> list[Path]:
     groups = grouped(runs)
     mean_R = {key: np.mean([np.array(r["accuracy_matrix"], dtype=float) for r in group], axis=0)
               for key, group in groups.items()}
-    labels = {key: f"{key[0]}: {key[1]}" for key in groups}
+    labels = {key: f"{key[1]}: {key[2]}" if key[0] == "task_il" else f"{key[1]} {key[0]}: {key[2]}" for key in groups}
     ncols = min(len(groups), 4)
     nrows = -(-len(groups) // ncols)
     written = []
@@ -258,7 +279,8 @@ def plot(runs: list[dict], out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
     for row in rows(runs):
         ax.errorbar(row["trainable_params_per_task"], row["acc"], yerr=row["acc_std"] or 0, marker="o", capsize=3,
-                    label=f"{row['stream']}: {row['run']}")
+                    label=f"{row['stream']}: {row['run']}" if row["scenario"] == "task_il" else
+                    f"{row['stream']} {row['scenario']}: {row['run']}")
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))  # 20k, 50k, 100k: short labels

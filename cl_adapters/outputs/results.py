@@ -38,13 +38,16 @@ def flatten(node, prefix: str = "") -> dict:
     return {k: v for key, value in node.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
 
 
-def run_name(results: dict) -> str:
-    """``strategy[fusion]@router+plugin+...``, e.g. ``adapter_fusion[light]``, ``full_ft+ewc``; runs without
-    task labels at test are prefixed with their scenario (``class_il: adapter@prototype``), so that no
-    table mixes scenarios."""
+def strategy_name(results: dict) -> str:
+    """``strategy[fusion]@router+plugin+...``, e.g. ``adapter_fusion[light]``, ``full_ft+ewc``."""
     run = results["run"]
     fusion = f"[{run['fusion']}]" if run.get("fusion") else ""
     router = f"@{run['router']}" if run.get("router") else ""
-    name = "+".join([run["strategy"] + fusion + router, *run.get("plugins", [])])
+    return "+".join([run["strategy"] + fusion + router, *run.get("plugins", [])])
+
+
+def run_name(results: dict) -> str:
+    """The strategy name; runs without task labels at test are prefixed with their scenario
+    (``class_il: adapter@prototype``), so that no name is mistaken for its task-IL twin."""
     scenario = results.get("scenario", "task_il")
-    return name if scenario == "task_il" else f"{scenario}: {name}"
+    return strategy_name(results) if scenario == "task_il" else f"{scenario}: {strategy_name(results)}"

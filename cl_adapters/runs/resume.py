@@ -124,7 +124,7 @@ class Checkpoints:
 
     def save(self, task: int, model, results: dict, plugins: list = ()) -> Path:
         state = model.state_dict()
-        own = set(model.task_parameters(task)) if task in model.trained_tasks else set()
+        own = model.task_state_names(task) if task in model.trained_tasks else set()
         changed = {k: v for k, v in state.items()
                    if k not in own and (k not in self._last or not torch.equal(v, self._last[k]))}
         rng_tensors, rng = _rng_state()

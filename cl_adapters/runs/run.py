@@ -256,9 +256,10 @@ def _check_reference(cfg: DictConfig, protocol: str) -> None:
     """A reference fine-tunes the whole backbone (the strategy refuses plugins on it); anything else
     would poison the cache."""
     model = cfg.strategy.model
-    if model.get("adapter") is not None or model.get("train_backbone", "all") != "all" or model.get("train_biases"):
+    if (model.get("adapter") is not None or model.get("train_backbone", "all") != "all" or model.get("train_biases")
+            or model.get("classifier", "linear") != "linear"):
         raise UserError(f"strategy={protocol} is a reference: it fine-tunes the whole backbone "
-                        "(strategy.model.adapter=null, train_backbone=all, no train_biases)")
+                        "(strategy.model.adapter=null, train_backbone=all, no train_biases, classifier=linear)")
 
 
 def _choices(cfg: DictConfig) -> dict:

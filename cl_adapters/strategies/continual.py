@@ -109,20 +109,23 @@ class ContinualStrategy(SupervisedTemplate):
             if stage:
                 self.model.next_stage()
                 self.make_optimizer()
-            super()._train_exp(experience, eval_streams, **kwargs)
-        if getattr(self.model, "router", None) is not None:
-            self._fit_router(experience)
+            if self.model.trains():  # strategy=ncm after its first task: no epochs, only the class means
+                super()._train_exp(experience, eval_streams, **kwargs)
+        self._fit_task(experience)
 
     @torch.no_grad()
-    def _fit_router(self, experience) -> None:
-        """The router learns what it needs of the task just trained (prototypes), in eval mode; the RNG is
-        left as it was (with the oracle, a run trains exactly as its task-IL twin)."""
+    def _fit_task(self, experience) -> None:
+        """The model fits what it learns from data without training (a router's or an NCM head's class
+        means), in eval mode, on the task's data; the RNG is left as it was (with the
+        oracle, a run trains exactly as its task-IL twin)."""
+        if self.model.router is None and self.model.classifier != "ncm":
+            return
         training = self.model.training
         self.model.eval()
         with torch.random.fork_rng():
             loader = DataLoader(experience.dataset.eval(), batch_size=self.eval_mb_size)
             batches = ((x.to(self.device), y.to(self.device)) for x, y, *_ in loader)
-            self.model.router.fit(self.model, int(experience.task_labels[0]), batches)
+            self.model.fit_task(int(experience.task_labels[0]), batches)
         self.model.train(training)
 
     def make_optimizer(self, reset_optimizer_state=False, **kwargs):
