@@ -26,9 +26,10 @@ LIGHT_FUSION = ("fusion_light", ["strategy=adapter_fusion", "fusion=light"])
 PLUGINS = ("plugins", ["strategy=full_ft,lora", "plugins=[ewc],[replay],[lwf]"])
 ALL = (REFERENCES, PEFT, LIGHT_FUSION, PLUGINS)
 CLASS_IL = ["experiment=split_mnist", "scenario=class_il"]
-ROUTERS = "router=oracle,entropy,prototype,prototype_mahalanobis"
+ROUTERS = "router=oracle,entropy,prototype,prototype_mahalanobis,prototype_adapted,learned"
 PMNIST_DIL = ["experiment=permuted_mnist_quick", "scenario=domain_il"]
-SENTIMENT_DIL = ["scenario=domain_il", "stream.train_per_task=400", "stream.test_per_task=400", "strategy.epochs=1"]
+UNLABELLED_ROUTERS = "router=entropy,prototype,prototype_mahalanobis,prototype_adapted,learned"  # oracle = every run's acc_til
+SENTIMENT_DIL = ["scenario=domain_il", "stream.train_per_task=400", "stream.test_per_task=200", "strategy.epochs=1"]
 SUITES = {  # suite -> [(sweep name, overrides)], run in this order
     "split_digits": [(name, ["experiment=split_digits", *o]) for name, o in ALL],
     "split_mnist": [(name, ["experiment=split_mnist", *o]) for name, o in ALL],
@@ -39,11 +40,11 @@ SUITES = {  # suite -> [(sweep name, overrides)], run in this order
         ("plugins", [*CLASS_IL, "strategy=full_ft,lora", "plugins=[ewc],[replay],[lwf]"]),
         ("routed", [*CLASS_IL, "strategy=adapter,lora_per_task,adapter_fusion", ROUTERS]),
     ],
-    "sentiment_domain_il": [  # MiniLM, 400 texts per domain, 1 epoch: ~1 h on 2 CPU cores
-        ("references", ["experiment=sentiment", *SENTIMENT_DIL, "strategy=single_task,joint"]),
+    "sentiment_domain_il": [  # MiniLM, 400 train / 200 test texts per domain, 1 epoch
+        ("references", ["experiment=sentiment", *SENTIMENT_DIL, "strategy=joint"]),
         ("shared", ["experiment=sentiment", *SENTIMENT_DIL, "strategy=lora,ncm"]),
         ("full_ft", ["experiment=sentiment_full_ft", *SENTIMENT_DIL]),
-        ("routed", ["experiment=sentiment", *SENTIMENT_DIL, "strategy=adapter,lora_per_task", ROUTERS]),
+        ("routed", ["experiment=sentiment", *SENTIMENT_DIL, "strategy=adapter,lora_per_task", UNLABELLED_ROUTERS]),
     ],
     "permuted_mnist_domain_il": [
         ("references", [*PMNIST_DIL, "strategy=single_task,joint"]),

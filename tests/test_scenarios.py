@@ -10,7 +10,7 @@ from cl_adapters.adapters import AdapterConfig
 from cl_adapters.errors import UserError
 from cl_adapters.metrics import summarize_without_labels
 from cl_adapters.models import MLP, AdaptedModel
-from cl_adapters.routers import EntropyRouter, PrototypeRouter
+from cl_adapters.routers import EntropyRouter, LearnedRouter, PrototypeRouter
 from cl_adapters.runs.run import run
 from cl_adapters.streams import split_digits, task_stream
 
@@ -100,6 +100,31 @@ def test_prototype_router_picks_the_task_of_the_nearest_class_mean(metric):
     assert router.predict(Features([0, 1]), x).tolist() == [0, 1, 0, 1]
 
 
+def test_learned_router_separates_tasks_whose_class_means_point_the_same_way():
+    g = torch.Generator().manual_seed(0)
+    learned, cosine = LearnedRouter(memory=30), PrototypeRouter()
+    for task, length in enumerate((1.0, 3.0)):  # every feature points the same way: cosine cannot tell
+        x = torch.stack([length + 0.1 * torch.randn(40, generator=g), torch.zeros(40)], 1)
+        for router in (learned, cosine):
+            router.fit(Features([0, 1]), task, [(x[:20], torch.full((20,), task)), (x[20:], torch.full((20,), task))])
+    assert learned.tasks[0]["features"].shape == (30, 2)  # at most ``memory`` features kept per task
+    x = torch.tensor([[1.1, 0.0], [0.9, 0.0], [2.9, 0.0], [3.2, 0.0]])
+    assert learned.predict(Features([0, 1]), x).tolist() == [0, 0, 1, 1]
+    assert len(set(cosine.predict(Features([0, 1]), x).tolist())) == 1  # the prototype router cannot
+    restored = LearnedRouter(memory=30)
+    for task in (0, 1):
+        restored.load_task_state(task, learned.task_state(task))
+    assert restored.predict(Features([0, 1]), x).tolist() == [0, 0, 1, 1]
+    assert learned.predict(Features([0]), x).tolist() == [0, 0, 0, 0]  # only the tasks trained so far
+
+
+@pytest.mark.parametrize("kwargs,match", [({"memory": 0}, "router.memory must be a positive integer"),
+                                          ({"C": 0.0}, "router.C must be positive")])
+def test_learned_router_refuses_impossible_values(kwargs, match):
+    with pytest.raises(UserError, match=match):
+        LearnedRouter(**kwargs)
+
+
 class Heads:
     """A stand-in model: task t's head is confident on samples whose feature t is large."""
 
@@ -184,7 +209,7 @@ def test_the_single_task_reference_in_class_il_has_only_its_own_classes_live(mak
 
 
 @pytest.mark.parametrize("router", [["router=prototype", "router.features=adapted"], ["router=prototype_mahalanobis"],
-                                    ["router=entropy", "router.score=energy"], ["router=entropy", "router.score=max_softmax"]])
+                                    ["router=entropy", "router.score=energy"], ["router=entropy", "router.score=max_softmax"], ["router=learned"]])
 def test_in_class_il_a_misrouted_sample_is_always_wrong(make_cfg, tmp_path, router):
     """Disjoint classes per task: accuracy without labels cannot exceed the task-ID accuracy, nor the same
     model's accuracy with labels."""

@@ -4,7 +4,8 @@ turns it into a ``Route``, so the adapter layers never know where it came from."
 
 from cl_adapters.routers.base import Router
 from cl_adapters.routers.entropy import EntropyRouter
+from cl_adapters.routers.learned import LearnedRouter
 from cl_adapters.routers.oracle import OracleRouter
 from cl_adapters.routers.prototype import PrototypeRouter
 
-__all__ = ["EntropyRouter", "OracleRouter", "PrototypeRouter", "Router"]
+__all__ = ["EntropyRouter", "LearnedRouter", "OracleRouter", "PrototypeRouter", "Router"]

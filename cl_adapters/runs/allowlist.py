@@ -28,6 +28,7 @@ TARGETS = frozenset({
     "cl_adapters.routers.OracleRouter",
     "cl_adapters.routers.EntropyRouter",
     "cl_adapters.routers.PrototypeRouter",
+    "cl_adapters.routers.LearnedRouter",
     "cl_adapters.streams.split_digits",
     "cl_adapters.streams.split_mnist",
     "cl_adapters.streams.permuted_mnist",
