@@ -161,21 +161,22 @@ def test_oracle_routing_reproduces_the_task_il_run_exactly(make_cfg, tmp_path):
     assert cil["scenario"] == "class_il" and cil["run"]["router"] == "oracle"
 
 
-def test_a_routed_class_il_run_records_routing_and_serves_without_task_labels(make_cfg, tmp_path):
+@pytest.mark.parametrize("router", ["prototype", "learned"])
+def test_a_routed_class_il_run_records_routing_and_serves_without_task_labels(make_cfg, tmp_path, router):
     from cl_adapters.runs.inference import load_run, predict
 
-    results = run(make_cfg(*QUICK, "scenario=class_il", "router=prototype"), tmp_path)
+    results = run(make_cfg(*QUICK, "scenario=class_il", f"router={router}"), tmp_path)
     Q, confusion = np.array(results["task_id_matrix"]), np.array(results["task_id_confusion"])
     assert Q.shape == (3, 3) and confusion.sum() == sum(len(e.dataset) for e in split_digits(3, [0, 1, 2, 3, 4, 5]).test_stream)
     assert np.allclose(np.diag(confusion) / confusion.sum(1), Q[-1])
     assert results["metrics"]["acc"] <= results["metrics"]["acc_til"] and "task_id_acc" in results["metrics"]
-    model = load_run(tmp_path)  # prototypes come back from the checkpoint (router.* tensors)
+    model = load_run(tmp_path)  # prototypes (stored features) come back from the checkpoint (router.* tensors)
     stream = split_digits(3, [0, 1, 2, 3, 4, 5], scenario="class_il").test_stream
     for j, exp in enumerate(stream):
         x, y = torch.stack([s[0] for s in exp.dataset]), torch.tensor([s[1] for s in exp.dataset])
         assert float((predict(model, x) == y).float().mean()) == pytest.approx(results["accuracy_matrix"][-1][j])
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["scenario"] == "class_il" and saved["run"]["router"] == "prototype"
+    assert saved["scenario"] == "class_il" and saved["run"]["router"] == router
     assert (tmp_path / "task_id_confusion.png").stat().st_size > 0
 
 
