@@ -27,11 +27,11 @@ from adapter_speed import environment, environment_line, timed_rotation, write  
 import cl_adapters  # noqa: E402,F401
 from cl_adapters.adapters import AdapterConfig  # noqa: E402
 from cl_adapters.models import MLP, AdaptedModel, HFEncoder  # noqa: E402
-from cl_adapters.routers import EntropyRouter, OracleRouter, PrototypeRouter  # noqa: E402
+from cl_adapters.routers import EntropyRouter, LearnedRouter, OracleRouter, PrototypeRouter  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
 ROUTERS = {"oracle": OracleRouter, "entropy": EntropyRouter, "prototype": PrototypeRouter,
-           "prototype_adapted": lambda: PrototypeRouter(features="adapted")}
+           "prototype_adapted": lambda: PrototypeRouter(features="adapted"), "learned": LearnedRouter}
 
 
 def inputs(backbone: str, n: int, seed: int) -> torch.Tensor:
@@ -101,6 +101,8 @@ def markdown(res: dict) -> str:
     minilm = [row for setup, row in res["setups"].items() if setup.startswith("minilm")]
     if minilm:
         lines[-1] += " MiniLM: " + ", ".join(f"{n} {minilm[0][n]['router_bytes_per_task']:,}" for n in names) + "."
+    lines[-1] += (" learned keeps the features it was fitted on (64 per task here; up to `memory` = 500 x d x 4"
+                  " bytes in a run).")
     return "\n".join(lines) + "\n"
 
 
