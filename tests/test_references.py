@@ -1,6 +1,9 @@
 """Reference runs (single_task, joint), their cache, and the transfer metrics they feed."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ from hydra.utils import instantiate
 
 from cl_adapters.errors import UserError
 from cl_adapters.models import MLP
+from cl_adapters.outputs import report
 from cl_adapters.runs.run import run
 from cl_adapters.streams import split_digits
 
@@ -105,3 +109,29 @@ def test_references_can_have_their_own_optimizer(make_cfg, tmp_path):
     adapter = run(make_cfg(*QUICK, "strategy=adapter", "strategy.optimizer.lr=0.01", *ref_opt), tmp_path / "a")
     assert adapter["references"]["single_task"]["fields"]["optimizer"]["lr"] == 0.05
     assert adapter["config"]["strategy"]["optimizer"]["lr"] == 0.01
+
+
+def test_two_processes_needing_a_reference_train_it_once(tmp_path):
+    """The reference lock: two runs started together with references.compute=true; one trains each
+    reference, the other waits and reads it from the cache; both get transfer and intransigence."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    common = [*QUICK, "strategy.epochs=1", "references.compute=true", f"references.dir={tmp_path}/refs", "logger=console"]
+    procs = [subprocess.Popen([sys.executable, "-m", "cl_adapters", *common, f"strategy={s}", f"hydra.run.dir={tmp_path}/{s}"],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for s in ("adapter", "full_ft")]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    for protocol in ("single_task", "joint"):
+        trained = [s for s in ("adapter", "full_ft") if (tmp_path / s / "references" / protocol / "results.json").exists()]
+        assert len(trained) == 1, (protocol, trained)
+    for s in ("adapter", "full_ft"):
+        metrics = json.loads((tmp_path / s / "results.json").read_text())["metrics"]
+        assert {"transfer_vs_single", "intransigence"} <= set(metrics)
+
+
+def test_a_run_that_started_before_its_reference_was_cached_is_reported_incomplete(make_cfg, tmp_path):
+    run(make_cfg(*QUICK, "strategy=adapter"), tmp_path / "sweep" / "0_adapter")  # nothing cached yet
+    run(make_cfg(*QUICK, "strategy=joint"), tmp_path / "sweep" / "1_joint")  # then the reference
+    runs, missing = report.load_runs([tmp_path / "sweep"])
+    assert [r["run"]["strategy"] for r in runs] == ["joint"]
+    assert len(missing) == 1 and "0_adapter: incomplete, ran before its joint reference was cached" in missing[0]

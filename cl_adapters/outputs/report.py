@@ -80,6 +80,10 @@ def load_runs(dirs: list[str | Path]) -> tuple[list[dict], list[str]]:
                 done = sum(row[0] is not None for row in rows_done)
                 missing.append(f"{job}: {results['run']['status']} after {done} task(s){why}")
                 continue
+            if late := [p for p, path in (results.get("references_missing") or {}).items() if Path(path).exists()]:
+                missing.append(f"{job}: incomplete, ran before its {' and '.join(late)} reference was cached (a sweep "
+                               "running it beside its references); run it again for transfer/intransigence")
+                continue
             key = (results["run"]["stream"], run_name(results), fingerprint(results), results["config"]["seed"])
             older, newer = sorted([results, found.get(key, results)], key=lambda r: r["run"].get("started", ""))
             if older is not newer:

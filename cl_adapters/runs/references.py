@@ -5,14 +5,22 @@ optimizer: the strategy's, or ``references.optimizer``) on the same stream and s
 exactly those fields, so a sweep trains it once and any change to them misses the cache instead of
 reusing a stale entry. The entry stores the fields themselves; a mismatch (a hash collision or an
 edited file) is refused, never used.
+
+Parallel jobs never race for a reference: a reference run holds its entry's file lock while it trains,
+and a run that needs a reference not cached yet takes the same lock before looking again (so it waits
+for one being trained, and with ``references.compute`` only one process trains it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -79,3 +87,20 @@ class ReferenceCache:
                                  "accuracy_matrix": accuracy_matrix, "run_dir": str(run_dir),
                                  "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
         return path
+
+    @contextlib.contextmanager
+    def locked(self, protocol: str, cfg: DictConfig) -> Iterator[None]:
+        """Hold the reference's lock (``<entry>.lock``; reentrant in one process, so a reference trained
+        inside a run that holds it can take it again), saying so when another process has it."""
+        path, _ = self.path(protocol, cfg)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(path.with_suffix(".lock"), is_singleton=True)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(f"reference {protocol}: another run holds {lock.lock_file} (training it); waiting", flush=True)
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()

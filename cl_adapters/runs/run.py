@@ -52,7 +52,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
         results = {"run": {"id": new_run_id(), "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S")}}
         loggers: list = []
         try:
-            return _run(cfg, out_dir, results, loggers)
+            with _reference_lock(cfg):  # a reference holds its cache entry's lock while it trains
+                return _run(cfg, out_dir, results, loggers)
         except BaseException as e:
             _record_failure(out_dir / "results.json", results, e, loggers)
             raise
@@ -101,7 +102,7 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     strategy = _build(cfg.strategy, "strategy", backbone=backbone, plugins=plugins,
                       monitors=[accuracy, costs, attention, ProgressBar(T, cfg.progress == "epoch")])
     cache = ReferenceCache(cfg.references.dir)
-    references = {} if protocol in REFERENCES else _references(cfg, cache, out_dir)
+    references = {} if protocol in REFERENCES else _references(cfg, cache, out_dir, results)
     RNGManager.set_random_seeds(cfg.seed)  # the same data order whether or not a reference was trained first
 
     results["machine"]["device"] = str(strategy.device)
@@ -228,27 +229,40 @@ def _restore(measured: dict, results: dict, R: np.ndarray, monitors: list) -> in
     return done
 
 
-def _references(cfg: DictConfig, cache: ReferenceCache, out_dir: Path) -> dict[str, dict]:
+def _reference_lock(cfg: DictConfig):
+    protocol = OmegaConf.select(cfg, "strategy.protocol", default="sequential")
+    return ReferenceCache(cfg.references.dir).locked(protocol, cfg) if protocol in REFERENCES else contextlib.nullcontext()
+
+
+def _references(cfg: DictConfig, cache: ReferenceCache, out_dir: Path, results: dict) -> dict[str, dict]:
     """The cached references for this run's stream, backbone, budget and seed; with
-    ``references.compute``, missing ones are trained first (and cached for the next runs)."""
-    found = {}
+    ``references.compute``, missing ones are trained first (and cached for the next runs). One being
+    trained by another process is waited for. Those still missing are recorded in
+    ``results["references_missing"]`` (their cache paths): a report leaves the run out if they appear
+    later (a sweep that ran it beside its references), never shows a silent "-"."""
+    found, missing = {}, {}
     for protocol in REFERENCES:
         path, _ = cache.path(protocol, cfg)
         entry = cache.load(protocol, cfg)
-        if entry is None and cfg.references.compute:
-            print(f"reference {protocol}: not cached ({path.name}); training it first")
-            ref_cfg = copy.deepcopy(cfg)
-            with open_dict(ref_cfg):
-                ref_cfg.strategy = reference_strategy(cfg, protocol)
-                ref_cfg.plugins = {}
-            run(ref_cfg, out_dir / "references" / protocol)
-            entry = cache.load(protocol, cfg)
+        if entry is None:
+            with cache.locked(protocol, cfg):
+                entry = cache.load(protocol, cfg)
+                if entry is None and cfg.references.compute:
+                    print(f"reference {protocol}: not cached ({path.name}); training it first")
+                    ref_cfg = copy.deepcopy(cfg)
+                    with open_dict(ref_cfg):
+                        ref_cfg.strategy = reference_strategy(cfg, protocol)
+                        ref_cfg.plugins = {}
+                    run(ref_cfg, out_dir / "references" / protocol)
+                    entry = cache.load(protocol, cfg)
         if entry is None:
             print(f"reference {protocol}: none cached ({path}); run strategy={protocol} with the same "
                   "stream, model, budget and seed, or set references.compute=true")
+            missing[protocol] = str(path.resolve())
         else:
             print(f"reference {protocol}: {path}")
             found[protocol] = entry
+    results["references_missing"] = missing
     return found
 
 
