@@ -1,7 +1,13 @@
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
+import torch
 
-from cl_adapters.metrics import acc, bwt, forgetting, fwt, intransigence, summarize, transfer_vs_single
+from cl_adapters.metrics import (LinearProbe, acc, bwt, forgetting, fwt, fwt_probe, intransigence, summarize,
+                                 transfer_vs_single)
+from cl_adapters.runs.run import run
+from cl_adapters.streams.base import task_dataset
 
 # R[i, j]: accuracy on task j after training task i (hand-made, 3 tasks)
 R = np.array(
@@ -57,3 +63,46 @@ def test_summarize_keys_and_bad_shapes():
         acc(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="one entry per task"):
         fwt(R, [0.1, 0.2])
+
+
+def test_probe_fwt_is_the_mean_gain_over_the_initial_models_probe():
+    assert fwt_probe([None, 0.8, 0.9], [None, 0.7, 0.95]) == pytest.approx(0.025)  # (0.1 - 0.05) / 2
+    assert set(summarize(R, P=[None, 0.8, 0.9], P0=[None, 0.7, 0.95])) == {"acc", "bwt", "forgetting", "fwt_probe"}
+
+
+class Features(torch.nn.Module):
+    """A stand-in model whose features are the inputs, optionally with their product (what makes XOR linear)."""
+
+    def __init__(self, product: bool):
+        super().__init__()
+        self.product = product
+
+    def features(self, x, route):
+        return torch.cat([x, x[:, :1] * x[:, 1:]], 1) if self.product else x
+
+
+def test_linear_probe_on_a_hand_made_case():
+    """Task 1 is XOR of two signs: a linear probe on the raw inputs gets at most three quadrants of four, one on features with
+    the product is exact. Task 0 is never probed (nothing comes before it)."""
+    g = torch.Generator().manual_seed(0)
+
+    def experience(n, task):
+        signs = torch.randint(0, 2, (n, 2), generator=g) * 2 - 1
+        x = signs * (0.2 + 0.8 * torch.rand(n, 2, generator=g))  # a margin around the axes
+        return SimpleNamespace(dataset=task_dataset(x, (x[:, 0] * x[:, 1] > 0).long(), task))
+
+    train, test = [experience(400, 0), experience(400, 1)], [experience(200, 0), experience(200, 1)]
+    probe = LinearProbe(train, test, samples=300, seed=0, batch_size=64, device="cpu")
+    assert probe.measure(Features(product=True), 1) == 1.0
+    assert probe.measure(Features(product=False), 1) < 0.8  # a line gets at most 3 of the 4 quadrants right
+    assert probe.initial == probe.before == [None, None]
+
+
+def test_probe_fwt_in_a_run_and_gem_fwt_only_with_a_shared_head(make_cfg, tmp_path):
+    til = run(make_cfg("stream=split_digits", "strategy=lora", "strategy.epochs=1"), tmp_path / "til")
+    assert "fwt" not in til["metrics"] and "fresh head per task" in til["not_applicable"]["fwt"]
+    P, P0 = til["probe"]["before_task"], til["probe"]["initial"]
+    assert til["metrics"]["fwt_probe"] == pytest.approx(np.mean(np.subtract(P[1:], P0[1:])))
+    cil = run(make_cfg("stream=split_digits", "strategy=full_ft", "scenario=class_il", "strategy.epochs=1",
+                       "probe_samples=0"), tmp_path / "cil")
+    assert "fwt" in cil["metrics"] and "fwt_probe" not in cil["metrics"] and "probe" not in cil

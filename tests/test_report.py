@@ -6,12 +6,14 @@ import json
 
 import pytest
 
-from cl_adapters.outputs.report import load_runs, main, table
+from cl_adapters.outputs.report import load_runs, main, mean_ci, table, within_noise
 
 
 def write(path, strategy, seed, acc, bwt, plugins=(), status="complete", transfer=None, fusion=None, stream="digits",
-          config=None, started="2026-11-24T10:00:00", model="mlp"):
+          config=None, started="2026-11-24T10:00:00", model="mlp", not_applicable=None):
     metrics = {"acc": acc, "bwt": bwt, "forgetting": -bwt, "fwt": 0.0}
+    if not_applicable:
+        metrics["fwt_probe"] = 0.01
     if transfer is not None:
         metrics["transfer_vs_single"] = transfer
     results = {
@@ -21,6 +23,7 @@ def write(path, strategy, seed, acc, bwt, plugins=(), status="complete", transfe
         "versions": {"torch": "2.13.0"},
         "machine": {"platform": "Linux", "cpus": 2, "torch_threads": 1, "device": "cpu"},
         "metrics": metrics,
+        "not_applicable": not_applicable or {},
         "accuracy_matrix": [[acc, None], [acc - bwt, acc]] if status == "complete" else [[acc, None], [None, None]],
         "costs": [{"trainable_params": 100, "bytes_per_task": 400, "train_seconds": 1.0},
                   {"trainable_params": 10, "bytes_per_task": 40, "train_seconds": 2.0}],
@@ -46,14 +49,47 @@ def sweep(tmp_path):
 def test_table_groups_by_stream_and_run_and_averages_seeds(sweep):
     runs, missing = load_runs([sweep])
     lines = table(runs).splitlines()
-    assert len(lines) == 7
-    assert lines[2].startswith("| digits | adapter | 0,1 | 0.8500 ± 0.0707 | 0.0000 ± 0.0000 |")
-    assert "| 0.0200 ± 0.0141 |" in lines[2] and "| 100 / 10 | 220 | 3.0 |" in lines[2]
-    assert lines[3].startswith("| digits | adapter_fusion[full] | 0 | 0.9200 |")
-    assert lines[4].startswith("| digits | adapter_fusion[light] | 0 | 0.9100 |")
-    assert lines[5].startswith("| digits | full_ft+ewc | 0 | 0.7000 | -0.1000 | 0.1000 | 0.0000 | - | - |")
-    assert lines[6].startswith("| mnist | adapter | 0 | 0.5000 |")
+    assert lines[0].startswith("**task_il** (task-incremental") and len(lines) == 9
+    assert lines[4].startswith("| 1 | digits | adapter | 0,1 | 0.8500 ± 0.6353 | 2, 3, 4 | 0.0000 ± 0.0000 |")
+    assert "| 0.0200 ± 0.1271 |" in lines[4] and "| 100 / 10 | 220 | - | 3.0 |" in lines[4]
+    assert lines[5].startswith("| 2 | digits | adapter_fusion[full] | 0 | 0.9200 | 1, 3, 4 |")
+    assert lines[6].startswith("| 3 | digits | adapter_fusion[light] | 0 | 0.9100 |")
+    assert lines[7].startswith("| 4 | digits | full_ft+ewc | 0 | 0.7000 | 1, 2, 3 | -0.1000 | 0.1000 | - | 0.0000 | - | - |")
+    assert lines[8].startswith("| 5 | mnist | adapter | 0 | 0.5000 | - |")
     assert len(missing) == 2 and "3: running after 1 task(s)" in missing[0] and "7: no results.json" in missing[1]
+
+
+def test_confidence_intervals_and_noise_on_hand_made_numbers():
+    mean, half = mean_ci([1.0, 2.0, 3.0])  # s = 1, t(0.975, 2) = 4.302653
+    assert mean == 2.0 and half == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-6)
+    assert mean_ci([0.5]) == (0.5, None) and mean_ci([None, None]) == (None, None)
+    assert within_noise([0.90, 0.91, 0.92], [0.90, 0.92, 0.91])
+    assert not within_noise([0.90, 0.91, 0.92], [0.95, 0.96, 0.97])  # Welch p = 0.0031
+    assert within_noise([0.90, 0.91, 0.92], [0.90, 0.93, 0.96])  # p = 0.39
+    assert within_noise([0.9], [0.1, 0.2])  # one seed: never told apart
+    assert not within_noise([0.5, 0.5], [0.6, 0.6]) and within_noise([0.5, 0.5], [0.5, 0.5])
+
+
+def test_references_have_their_own_table_and_single_task_shows_only_its_diagonal(tmp_path):
+    write(tmp_path / "0", "adapter", 0, 0.90, 0.0)
+    write(tmp_path / "1", "joint", 0, 0.95, -0.01)
+    write(tmp_path / "2", "single_task", 0, 0.40, -0.5)  # R[1, 0] read through a reset head
+    write(tmp_path / "3", "single_task", 1, 0.50, -0.4)
+    text = table(load_runs([tmp_path])[0])
+    strategies, references = text.split("References")
+    assert "| adapter |" in strategies and "joint" not in strategies and "single_task" not in strategies
+    lines = references.splitlines()
+    assert lines[4].startswith("| digits | joint | 0 | J: task j after joint training on tasks 0..j | 0.9500 | 0.9500 0.9500 | 0.9500 |")
+    assert lines[5].startswith("| digits | single_task | 0,1 | S: task j after training on it alone | 0.4500 ± 0.6353 | "
+                               "0.4500 0.4500 | n/a (its heads are reset at every task) |")
+
+
+def test_gem_fwt_is_na_with_a_head_per_task(tmp_path):
+    write(tmp_path / "0", "adapter", 0, 0.90, 0.0, not_applicable={"fwt": "a fresh head per task"})
+    write(tmp_path / "1", "full_ft", 0, 0.90, 0.0)
+    lines = table(load_runs([tmp_path])[0]).splitlines()
+    assert lines[2].split(" | ")[8:10] == ["FWT (probe)", "FWT (GEM)"]
+    assert lines[4].split(" | ")[8:10] == ["0.0100", "n/a"] and lines[5].split(" | ")[8:10] == ["-", "0.0000"]
 
 
 def test_report_files(sweep, tmp_path_factory, capsys):
@@ -91,10 +127,10 @@ def test_runs_of_different_setups_are_never_averaged(tmp_path):
     write(tmp_path / "2", "adapter", 0, 0.5, 0.0, config={"strategy": {"lr": 0.1, "device": "cpu"}})
     write(tmp_path / "3", "adapter", 0, 0.6, 0.0, config={"strategy": {"lr": 0.1}}, stream="mnist")
     runs, _ = load_runs([tmp_path])
-    lines = table(runs).splitlines()[2:]
-    assert [line.split(" | ")[:3] for line in lines] == [
-        ["| digits", "adapter (strategy.lr=0.001)", "0,1"], ["| digits", "adapter (strategy.lr=0.1)", "0"],
-        ["| mnist", "adapter", "0"]]
+    lines = table(runs).splitlines()[4:]
+    assert [line.split(" | ")[1:4] for line in lines] == [
+        ["digits", "adapter (strategy.lr=0.001)", "0,1"], ["digits", "adapter (strategy.lr=0.1)", "0"],
+        ["mnist", "adapter", "0"]]
 
 
 def test_rows_of_several_models_are_labelled_by_their_config_group_choices(tmp_path):
@@ -105,7 +141,7 @@ def test_rows_of_several_models_are_labelled_by_their_config_group_choices(tmp_p
     write(tmp_path / "2", "adapter", 0, 0.7, 0.0, config={"model": mlp, "strategy": {"lr": 0.1}})
     write(tmp_path / "3", "full_ft", 0, 0.6, 0.0, config={"model": vit}, model="patch_transformer")
     runs, _ = load_runs([tmp_path])
-    assert [line.split(" | ")[1] for line in table(runs).splitlines()[2:]] == [
+    assert [line.split(" | ")[2] for line in table(runs).splitlines()[4:]] == [
         "adapter · mlp (strategy.lr=0.001)", "adapter · mlp (strategy.lr=0.1)", "adapter · patch_transformer",
         "full_ft · patch_transformer"]
 

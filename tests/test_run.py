@@ -34,14 +34,16 @@ def test_results_json_is_complete(adapter_run):
     results, out = adapter_run
     saved = json.loads((out / "results.json").read_text())
     assert saved["run"]["status"] == "complete"
-    assert np.array(saved["accuracy_matrix"]).shape == (5, 5) and len(saved["untrained_accuracy"]) == 5
-    assert set(saved["metrics"]) == {"acc", "bwt", "forgetting", "fwt"}
+    assert np.array(saved["accuracy_matrix"]).shape == (5, 5) and saved["untrained_accuracy"] is None
+    assert set(saved["metrics"]) == {"acc", "bwt", "forgetting", "fwt_probe"}  # GEM's FWT: n/a, a head per task
+    assert "fwt" in saved["not_applicable"] and saved["probe"]["initial"][0] is None and len(saved["probe"]["before_task"]) == 5
     assert saved["versions"]["torch"].startswith("2.13.0") and saved["config"]["strategy"]["epochs"] == 10
     costs = saved["costs"]
     assert len(costs) == 5 and all(c["train_samples_per_s"] > 0 and c["peak_rss_bytes"] > 0 for c in costs)
     # the first task trains the from-scratch backbone; later tasks only their adapter and head
     assert costs[0]["trainable_params"] > costs[1]["trainable_params"] == costs[4]["trainable_params"]
     assert costs[1]["bytes_per_task"] == 4 * costs[1]["trainable_params"]
+    assert [c["optimizer_steps"] for c in costs] == [10 * -(-c["train_samples"] // 10 // 32) for c in costs]  # 10 epochs
     assert saved["throughput"]["eval_samples_per_s"] > 0
 
 

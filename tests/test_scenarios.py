@@ -187,13 +187,13 @@ def test_reports_group_rows_by_scenario_and_show_the_gap_only_where_it_exists(ma
     run(make_cfg(*QUICK, "scenario=class_il", "router=entropy"), tmp_path / "cil" / "0")
     run(make_cfg(*QUICK, "scenario=domain_il", "router=entropy"), tmp_path / "dil" / "0")
     til_only, _ = load_runs([tmp_path / "til"])
-    assert "TIL-CIL gap" not in table(til_only) and not table(til_only).startswith("**")
+    assert "TIL-CIL gap" not in table(til_only) and table(til_only).startswith("**task_il** (task-incremental")
     runs, _ = load_runs([tmp_path / "dil", tmp_path / "til", tmp_path / "cil"])
     sections = table(runs).split("\n\n")  # composed without Hydra's CLI, the strategy's name is "?"
     assert [s.split(" ")[0] for s in sections[::2]] == ["**task_il**", "**class_il**", "**domain_il**"]
     til, cil, dil = (section.splitlines() for section in sections[1::2])
     assert len(til) == len(cil) == len(dil) == 3 and "TIL-CIL gap" not in til[0] and "task-ID acc" in cil[0]
-    assert cil[2].startswith("| ? | ?@entropy |") and dil[2].startswith("| ? | ?@entropy |")  # no scenario prefix
+    assert cil[2].startswith("| 1 | ? | ?@entropy |") and dil[2].startswith("| 1 | ? | ?@entropy |")  # no scenario prefix
     assert [r["scenario"] for r in rows(runs)] == ["task_il", "class_il", "domain_il"]  # the CSV's column
 
 

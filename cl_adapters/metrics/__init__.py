@@ -6,6 +6,7 @@ from cl_adapters.metrics.matrix import (
     bwt,
     forgetting,
     fwt,
+    fwt_probe,
     intransigence,
     summarize,
     summarize_without_labels,
@@ -14,6 +15,7 @@ from cl_adapters.metrics.matrix import (
 from cl_adapters.metrics.costs import CostPlugin, cost_summary
 from cl_adapters.metrics.fusion import FusionAttention
 from cl_adapters.metrics.accuracy import AccuracyPlugin
+from cl_adapters.metrics.probe import LinearProbe
 
-__all__ = ["DEFINITIONS", "AccuracyPlugin", "CostPlugin", "cost_summary", "FusionAttention", "acc", "bwt", "forgetting", "fwt", "intransigence", "summarize", "summarize_without_labels",
+__all__ = ["DEFINITIONS", "AccuracyPlugin", "LinearProbe", "CostPlugin", "cost_summary", "FusionAttention", "acc", "bwt", "forgetting", "fwt", "fwt_probe", "intransigence", "summarize", "summarize_without_labels",
            "transfer_vs_single"]

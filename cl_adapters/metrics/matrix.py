@@ -2,7 +2,9 @@
 
 ``R[i, j]`` is the accuracy on task j after training task i (T x T). Definitions follow DESIGN.md:
 BWT and FWT as in GEM (Lopez-Paz & Ranzato 2017), forgetting as in Chaudhry et al. 2018 (max over
-earlier rows, not Avalanche's first-value convention).
+earlier rows, not Avalanche's first-value convention). GEM's FWT needs a head that exists before its
+task is trained (a shared head: class/domain-IL without per-task heads); ``fwt_probe`` is forward transfer
+by linear probe (``probe.py``), defined for every model.
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ DEFINITIONS = {
     "acc": "mean_j R[T-1, j]",
     "bwt": "mean_{j<T-1} (R[T-1, j] - R[j, j])  (GEM)",
     "forgetting": "mean_{j<T-1} (max_{l<T-1} R[l, j] - R[T-1, j])  (Chaudhry 2018)",
-    "fwt": "mean_{j>0} (R[j-1, j] - b[j]), b = untrained model  (GEM)",
+    "fwt": "mean_{j>0} (R[j-1, j] - b[j]), b = untrained model  (GEM; only with a shared head: n/a with a fresh head "
+           "per task, whose R[j-1, j] reads task j through an untrained head)",
+    "fwt_probe": "mean_{j>0} (P[j] - P0[j]), P[j] = linear-probe accuracy on task j (logistic regression on a fixed "
+                 "subsample of its training data, scored on its eval data) on the features task j starts from "
+                 "after task j-1, P0[j] the same on the initial model",
     "transfer_vs_single": "mean_j (R[j, j] - S[j]), S = single-task reference",
     "intransigence": "mean_j (J[j] - R[j, j]), J = joint training on tasks 0..j",
     "acc_til": "mean_j R_til[T-1, j], R_til = the same model evaluated with task labels",
@@ -66,6 +72,15 @@ def fwt(R, b) -> float:
     return float(np.mean([R[j - 1, j] - b[j] for j in range(1, T)]))
 
 
+def fwt_probe(P, P0) -> float:
+    """``P``, ``P0``: per task, the probe accuracy after the previous task and on the initial model (entry 0,
+    the first task's, is unused: nothing came before it)."""
+    P, P0 = np.asarray(P[1:], dtype=float), np.asarray(P0[1:], dtype=float)
+    if P.shape != P0.shape:
+        raise ValueError(f"P and P0 must have one entry per task, got {len(P) + 1} and {len(P0) + 1}")
+    return float(np.mean(P - P0)) if len(P) else 0.0
+
+
 def transfer_vs_single(R, S) -> float:
     R = _square(R)
     return float(np.mean(np.diag(R) - _vector(S, len(R), "S")))
@@ -76,11 +91,13 @@ def intransigence(R, J) -> float:
     return float(np.mean(_vector(J, len(R), "J") - np.diag(R)))
 
 
-def summarize(R, b=None, S=None, J=None) -> dict[str, float]:
+def summarize(R, b=None, S=None, J=None, P=None, P0=None) -> dict[str, float]:
     """Every metric the inputs allow, keyed as in ``DEFINITIONS``."""
     out = {"acc": acc(R), "bwt": bwt(R), "forgetting": forgetting(R)}
     if b is not None:
         out["fwt"] = fwt(R, b)
+    if P is not None and len(R) > 1:
+        out["fwt_probe"] = fwt_probe(P[: len(R)], P0[: len(R)])
     if S is not None:
         out["transfer_vs_single"] = transfer_vs_single(R, S)
     if J is not None:

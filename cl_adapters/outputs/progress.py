@@ -3,6 +3,7 @@ console logger's line per task, and with ``epochs`` a line per epoch too."""
 
 from __future__ import annotations
 
+import math
 import time
 
 from avalanche.core import SupervisedPlugin
@@ -16,8 +17,8 @@ class ProgressBar(SupervisedPlugin):
         self.bar = None
 
     def before_training_exp(self, strategy, **kwargs):
-        self.epochs = strategy.train_epochs * strategy.model.stages()  # two-stage fusion: twice
-        total = len(strategy.dataloader) * self.epochs
+        total = sum(strategy.stage_steps())
+        self.epochs = math.ceil(total / len(strategy.dataloader))
         self.desc = f"task {strategy.experience.current_experience + 1}/{self.n_tasks}"
         self.bar = tqdm(total=total, desc=self.desc, unit="it", mininterval=0.5, leave=False, disable=None)
         self._t0, self._loss, self._n = time.perf_counter(), 0.0, 0

@@ -1,7 +1,9 @@
 """Comparison report from run directories: per scenario and stream, one row per strategy (+ fusion,
-router, plugins) with mean ± std over seeds, as Markdown and CSV, plus plots. Runs of different
-scenarios or streams are never averaged together (each scenario gets its own table); unfinished or
-failed jobs are listed, not dropped silently.
+router, plugins) with the mean and its 95% confidence interval over seeds (Student's t), the rows whose
+ACC is within the noise of each other (Welch's t-test), and the budget each used; the references (joint,
+single_task) in their own table, single_task only through its diagonal S. Markdown and CSV, plus plots.
+Runs of different scenarios or streams are never averaged together (each scenario gets its own table);
+unfinished or failed jobs are listed, not dropped silently.
 
     cl-adapters-report multirun/2026-11-24/06-28-12 [more dirs ...] [--out DIR]
 
@@ -21,12 +23,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
 from cl_adapters.outputs.plots import heatmap, pyplot, save_figure
 from cl_adapters.outputs.results import flatten, run_name, strategy_name
 from cl_adapters.metrics.costs import cost_summary
+from cl_adapters.runs.references import REFERENCES
 from cl_adapters.streams.base import SCENARIOS
 
 # config that does not change what a run measures, nor does any *.seed or *.device (top-level adapter
@@ -40,7 +44,8 @@ COLUMNS = {  # header -> metric key
     "ACC": "acc",
     "BWT": "bwt",
     "forgetting": "forgetting",
-    "FWT": "fwt",
+    "FWT (probe)": "fwt_probe",
+    "FWT (GEM)": "fwt",
     "transfer vs single": "transfer_vs_single",
     "intransigence": "intransigence",
     "ACC with task labels": "acc_til",  # the columns of runs without test-time task labels (class/domain-IL)
@@ -48,6 +53,9 @@ COLUMNS = {  # header -> metric key
     "task-ID acc": "task_id_acc",
 }
 WITHOUT_LABELS = ("acc_til", "til_cil_gap", "task_id_acc")  # shown only when some run has them
+NOISE = 0.05  # rows whose ACC differ with Welch's p >= NOISE are flagged as within the noise
+REFERENCE_GIVES = {"joint": "J: task j after joint training on tasks 0..j",
+                   "single_task": "S: task j after training on it alone"}
 SCENARIO_TITLES = {
     "task_il": "task-incremental: the task label is given at test",
     "class_il": "class-incremental: no task label at test, labels over all classes of the stream",
@@ -186,20 +194,47 @@ def _labels(name: str, keys: list[str], example: dict[str, dict], shown_groups: 
     return labels
 
 
-def mean_std(values: list) -> tuple[float | None, float | None]:
+def mean_ci(values: list) -> tuple[float | None, float | None]:
+    """(mean, half-width of its 95% confidence interval: Student's t over the seeds); None where undefined."""
     values = [v for v in values if v is not None]
     if not values:
         return None, None
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
+    if len(values) < 2:
+        return statistics.mean(values), None
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return statistics.mean(values), float(half)
+
+
+def within_noise(a: list[float], b: list[float]) -> bool:
+    """Whether two rows' seeds cannot tell their means apart: Welch's t-test p >= NOISE (fewer than two seeds:
+    never told apart; no spread in either: only equal means are)."""
+    if len(a) < 2 or len(b) < 2:
+        return True
+    if statistics.pstdev(a) == 0 and statistics.pstdev(b) == 0:
+        return statistics.mean(a) == statistics.mean(b)
+    return bool(stats.ttest_ind(a, b, equal_var=False).pvalue >= NOISE)
+
+
+def is_reference(results: dict) -> bool:
+    return results["run"]["strategy"] in REFERENCES
 
 
 def rows(runs: list[dict]) -> list[dict]:
-    """One flat record per (scenario, stream, run name): the CSV rows, and what the tables show."""
+    """One flat record per (scenario, stream, run name): the CSV rows, and what the tables show. Keys with a
+    leading underscore (the seeds' values) are for the tables only."""
     out = []
     for (where, stream, name), group in grouped(runs).items():
-        row = {"scenario": where, "stream": stream, "run": name, "seeds": " ".join(str(r["config"]["seed"]) for r in group)}
+        row = {"scenario": where, "stream": stream, "run": name, "seeds": " ".join(str(r["config"]["seed"]) for r in group),
+               "reference": group[0]["run"]["strategy"] if is_reference(group[0]) else ""}
         for key in COLUMNS.values():
-            row[key], row[f"{key}_std"] = mean_std([r["metrics"].get(key) for r in group])
+            values = [r["metrics"].get(key) for r in group]
+            row[key], row[f"{key}_ci95"] = mean_ci(values)
+            row[f"{key}_std"] = statistics.stdev(values) if None not in values and len(values) > 1 else None
+            row[f"_{key}_na"] = all(key in (r.get("not_applicable") or {}) for r in group)
+        row["_acc"] = [r["metrics"]["acc"] for r in group]
+        diagonals = [np.diag(np.array(r["accuracy_matrix"], dtype=float)) for r in group]
+        row["_diagonal"] = [mean_ci([float(d[j]) for d in diagonals]) for j in range(len(diagonals[0]))]
+        row["diagonal"], row["diagonal_ci95"] = mean_ci([float(d.mean()) for d in diagonals])
         costs = group[0]["costs"]
         row["trainable_params_first"], row["trainable_params_last"] = costs[0]["trainable_params"], costs[-1]["trainable_params"]
         summaries = [cost_summary(r["costs"]) for r in group]
@@ -208,32 +243,64 @@ def rows(runs: list[dict]) -> list[dict]:
     return out
 
 
-def _cell(mean: float | None, std: float | None) -> str:
+def _cell(mean: float | None, ci: float | None, not_applicable: bool = False) -> str:
+    if not_applicable:
+        return "n/a"
     if mean is None:
         return "-"
     mean = round(mean, 4) + 0.0  # no "-0.0000"
-    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
+    return f"{mean:.4f}" if ci is None else f"{mean:.4f} ± {ci:.4f}"
+
+
+def _budget(row: dict) -> str:
+    if not row["optimizer_steps"]:  # recorded before budgets were
+        return "-"
+    return f"{row['optimizer_steps']:,.0f} / {row['train_samples']:,.0f} / {row['train_flops'] / 1e12:.3g}"
 
 
 def table(runs: list[dict]) -> str:
-    """One Markdown table per scenario, each under a line naming it (a task-IL-only report: the table)."""
+    """Per scenario (under a line naming it), the strategies' table, then the references' table."""
     records = rows(runs)
-    scenarios = list(dict.fromkeys(r["scenario"] for r in records))
-    if scenarios == ["task_il"]:
-        return _table(records)
-    return "\n\n".join(f"**{where}** ({SCENARIO_TITLES[where]})\n\n" + _table([r for r in records if r["scenario"] == where])
-                       for where in scenarios)
+    parts = []
+    for where in dict.fromkeys(r["scenario"] for r in records):
+        mine = [r for r in records if r["scenario"] == where]
+        strategies, references = [r for r in mine if not r["reference"]], [r for r in mine if r["reference"]]
+        parts.append(f"**{where}** ({SCENARIO_TITLES[where]})")
+        if strategies:
+            parts.append(_table(strategies))
+        if references:
+            parts.append("References (not continual learners: what transfer vs single and intransigence compare "
+                         "against; single_task only through its diagonal S)\n\n" + _reference_table(references))
+    return "\n\n".join(parts)
 
 
 def _table(records: list[dict]) -> str:
     columns = {h: k for h, k in COLUMNS.items() if k not in WITHOUT_LABELS or any(r[k] is not None for r in records)}
-    header = ["stream", "run", "seeds", *columns, "trainable params (task 1 / last)", "bytes/task", "train s"]
+    header = ["#", "stream", "run", "seeds", "ACC", "ACC within noise of", *list(columns)[1:],
+              "trainable params (task 1 / last)", "bytes/task", "steps / samples / TFLOP", "train s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for i, row in enumerate(records, 1):
+        ties = [str(j) for j, other in enumerate(records, 1) if other is not row and other["stream"] == row["stream"]
+                and within_noise(row["_acc"], other["_acc"])]
+        cells = [str(i), row["stream"], row["run"], row["seeds"].replace(" ", ","),
+                 *(_cell(row[key], row[f"{key}_ci95"], row[f"_{key}_na"]) for key in columns.values())]
+        cells.insert(5, ", ".join(ties) or "-")
+        cells += [f"{row['trainable_params_first']:,} / {row['trainable_params_last']:,}",
+                  f"{row['bytes_per_task']:,.0f}", _budget(row), f"{row['train_seconds']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _reference_table(records: list[dict]) -> str:
+    header = ["stream", "reference", "seeds", "gives", "mean over tasks", "per task", "ACC (final model)",
+              "steps / samples / TFLOP", "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in records:
-        cells = [row["stream"], row["run"], row["seeds"].replace(" ", ","),
-                 *(_cell(row[key], row[f"{key}_std"]) for key in columns.values()),
-                 f"{row['trainable_params_first']:,} / {row['trainable_params_last']:,}",
-                 f"{row['bytes_per_task']:,.0f}", f"{row['train_seconds']:.1f}"]
+        joint = row["reference"] == "joint"
+        cells = [row["stream"], row["run"], row["seeds"].replace(" ", ","), REFERENCE_GIVES[row["reference"]],
+                 _cell(row["diagonal"], row["diagonal_ci95"]), " ".join(f"{m:.4f}" for m, _ in row["_diagonal"]),
+                 _cell(row["acc"], row["acc_ci95"]) if joint else "n/a (its heads are reset at every task)",
+                 _budget(row), f"{row['train_seconds']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -243,9 +310,11 @@ def plot(runs: list[dict], out: Path) -> list[Path]:
     plt = pyplot()
     from matplotlib import ticker
 
-    groups = grouped(runs)
+    groups = {key: group for key, group in grouped(runs).items() if group[0]["run"]["strategy"] != "single_task"}
     mean_R = {key: np.mean([np.array(r["accuracy_matrix"], dtype=float) for r in group], axis=0)
               for key, group in groups.items()}
+    if not groups:  # single_task alone: nothing to plot but its S, in the table
+        return []
     labels = {key: f"{key[1]}: {key[2]}" if key[0] == "task_il" else f"{key[1]} {key[0]}: {key[2]}" for key in groups}
     ncols = min(len(groups), 4)
     nrows = -(-len(groups) // ncols)
@@ -281,8 +350,8 @@ def plot(runs: list[dict], out: Path) -> list[Path]:
     written.append(save_figure(fig, out / "task_accuracy.png"))
 
     fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
-    for row in rows(runs):
-        ax.errorbar(row["trainable_params_per_task"], row["acc"], yerr=row["acc_std"] or 0, marker="o", capsize=3,
+    for row in (r for r in rows(runs) if not r["reference"]):
+        ax.errorbar(row["trainable_params_per_task"], row["acc"], yerr=row["acc_ci95"] or 0, marker="o", capsize=3,
                     label=f"{row['stream']}: {row['run']}" if row["scenario"] == "task_il" else
                     f"{row['stream']} {row['scenario']}: {row['run']}")
     ax.set_xscale("log")
@@ -290,7 +359,7 @@ def plot(runs: list[dict], out: Path) -> list[Path]:
     ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))  # 20k, 50k, 100k: short labels
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())  # unlabelled minor ticks never overlap
     ax.set_xlabel("trainable parameters per task (mean)")
-    ax.set_ylabel("ACC (mean ± std over seeds)")
+    ax.set_ylabel("ACC (mean ± 95% CI over seeds)")
     fig.legend(loc="outside right upper", fontsize=7)
     written.append(save_figure(fig, out / "acc_vs_params.png"))
     return written
@@ -304,7 +373,10 @@ def provenance(runs: list[dict]) -> str:
     versions = ", ".join(f"{p} {distinct(r.get('versions', {}).get(p) for r in runs)}" for p in runs[0].get("versions", {}))
     machines = distinct(f"{m['platform']}, {m['cpus']} CPUs, {m['torch_threads']} torch thread(s), {m['device']}"
                         for m in (r.get("machine") for r in runs) if m)
-    return f"{len(runs)} runs; mean ± std over seeds; train s: all tasks.  \nVersions: {versions}.  \nMachine: {machines or '?'}."
+    return (f"{len(runs)} runs; mean ± 95% confidence interval over seeds (Student's t); \"ACC within noise of\": the "
+            f"rows whose ACC Welch's t-test cannot tell apart (p >= {NOISE}); FWT (GEM) n/a with a fresh head per task; "
+            "steps / samples / TFLOP and train s: all tasks.  \n"
+            f"Versions: {versions}.  \nMachine: {machines or '?'}.")
 
 
 def write(runs: list[dict], missing: list[str], out: Path, title: str | None = None) -> list[Path]:
@@ -315,7 +387,7 @@ def write(runs: list[dict], missing: list[str], out: Path, title: str | None = N
         tmp.write_text(text + "\n")
     records = rows(runs)
     with atomic_path(out / "report.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(records[0]))
+        writer = csv.DictWriter(f, fieldnames=[k for k in records[0] if not k.startswith("_")], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(records)
     return [out / "report.md", out / "report.csv", *plot(runs, out)]

@@ -29,6 +29,7 @@ from cl_adapters.metrics import (
     AccuracyPlugin,
     CostPlugin,
     FusionAttention,
+    LinearProbe,
     summarize,
     summarize_without_labels,
 )
@@ -128,16 +129,26 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
             strategy.eval(eval_stream)
         return [accuracy.last[j] for j in range(T)]
 
-    b = evaluate()  # the untrained model (random heads): GEM's FWT baseline
+    gem = not model.head_per_task  # GEM's FWT reads a head before its task trains: only a shared head has one
+    b = evaluate() if gem else None  # the untrained model: GEM's FWT baseline
+    probe = None
+    if cfg.probe_samples and protocol not in REFERENCES and T > 1:
+        probe = LinearProbe(train_stream, eval_stream, cfg.probe_samples, cfg.seed, cfg.strategy.eval_batch_size,
+                            strategy.device)
+        probe.initial[1:] = [probe.measure(model, j) for j in range(1, T)]
     R = np.full((T, T), np.nan)
     without_labels = cfg.scenario != "task_il"
     R_til, Q = np.full((T, T), np.nan), np.full((T, T), np.nan)  # with task labels; task-ID accuracy
     results.update(accuracy_matrix=R.tolist(), untrained_accuracy=b, costs=[], metrics={})
+    if not gem:
+        results["not_applicable"] = {"fwt": "a fresh head per task: R[j-1, j] reads task j through its untrained head"}
     checkpoints, done = None, 0
     if cfg.checkpoint:
         checkpoints = Checkpoints(out_dir, results["config"], input_shape, run_id=results["run"]["id"])
         if cfg.resume and (last := checkpoints.resume(strategy.model, plugins)) is not None:
             done = _restore(last["results"], results, R, [costs, attention])
+            if probe is not None:
+                probe.before[:done] = last["results"]["probe"]["before_task"][:done]
             for key, matrix in (("accuracy_matrix_til", R_til), ("task_id_matrix", Q)):
                 if results.get(key):
                     matrix[:done] = np.array(results[key][:done], dtype=float)
@@ -150,10 +161,13 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     for i, experience in enumerate(train_stream):
         if i < done:
             continue
+        if probe is not None and i > 0:
+            probe.before[i] = probe.measure(model, i)
         strategy.train(experience)
         R[i] = evaluate()
         n = i + 1
-        metrics = summarize(R[:n, :n], b[:n], first(S, n), first(J, n))
+        metrics = summarize(R[:n, :n], first(b, n), first(S, n), first(J, n), *(
+            (probe.before, probe.initial) if probe is not None else ()))
         if without_labels:
             if model.router is not None:
                 confusion = [[model.task_id_counts[(j, k)] for k in range(T)] for j in range(T)]
@@ -164,6 +178,8 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
             results["accuracy_matrix_til"] = R_til.tolist()
             metrics |= summarize_without_labels(R[:n, :n], R_til[:n, :n], Q[:n, :n] if model.router is not None else None)
         results.update(accuracy_matrix=R.tolist(), costs=costs.tasks, metrics=metrics)
+        if probe is not None:
+            results["probe"] = {"samples": cfg.probe_samples, "initial": probe.initial, "before_task": probe.before}
         if attention.attention:
             results["fusion_attention"] = attention.attention
             plot_fusion_attention(attention.attention, out.with_name("fusion_attention.png"))
@@ -175,8 +191,8 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     results["run"]["status"] = "complete"
     results["throughput"] = {
         "train_samples_per_s": sum(c["train_samples"] for c in costs.tasks) / sum(c["train_seconds"] for c in costs.tasks),
-        "eval_samples_per_s": accuracy.eval_samples / accuracy.eval_seconds,
-    }
+        "eval_samples_per_s": accuracy.eval_samples / accuracy.eval_seconds if accuracy.eval_seconds else None,
+    }  # None: resumed after its last task, nothing evaluated in this process
     write_json_atomic(out, results)
     if protocol in REFERENCES:
         print(f"reference {protocol} cached: {cache.save(protocol, cfg, R.tolist(), out_dir)}")
@@ -212,8 +228,10 @@ def _check_run_options(cfg: DictConfig) -> None:
             raise UserError(f"{key} must be true or false, got {value!r}")
     if cfg.progress not in ("task", "epoch"):
         raise UserError(f"progress must be task or epoch, got {cfg.progress!r}")
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
-        raise UserError(f"seed must be an integer, got {cfg.seed!r}")
+    for key in ("seed", "probe_samples"):
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or (key == "probe_samples" and value < 0):
+            raise UserError(f"{key} must be an integer{' >= 0' if key == 'probe_samples' else ''}, got {value!r}")
 
 
 def _restore(measured: dict, results: dict, R: np.ndarray, monitors: list) -> int:

@@ -7,12 +7,15 @@ and in their ``protocol``:
   at experience i (gives J for intransigence);
 - ``single_task``: the transfer reference, trained from the initial weights on task i alone
   (gives S for transfer vs single-task).
-Every experience starts from a fresh optimizer state, so each task gets the same budget.
+Every experience starts from a fresh optimizer state and the same budget of optimizer steps:
+``iterations`` if set (the van de Ven & Tolias protocol: 2000 per task), else ``epochs`` passes over the
+task's training data; two-stage AdapterFusion splits it between its stages (``fusion.budget=equal``).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -36,6 +39,7 @@ class ContinualStrategy(SupervisedTemplate):
         model: Callable[[nn.Module], nn.Module],
         optimizer: Callable[..., torch.optim.Optimizer],
         epochs: int = 5,
+        iterations: int | None = None,
         batch_size: int = 32,
         eval_batch_size: int = 256,
         device: str = "cpu",
@@ -49,6 +53,8 @@ class ContinualStrategy(SupervisedTemplate):
         for key, value in (("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise UserError(f"strategy.{key} must be a positive integer, got {value!r}")
+        if iterations is not None and (not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1):
+            raise UserError(f"strategy.iterations must be a positive integer or null, got {iterations!r}")
         if protocol not in PROTOCOLS:
             raise UserError(f"strategy.protocol must be one of {PROTOCOLS}, got {protocol!r}")
         if device == "auto":
@@ -65,7 +71,8 @@ class ContinualStrategy(SupervisedTemplate):
             with warnings.catch_warnings():  # "no loggers": our own plugins measure and log
                 warnings.simplefilter("ignore")
                 evaluator = EvaluationPlugin()
-        self.protocol = protocol
+        self.protocol, self.iterations = protocol, iterations
+        self._steps_left = 0
         self._initial_state = copy.deepcopy(model.state_dict()) if protocol != "sequential" else None
         self._seen_data = None
         super().__init__(
@@ -104,14 +111,36 @@ class ContinualStrategy(SupervisedTemplate):
                 self.model.trained_tasks.clear()
         return super().model_adaptation(model)
 
+    def stage_steps(self) -> list[int]:
+        """Optimizer steps of each training stage of the current task (AdapterFusion: the task's adapter,
+        then its fusion): ``iterations`` or ``epochs`` passes over the data in all with
+        ``fusion.budget=equal`` (the first stage gets the odd step), each stage all of them with ``extra``."""
+        total = self.iterations or self.train_epochs * len(self.dataloader)
+        stages = self.model.stages()
+        if stages == 1 or self.model.fusion.budget == "extra":
+            return [total] * stages
+        return [total // stages + (s < total % stages) for s in range(stages)]
+
     def _train_exp(self, experience, eval_streams=None, **kwargs):
-        for stage in range(self.model.stages()):  # AdapterFusion: the task's adapter, then its fusion
-            if stage:
-                self.model.next_stage()
-                self.make_optimizer()
-            if self.model.trains():  # strategy=ncm after its first task: no epochs, only the class means
-                super()._train_exp(experience, eval_streams, **kwargs)
+        epochs = self.train_epochs
+        try:
+            for stage, steps in enumerate(self.stage_steps()):
+                if stage:
+                    self.model.next_stage()
+                    self.make_optimizer()
+                if steps and self.model.trains():  # strategy=ncm after its first task: only the class means
+                    self._steps_left, self.train_epochs = steps, math.ceil(steps / len(self.dataloader))
+                    super()._train_exp(experience, eval_streams, **kwargs)
+                    self._stop_training = False  # set by the stage's last step
+        finally:
+            self.train_epochs = epochs
         self._fit_task(experience)
+
+    def _after_training_iteration(self, **kwargs):
+        super()._after_training_iteration(**kwargs)
+        self._steps_left -= 1
+        if self._steps_left == 0:
+            self.stop_training()
 
     @torch.no_grad()
     def _fit_task(self, experience) -> None:

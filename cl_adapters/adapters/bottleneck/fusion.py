@@ -40,6 +40,9 @@ class FusionConfig:
     value: bool = field(default=True, metadata={"help": "learn the value matrix V (initialised to I)"})
     temperature: float = field(default=1.0, metadata={"help": "softmax temperature T"})
     regularization: float = field(default=0.01, metadata={"help": "weight of ||V - I||^2 in the loss"})
+    budget: str = field(default="equal", metadata={
+        "help": "two_stage: equal splits the task's optimizer steps between its stages (as many as an adapter) | "
+                "extra gives each stage all of them"})
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -48,6 +51,8 @@ class FusionConfig:
             raise UserError(f"fusion.rank must be a positive integer or null, got {self.rank!r}")
         if not self.temperature > 0:
             raise UserError(f"fusion.temperature must be > 0, got {self.temperature!r}")
+        if self.budget not in ("equal", "extra"):
+            raise UserError(f"fusion.budget must be equal or extra, got {self.budget!r}")
         if not self.regularization >= 0:
             raise UserError(f"fusion.regularization must be >= 0, got {self.regularization!r}")
 
