@@ -63,6 +63,9 @@ def bad_stream(kind: str, seed: int = 0, **_):
          "plugins.replay.mem_size must be a positive integer, got -5"),
         (["strategy=full_ft", "plugins=[ewc]", "plugins.ewc.ewc_lambda=-1"], "plugins.ewc.ewc_lambda must be a number >= 0, got -1"),
         (["strategy=full_ft", "plugins=[lwf]", "plugins.lwf.temperature=0"], "plugins.lwf.temperature must be a positive number, got 0"),
+        (["strategy=full_ft", "plugins=[si]", "plugins.si.si_lambda=-1"], "plugins.si.si_lambda must be a number >= 0"),
+        (["strategy=full_ft", "plugins=[ewc_online]", "plugins.ewc_online.decay_factor=2"],
+         "plugins.ewc_online.decay_factor must be a number in [0, 1], got 2"),
     ],
 )
 def test_malformed_input_is_one_line_naming_the_culprit(make_cfg, tmp_path, overrides, culprit):

@@ -24,7 +24,7 @@ def test_shared_lora_forgets_and_lora_per_task_does_not(make_cfg, tmp_path):
     assert per_task["costs"][1]["trainable_params"] < per_task["costs"][0]["trainable_params"] / 5
 
 
-@pytest.mark.parametrize("plugin", ["ewc", "lwf", "replay"])
+@pytest.mark.parametrize("plugin", ["ewc", "ewc_online", "si", "lwf", "replay"])
 @pytest.mark.parametrize("strategy", ["full_ft", "lora"])
 def test_cl_plugins_run_with_the_baselines(make_cfg, tmp_path, strategy, plugin):
     results = run(make_cfg(*QUICK, f"strategy={strategy}", f"plugins=[{plugin}]"), tmp_path)
@@ -58,3 +58,21 @@ def test_every_experience_starts_with_a_fresh_optimizer(make_cfg):
         strategy.train(exp)
     assert record.sizes == [0, 0, 0] and len(strategy.optimizer.state) > 0
     assert torch.is_tensor(next(iter(strategy.optimizer.state.values()))["exp_avg"])
+
+
+def test_synaptic_intelligence_measures_importance_and_holds_the_weights(make_cfg):
+    """Avalanche's SI on a CPU kept views of the weights: a zero path integral and an anchor that moves with
+    them, so no penalty. Ours: importances after a task, and a penalty that holds the next task's weights."""
+    cfg = make_cfg(*QUICK, "strategy=full_ft", "plugins=[si]", "plugins.si.si_lambda=10000")
+    stream = split_digits(n_tasks=5, seed=0).train_stream
+    si, moved = instantiate(cfg.plugins.si), {}
+    for plugins in ([si], []):
+        torch.manual_seed(0)
+        strategy = instantiate(cfg.strategy, backbone=MLP((1, 8, 8)), plugins=plugins)
+        strategy.train(stream[0])
+        before = {n: p.detach().clone() for n, p in strategy.model.backbone.named_parameters()}
+        strategy.train(stream[1])
+        moved[bool(plugins)] = sum(float((p - before[n]).pow(2).sum()) for n, p in strategy.model.backbone.named_parameters())
+    importance = si.ewc_data[1]["backbone.layers.0.fc.weight"].data
+    assert importance.abs().sum() > 0 and importance.max() > 0.001  # unclipped (clip_to: null)
+    assert moved[True] < 0.5 * moved[False]

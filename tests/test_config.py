@@ -25,7 +25,7 @@ def test_groups_are_not_empty():
         "adapter", "adapter_fusion", "bitfit", "full_ft", "joint", "lora", "lora_per_task", "ncm", "single_task"
     ]
     assert GROUPS["fusion"] == ["full", "light"]
-    assert GROUPS["plugins"] == ["ewc", "lwf", "replay"]
+    assert GROUPS["plugins"] == ["ewc", "ewc_online", "lwf", "replay", "si"]
     assert all(GROUPS.values())
 
 

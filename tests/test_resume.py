@@ -135,11 +135,11 @@ def test_a_nan_loss_mid_stream_keeps_the_finished_tasks(make_cfg, tmp_path, monk
     assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == ["task-0.safetensors", "task-1.safetensors"]
 
 
-@pytest.mark.parametrize("overrides", [("strategy=full_ft", f"plugins=[{p}]") for p in ("ewc", "lwf", "replay")]
+@pytest.mark.parametrize("overrides", [("strategy=full_ft", f"plugins=[{p}]") for p in ("ewc", "ewc_online", "si", "lwf", "replay")]
                          + [("strategy=joint",), ("strategy=single_task",)])
 def test_plugins_and_references_resume_to_the_same_matrix(make_cfg, tmp_path, monkeypatch, overrides):
-    """EWC's importances, LwF's previous model and classes, the replay buffer, the joint reference's data
-    so far: restored on resume."""
+    """EWC's (and online EWC's) importances, SI's anchor, importances and path integral, LwF's previous model
+    and classes, the replay buffer, the joint reference's data so far: restored on resume."""
     overrides = (*overrides, "strategy.epochs=2")
     whole = run(make_cfg(*overrides), tmp_path / "whole")["accuracy_matrix"]
     save = Checkpoints.save

@@ -20,6 +20,7 @@ from cl_adapters.errors import UserError
 # cl_adapters/conf/); an adapter method's config is recognised by what it is (``_is_adapter_method``).
 TARGETS = frozenset({
     "cl_adapters.strategies.ContinualStrategy",
+    "cl_adapters.strategies.SynapticIntelligence",
     "cl_adapters.models.AdaptedModel",
     "cl_adapters.models.MLP",
     "cl_adapters.models.PatchTransformer",

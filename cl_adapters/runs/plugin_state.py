@@ -1,7 +1,8 @@
-"""The CL plugins the platform supports (Avalanche's EWC, LwF, Replay): their settings checked before
-training, and their state as tensors and JSON, so a checkpointed run resumes exactly: EWC's saved
-parameters and importances, LwF's classes per task (its previous model is the restored model itself),
-the replay buffer's samples and reservoir weights, group by group.
+"""The CL plugins the platform supports (Avalanche's EWC and online EWC, SI, LwF, Replay): their settings
+checked before training, and their state as tensors and JSON, so a checkpointed run resumes exactly:
+EWC's saved parameters and importances, SI's anchor weights, importances and accumulated path integral,
+LwF's classes per task (its previous model is the restored model itself), the replay buffer's samples
+and reservoir weights, group by group.
 """
 
 from __future__ import annotations
@@ -9,14 +10,16 @@ from __future__ import annotations
 import copy
 
 import torch
-from avalanche.training.plugins import EWCPlugin, LwFPlugin, ReplayPlugin
+from avalanche.training.plugins import EWCPlugin, LwFPlugin, ReplayPlugin, SynapticIntelligencePlugin
 from avalanche.training.storage_policy import ExperienceBalancedBuffer, ReservoirSamplingBuffer
 from avalanche.training.utils import ParamData
 
 from cl_adapters.errors import UserError
 from cl_adapters.streams.base import task_dataset
 
-SUPPORTED = (EWCPlugin, LwFPlugin, ReplayPlugin)
+SUPPORTED = (EWCPlugin, LwFPlugin, ReplayPlugin, SynapticIntelligencePlugin)
+SI_STATE = {"anchor": lambda p: p.ewc_data[0], "importance": lambda p: p.ewc_data[1],
+            "cum_trajectory": lambda p: p.syn_data["cum_trajectory"]}  # the rest is rebuilt every step or task
 
 
 def check_settings(name: str, plugin) -> None:
@@ -27,6 +30,13 @@ def check_settings(name: str, plugin) -> None:
     rules = []
     if isinstance(plugin, EWCPlugin):
         rules = [("ewc_lambda", plugin.ewc_lambda, number(plugin.ewc_lambda) and plugin.ewc_lambda >= 0, "a number >= 0")]
+        if plugin.mode == "online":
+            decay = plugin.decay_factor
+            rules.append(("decay_factor", decay, number(decay) and 0 <= decay <= 1, "a number in [0, 1]"))
+    elif isinstance(plugin, SynapticIntelligencePlugin):
+        lambdas = plugin.si_lambda
+        rules = [("si_lambda", lambdas if len(lambdas) > 1 else lambdas[0], all(number(x) and x >= 0 for x in lambdas),
+                  "a number >= 0 (or one per task)")]
     elif isinstance(plugin, LwFPlugin):
         alpha, temperature = plugin.lwf.alpha, plugin.lwf.temperature
         alphas = alpha if isinstance(alpha, (list, tuple)) else [alpha]
@@ -61,6 +71,10 @@ def state(plugins: list) -> tuple[dict[str, torch.Tensor], list[dict]]:
                 for exp, params in getattr(plugin, kind).items():
                     tensors |= {f"{prefix}.{kind}.{exp}.{name}": p.data.detach().cpu() for name, p in params.items()}
             info.append({"experiences": {kind: list(getattr(plugin, kind)) for kind in ("saved_params", "importances")}})
+        elif isinstance(plugin, SynapticIntelligencePlugin):
+            for kind, part in SI_STATE.items():
+                tensors |= {f"{prefix}.{kind}.{name}": p.data.detach().cpu() for name, p in part(plugin).items()}
+            info.append({"parameters": list(plugin.ewc_data[0])})
         elif isinstance(plugin, LwFPlugin):
             classes = {str(t): sorted(int(c) for c in cs) for t, cs in plugin.lwf.prev_classes_by_task.items()}
             info.append({"expcount": plugin.lwf.expcount, "prev_classes_by_task": classes})
@@ -84,12 +98,20 @@ def restore(plugins: list, model, tensors: dict[str, torch.Tensor], info: list[d
     for i, (plugin, data) in enumerate(zip(plugins, info)):
         prefix = f"plugin.{i}"
         if isinstance(plugin, EWCPlugin):
+            order = [name for name, _ in model.named_parameters()]  # online EWC pairs importances by position
             for kind, experiences in data["experiences"].items():
                 target = getattr(plugin, kind)
                 for exp in experiences:
                     start = f"{prefix}.{kind}.{exp}."
-                    target[int(exp)] = {name[len(start):]: ParamData(name[len(start):], init_tensor=t.clone())
-                                        for name, t in tensors.items() if name.startswith(start)}
+                    target[int(exp)] = {name: ParamData(name, init_tensor=tensors[start + name].clone())
+                                        for name in order if start + name in tensors}
+        elif isinstance(plugin, SynapticIntelligencePlugin):
+            for name in data["parameters"]:
+                for kind, part in SI_STATE.items():
+                    part(plugin)[name] = ParamData(name, init_tensor=tensors[f"{prefix}.{kind}.{name}"].clone())
+                shape = plugin.ewc_data[0][name].shape
+                for kind in ("old_theta", "new_theta", "grad", "trajectory"):
+                    plugin.syn_data[kind][name] = ParamData(name, shape)
         elif isinstance(plugin, LwFPlugin):
             plugin.lwf.expcount = data["expcount"]
             plugin.lwf.prev_model = copy.deepcopy(model)
