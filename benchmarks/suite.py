@@ -1,9 +1,10 @@
-"""Benchmark suites: every strategy x seeds 0,1,2 on one stream, as Hydra multiruns with the joblib
-launcher, then the comparison report in ``benchmarks/results/<suite>/`` (report.md, report.csv, plots).
+"""Benchmark suites: every strategy x seeds (0-4 where a run takes seconds, 0-2 where minutes) on one
+stream, as Hydra multiruns with the joblib launcher, then the comparison report in
+``benchmarks/results/<suite>/`` (report.md, report.csv, plots).
 
     python benchmarks/suite.py split_mnist              # also: split_digits, permuted_mnist, sentiment,
                                                         # split_mnist_class_il, sentiment_domain_il,
-                                                        # permuted_mnist_domain_il
+                                                        # permuted_mnist_domain_il, van_de_ven_split_mnist
     python benchmarks/suite.py split_mnist hydra.launcher.n_jobs=1 strategy.epochs=2   # extra overrides
 
 The references (single_task, joint) run first, so every strategy finds them cached (transfer,
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SEEDS = "seed=0,1,2"
+SEEDS = {"sentiment": 3, "sentiment_domain_il": 3, "van_de_ven_split_mnist": 3}  # minutes per run; the others: 5
 REFERENCES = ("references", ["strategy=single_task,joint"])
 PEFT = ("strategies", ["strategy=adapter,adapter_fusion,lora,lora_per_task,bitfit,full_ft"])
 LIGHT_FUSION = ("fusion_light", ["strategy=adapter_fusion", "fusion=light"])
@@ -30,6 +31,8 @@ ROUTERS = "router=oracle,entropy,prototype,prototype_mahalanobis,prototype_adapt
 PMNIST_DIL = ["experiment=permuted_mnist_quick", "scenario=domain_il"]
 UNLABELLED_ROUTERS = "router=entropy,prototype,prototype_mahalanobis,prototype_adapted,learned"  # oracle = every run's acc_til
 SENTIMENT_DIL = ["scenario=domain_il", "stream.train_per_task=400", "stream.test_per_task=200", "strategy.epochs=1"]
+TUNED = "split_mnist_tuned"
+TUNED_METHODS = ["none", "ewc", "ewc_online", "si", "lwf", "replay", "adapter", "lora_per_task", "adapter_fusion"]
 SUITES = {  # suite -> [(sweep name, overrides)], run in this order
     "split_digits": [(name, ["experiment=split_digits", *o]) for name, o in ALL],
     "split_mnist": [(name, ["experiment=split_mnist", *o]) for name, o in ALL],
@@ -52,6 +55,17 @@ SUITES = {  # suite -> [(sweep name, overrides)], run in this order
         ("plugins", [*PMNIST_DIL, "strategy=full_ft,lora", "plugins=[replay]"]),
         ("routed", [*PMNIST_DIL, "strategy=adapter,lora_per_task", ROUTERS]),
     ],
+    "split_mnist_tuned": [  # benchmarks/tune.py's choices (validation data); the fusion-budget control
+        ("references", [f"experiment={TUNED}/joint,{TUNED}/single_task"]),
+        ("methods", ["experiment=" + ",".join(f"{TUNED}/{m}" for m in TUNED_METHODS)]),
+        ("fusion_extra", [f"experiment={TUNED}/adapter_fusion", "fusion.budget=extra"]),
+        ("adapter_epoch_control", [f"experiment={TUNED}/adapter", "strategy.epochs=2"]),  # fusion extra's steps
+    ],
+    "van_de_ven_split_mnist": [  # their protocol (experiment config), their hyper-parameters in our scales
+        ("references", ["experiment=van_de_ven_split_mnist", "strategy=joint"]),
+        ("methods", ["experiment=van_de_ven_split_mnist", "strategy=full_ft",
+                     "plugins=[],[ewc],[ewc_online],[si],[lwf],[replay]"]),
+    ],
     "sentiment": [  # MiniLM on CPU: hours (full fine-tuning wants its own learning rate)
         ("references", ["experiment=sentiment", "strategy=single_task,joint"]),
         ("strategies", ["experiment=sentiment", "strategy=adapter,adapter_fusion,lora,lora_per_task", "fusion=light"]),
@@ -62,7 +76,8 @@ SUITES = {  # suite -> [(sweep name, overrides)], run in this order
 
 def sweeps(suite: str, extra: list[str], out: Path) -> list[list[str]]:
     """The Hydra overrides of each of the suite's multiruns."""
-    return [["hydra/launcher=joblib", SEEDS, *overrides, *extra, f"hydra.sweep.dir={out / name}"]
+    seeds = "seed=" + ",".join(str(seed) for seed in range(SEEDS.get(suite, 5)))
+    return [["hydra/launcher=joblib", seeds, *overrides, *extra, f"hydra.sweep.dir={out / name}"]
             for name, overrides in SUITES[suite]]
 
 

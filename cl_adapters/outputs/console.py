@@ -45,8 +45,7 @@ class ConsoleLogger:
         metrics.add_row("bytes stored/task", f"{summary['bytes_per_task']:,.0f}", "params trained (+ means fitted) per task")
         metrics.add_row("train time", f"{summary['train_seconds']:.1f}s", "all tasks")
         metrics.add_row("train samples/s", f"{results['throughput']['train_samples_per_s']:.0f}", "all tasks")
-        eval_speed = results["throughput"]["eval_samples_per_s"]
-        metrics.add_row("eval samples/s", "-" if eval_speed is None else f"{eval_speed:.0f}", "all evals")
+        metrics.add_row("eval samples/s", f"{results['throughput']['eval_samples_per_s']:.0f}", "all evals")
         metrics.add_row("peak RSS", f"{max(c['peak_rss_bytes'] for c in costs) / 2**20:.0f} MiB", "process")
         self.console.print(matrix)
         self.console.print(metrics)

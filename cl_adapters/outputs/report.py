@@ -371,8 +371,8 @@ def provenance(runs: list[dict]) -> str:
         return " / ".join(sorted({str(v) for v in values}))
 
     versions = ", ".join(f"{p} {distinct(r.get('versions', {}).get(p) for r in runs)}" for p in runs[0].get("versions", {}))
-    machines = distinct(f"{m['platform']}, {m['cpus']} CPUs, {m['torch_threads']} torch thread(s), {m['device']}"
-                        for m in (r.get("machine") for r in runs) if m)
+    machines = distinct(f"{m['platform']}, {m['cpus']} CPUs{', ' + m['cpu_capability'] if m.get('cpu_capability') else ''}, "
+                        f"{m['torch_threads']} torch thread(s), {m['device']}" for m in (r.get("machine") for r in runs) if m)
     return (f"{len(runs)} runs; mean ± 95% confidence interval over seeds (Student's t); \"ACC within noise of\": the "
             f"rows whose ACC Welch's t-test cannot tell apart (p >= {NOISE}); FWT (GEM) n/a with a fresh head per task; "
             "steps / samples / TFLOP and train s: all tasks.  \n"

@@ -73,7 +73,8 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     results.update({
         "config": OmegaConf.to_container(cfg, resolve=True),
         "versions": {"python": platform.python_version(), **{p: version(p) for p in VERSIONS}},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "cpu_capability": torch.backends.cpu.get_cpu_capability()},  # AVX2 | AVX512: results differ
         "metric_definitions": DEFINITIONS,
     })
     loggers.extend(_build(c, "logger") for c in cfg.logger.values())
@@ -129,8 +130,10 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
             strategy.eval(eval_stream)
         return [accuracy.last[j] for j in range(T)]
 
+    # The untrained model (GEM's FWT baseline, chance level with fresh heads). Always measured: its eval
+    # creates every task's head now, and so fixes the order in which heads draw their initial weights.
+    b = evaluate()
     gem = not model.head_per_task  # GEM's FWT reads a head before its task trains: only a shared head has one
-    b = evaluate() if gem else None  # the untrained model: GEM's FWT baseline
     probe = None
     if cfg.probe_samples and protocol not in REFERENCES and T > 1:
         probe = LinearProbe(train_stream, eval_stream, cfg.probe_samples, cfg.seed, cfg.strategy.eval_batch_size,
@@ -166,7 +169,7 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
         strategy.train(experience)
         R[i] = evaluate()
         n = i + 1
-        metrics = summarize(R[:n, :n], first(b, n), first(S, n), first(J, n), *(
+        metrics = summarize(R[:n, :n], first(b, n) if gem else None, first(S, n), first(J, n), *(
             (probe.before, probe.initial) if probe is not None else ()))
         if without_labels:
             if model.router is not None:
@@ -191,8 +194,8 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     results["run"]["status"] = "complete"
     results["throughput"] = {
         "train_samples_per_s": sum(c["train_samples"] for c in costs.tasks) / sum(c["train_seconds"] for c in costs.tasks),
-        "eval_samples_per_s": accuracy.eval_samples / accuracy.eval_seconds if accuracy.eval_seconds else None,
-    }  # None: resumed after its last task, nothing evaluated in this process
+        "eval_samples_per_s": accuracy.eval_samples / accuracy.eval_seconds,
+    }
     write_json_atomic(out, results)
     if protocol in REFERENCES:
         print(f"reference {protocol} cached: {cache.save(protocol, cfg, R.tolist(), out_dir)}")
