@@ -4,7 +4,8 @@ stream, as Hydra multiruns with the joblib launcher, then the comparison report 
 
     python benchmarks/suite.py split_mnist              # also: split_digits, permuted_mnist, sentiment,
                                                         # split_mnist_class_il, sentiment_domain_il,
-                                                        # permuted_mnist_domain_il, van_de_ven_split_mnist
+                                                        # permuted_mnist_domain_il, split_mnist_tuned,
+                                                        # van_de_ven_split_mnist(_class_il)
     python benchmarks/suite.py split_mnist hydra.launcher.n_jobs=1 strategy.epochs=2   # extra overrides
 
 The references (single_task, joint) run first, so every strategy finds them cached (transfer,
@@ -20,7 +21,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SEEDS = {"sentiment": 3, "sentiment_domain_il": 3, "van_de_ven_split_mnist": 3}  # minutes per run; the others: 5
+SEEDS = {"sentiment": 3, "sentiment_domain_il": 3, "van_de_ven_split_mnist": 3,  # minutes per run; the others: 5
+         "van_de_ven_split_mnist_class_il": 3}
 REFERENCES = ("references", ["strategy=single_task,joint"])
 PEFT = ("strategies", ["strategy=adapter,adapter_fusion,lora,lora_per_task,bitfit,full_ft"])
 LIGHT_FUSION = ("fusion_light", ["strategy=adapter_fusion", "fusion=light"])
@@ -31,6 +33,7 @@ ROUTERS = "router=oracle,entropy,prototype,prototype_mahalanobis,prototype_adapt
 PMNIST_DIL = ["experiment=permuted_mnist_quick", "scenario=domain_il"]
 UNLABELLED_ROUTERS = "router=entropy,prototype,prototype_mahalanobis,prototype_adapted,learned"  # oracle = every run's acc_til
 SENTIMENT_DIL = ["scenario=domain_il", "stream.train_per_task=400", "stream.test_per_task=200", "strategy.epochs=1"]
+VDV, VDV_METHODS = "experiment=van_de_ven_split_mnist", "plugins=[],[ewc],[ewc_online],[si],[lwf],[replay]"
 TUNED = "split_mnist_tuned"
 TUNED_METHODS = ["none", "ewc", "ewc_online", "si", "lwf", "replay", "adapter", "lora_per_task", "adapter_fusion"]
 SUITES = {  # suite -> [(sweep name, overrides)], run in this order
@@ -62,9 +65,12 @@ SUITES = {  # suite -> [(sweep name, overrides)], run in this order
         ("adapter_epoch_control", [f"experiment={TUNED}/adapter", "strategy.epochs=2"]),  # fusion extra's steps
     ],
     "van_de_ven_split_mnist": [  # their protocol (experiment config), their hyper-parameters in our scales
-        ("references", ["experiment=van_de_ven_split_mnist", "strategy=joint"]),
-        ("methods", ["experiment=van_de_ven_split_mnist", "strategy=full_ft",
-                     "plugins=[],[ewc],[ewc_online],[si],[lwf],[replay]"]),
+        ("references", [VDV, "strategy=joint"]),
+        ("methods", [VDV, "strategy=full_ft", VDV_METHODS]),
+    ],
+    "van_de_ven_split_mnist_class_il": [
+        ("references", [VDV, "scenario=class_il", "strategy=joint"]),
+        ("methods", [VDV, "scenario=class_il", "strategy=full_ft", VDV_METHODS]),
     ],
     "sentiment": [  # MiniLM on CPU: hours (full fine-tuning wants its own learning rate)
         ("references", ["experiment=sentiment", "strategy=single_task,joint"]),
