@@ -10,7 +10,7 @@ from cl_adapters.outputs.report import load_runs, main, mean_ci, table, within_n
 
 
 def write(path, strategy, seed, acc, bwt, plugins=(), status="complete", transfer=None, fusion=None, stream="digits",
-          config=None, started="2026-11-24T10:00:00", model="mlp", not_applicable=None):
+          config=None, started="2026-11-24T10:00:00", model="mlp", not_applicable=None, references_missing=None):
     metrics = {"acc": acc, "bwt": bwt, "forgetting": -bwt, "fwt": 0.0}
     if not_applicable:
         metrics["fwt_probe"] = 0.01
@@ -24,6 +24,7 @@ def write(path, strategy, seed, acc, bwt, plugins=(), status="complete", transfe
         "machine": {"platform": "Linux", "cpus": 2, "torch_threads": 1, "device": "cpu"},
         "metrics": metrics,
         "not_applicable": not_applicable or {},
+        "references_missing": references_missing or {},
         "accuracy_matrix": [[acc, None], [acc - bwt, acc]] if status == "complete" else [[acc, None], [None, None]],
         "costs": [{"trainable_params": 100, "bytes_per_task": 400, "train_seconds": 1.0},
                   {"trainable_params": 10, "bytes_per_task": 40, "train_seconds": 2.0}],
@@ -82,6 +83,13 @@ def test_references_have_their_own_table_and_single_task_shows_only_its_diagonal
     assert lines[4].startswith("| digits | joint | 0 | J: task j after joint training on tasks 0..j | 0.9500 | 0.9500 0.9500 | 0.9500 |")
     assert lines[5].startswith("| digits | single_task | 0,1 | S: task j after training on it alone | 0.4500 ± 0.6353 | "
                                "0.4500 0.4500 | n/a (its heads are reset at every task) |")
+
+
+def test_rows_without_a_reference_say_so(tmp_path):
+    write(tmp_path / "0", "adapter", 0, 0.90, 0.0, transfer=0.01)
+    write(tmp_path / "1", "full_ft", 0, 0.90, 0.0, references_missing={"joint": "/nowhere/joint-1.json"})
+    text = table(load_runs([tmp_path])[0])
+    assert "Rows 2: no single_task/joint reference was cached" in text and "Rows 1" not in text
 
 
 def test_gem_fwt_is_na_with_a_head_per_task(tmp_path):

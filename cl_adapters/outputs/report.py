@@ -232,6 +232,7 @@ def rows(runs: list[dict]) -> list[dict]:
             row[f"{key}_std"] = statistics.stdev(values) if None not in values and len(values) > 1 else None
             row[f"_{key}_na"] = all(key in (r.get("not_applicable") or {}) for r in group)
         row["_acc"] = [r["metrics"]["acc"] for r in group]
+        row["_no_reference"] = sorted({p for r in group for p in r.get("references_missing") or {}})
         diagonals = [np.diag(np.array(r["accuracy_matrix"], dtype=float)) for r in group]
         row["_diagonal"] = [mean_ci([float(d[j]) for d in diagonals]) for j in range(len(diagonals[0]))]
         row["diagonal"], row["diagonal_ci95"] = mean_ci([float(d.mean()) for d in diagonals])
@@ -288,6 +289,11 @@ def _table(records: list[dict]) -> str:
         cells += [f"{row['trainable_params_first']:,} / {row['trainable_params_last']:,}",
                   f"{row['bytes_per_task']:,.0f}", _budget(row), f"{row['train_seconds']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    unreferenced = [str(i) for i, row in enumerate(records, 1) if row["_no_reference"]]
+    if unreferenced:
+        lines.append(f"\nRows {', '.join(unreferenced)}: no single_task/joint reference was cached for their stream, "
+                     "model, budget and seed, so no transfer vs single / intransigence (train the references with the "
+                     "same settings first, or references.compute=true).")
     return "\n".join(lines)
 
 
