@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from cl_adapters.outputs.report import load_runs, main, mean_ci, table, within_noise
+from cl_adapters.metrics.seeds import mean_ci, within_noise
+from cl_adapters.outputs.report import load_runs, main, table
 
 
 def write(path, strategy, seed, acc, bwt, plugins=(), status="complete", transfer=None, fusion=None, stream="digits",

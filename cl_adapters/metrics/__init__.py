@@ -1,4 +1,4 @@
-"""Accuracy-matrix metrics (pure numpy) and the Avalanche plugins that measure accuracy (accuracy.py), costs and fusion attention."""
+"""Accuracy-matrix metrics (pure numpy), forward transfer by probe, uncertainty over seeds (seeds.py) and the Avalanche plugins that measure accuracy (accuracy.py), costs and fusion attention."""
 
 from cl_adapters.metrics.matrix import (
     DEFINITIONS,

@@ -43,14 +43,16 @@ class CostPlugin(SupervisedPlugin):
         self._t0 = time.perf_counter()
 
     def before_training_epoch(self, strategy, **kwargs):  # after adaptation and every optimizer rebuild
-        self._trainable.update((id(p), p) for p in strategy.model.parameters() if p.requires_grad)
+        trainable = {id(p): p for p in strategy.model.parameters() if p.requires_grad}
+        self._trainable.update(trainable)
+        self._count_flops = frozenset(trainable) != self._counted_for  # a new task or stage
+        self._counted_for = frozenset(trainable)
 
     def before_training_iteration(self, strategy, **kwargs):
-        trainable = frozenset(id(p) for p in strategy.model.parameters() if p.requires_grad)
-        if trainable != self._counted_for:  # a new task or stage: count its minibatch's FLOPs once
+        if self._count_flops:  # once per task and stage, on its first minibatch (not per step)
             t0 = time.perf_counter()
             self._flops_per_sample = training_flops(strategy) / len(strategy.mb_y)
-            self._counted_for = trainable
+            self._count_flops = False
             self._t0 += time.perf_counter() - t0
 
     def after_training_iteration(self, strategy, **kwargs):

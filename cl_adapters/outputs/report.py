@@ -23,13 +23,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
 from cl_adapters.outputs.plots import heatmap, pyplot, save_figure
 from cl_adapters.outputs.results import flatten, run_name, strategy_name
 from cl_adapters.metrics.costs import cost_summary
+from cl_adapters.metrics.seeds import NOISE, mean_ci, within_noise
 from cl_adapters.runs.references import REFERENCES
 from cl_adapters.streams.base import SCENARIOS
 
@@ -53,7 +53,6 @@ COLUMNS = {  # header -> metric key
     "task-ID acc": "task_id_acc",
 }
 WITHOUT_LABELS = ("acc_til", "til_cil_gap", "task_id_acc")  # shown only when some run has them
-NOISE = 0.05  # rows whose ACC differ with Welch's p >= NOISE are flagged as within the noise
 REFERENCE_GIVES = {"joint": "J: task j after joint training on tasks 0..j",
                    "single_task": "S: task j after training on it alone"}
 SCENARIO_TITLES = {
@@ -192,27 +191,6 @@ def _labels(name: str, keys: list[str], example: dict[str, dict], shown_groups: 
         label = " · ".join([name, *(choices[key][g] for g in shown_groups if choices[key][g] != "None")])
         labels.append(f"{label} ({shown}{', ...' if len(differ) > 3 else ''})" if shown else label)
     return labels
-
-
-def mean_ci(values: list) -> tuple[float | None, float | None]:
-    """(mean, half-width of its 95% confidence interval: Student's t over the seeds); None where undefined."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    if len(values) < 2:
-        return statistics.mean(values), None
-    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
-    return statistics.mean(values), float(half)
-
-
-def within_noise(a: list[float], b: list[float]) -> bool:
-    """Whether two rows' seeds cannot tell their means apart: Welch's t-test p >= NOISE (fewer than two seeds:
-    never told apart; no spread in either: only equal means are)."""
-    if len(a) < 2 or len(b) < 2:
-        return True
-    if statistics.pstdev(a) == 0 and statistics.pstdev(b) == 0:
-        return statistics.mean(a) == statistics.mean(b)
-    return bool(stats.ttest_ind(a, b, equal_var=False).pvalue >= NOISE)
 
 
 def is_reference(results: dict) -> bool:
