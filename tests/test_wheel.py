@@ -9,6 +9,7 @@ import site
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 from conftest import ROOT
@@ -23,6 +24,9 @@ def test_a_built_wheel_runs_from_any_folder(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist),
                     str(src)], check=True, capture_output=True, timeout=300)
     (wheel,) = dist.glob("cl_adapters-*.whl")
+    shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".yaml")}
+    configs = {p.relative_to(ROOT).as_posix() for p in (ROOT / "cl_adapters" / "conf").rglob("*.yaml")}
+    assert configs - shipped == set()  # nested groups too (experiment/split_mnist_tuned/)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python, bin_dir = venv / "bin" / "python", venv / "bin"
     subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
