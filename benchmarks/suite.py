@@ -33,7 +33,16 @@ ROUTERS = "router=oracle,entropy,prototype,prototype_mahalanobis,prototype_adapt
 PMNIST_DIL = ["experiment=permuted_mnist_quick", "scenario=domain_il"]
 UNLABELLED_ROUTERS = "router=entropy,prototype,prototype_mahalanobis,prototype_adapted,learned"  # oracle = every run's acc_til
 SENTIMENT_DIL = ["scenario=domain_il", "stream.train_per_task=400", "stream.test_per_task=200", "strategy.epochs=1"]
-VDV, VDV_METHODS = "experiment=van_de_ven_split_mnist", "plugins=[],[ewc],[ewc_online],[si],[lwf],[replay]"
+VDV = "experiment=van_de_ven_split_mnist"
+VDV_TIL, VDV_CIL = [VDV, "strategy=full_ft"], [VDV, "scenario=class_il", "strategy=full_ft"]
+
+
+def vdv_ewc(base: list[str], ewc_lambda: float) -> list[tuple[str, list[str]]]:
+    """EWC and online EWC with the Fisher of van de Ven's code (per sample, over the predicted labels)."""
+    return [(name, [*base, f"plugins=[{name}]", f"plugins.{name}.fisher=per_sample", f"plugins.{name}.ewc_lambda={ewc_lambda:g}"])
+            for name in ("ewc", "ewc_online")]
+
+
 TUNED = "split_mnist_tuned"
 TUNED_METHODS = ["none", "ewc", "ewc_online", "si", "lwf", "replay", "adapter", "lora_per_task", "adapter_fusion"]
 SUITES = {  # suite -> [(sweep name, overrides)], run in this order
@@ -64,13 +73,17 @@ SUITES = {  # suite -> [(sweep name, overrides)], run in this order
         ("fusion_extra", [f"experiment={TUNED}/adapter_fusion", "fusion.budget=extra"]),
         ("adapter_epoch_control", [f"experiment={TUNED}/adapter", "strategy.epochs=2"]),  # fusion extra's steps
     ],
-    "van_de_ven_split_mnist": [  # their protocol (experiment config), their hyper-parameters in our scales
+    "van_de_ven_split_mnist": [  # their protocol (experiment config) and hyper-parameters (their param_values.py)
         ("references", [VDV, "strategy=joint"]),
-        ("methods", [VDV, "strategy=full_ft", VDV_METHODS]),
+        ("methods", [*VDV_TIL, "plugins=[],[si],[lwf],[replay]"]),
+        *vdv_ewc(VDV_TIL, 5e4),  # their lambda 1e5 on the same Fisher, without their 1/2
+        ("ewc_minibatch", [*VDV_TIL, "plugins=[ewc]", "plugins.ewc.ewc_lambda=6.4e6"]),  # Avalanche's importance
     ],
     "van_de_ven_split_mnist_class_il": [
         ("references", [VDV, "scenario=class_il", "strategy=joint"]),
-        ("methods", [VDV, "scenario=class_il", "strategy=full_ft", VDV_METHODS]),
+        ("methods", [*VDV_CIL, "plugins=[],[lwf],[replay]"]),
+        *vdv_ewc(VDV_CIL, 5e8),  # their class-IL lambda 1e9
+        ("si", [*VDV_CIL, "plugins=[si]", "plugins.si.si_lambda=1e4"]),  # their class-IL c 5000
     ],
     "sentiment": [  # MiniLM on CPU: hours (full fine-tuning wants its own learning rate)
         ("references", ["experiment=sentiment", "strategy=single_task,joint"]),

@@ -4,11 +4,13 @@ import pytest
 import torch
 from avalanche.core import SupervisedPlugin
 from hydra.utils import instantiate
+from torch.utils.data import TensorDataset
 
 from cl_adapters.errors import UserError
 from cl_adapters.models import MLP
 from cl_adapters.runs.run import run
 from cl_adapters.streams import split_digits
+from cl_adapters.strategies import EWC
 
 QUICK = ("stream=split_digits", "strategy.epochs=3")
 
@@ -75,4 +77,42 @@ def test_synaptic_intelligence_measures_importance_and_holds_the_weights(make_cf
         moved[bool(plugins)] = sum(float((p - before[n]).pow(2).sum()) for n, p in strategy.model.backbone.named_parameters())
     importance = si.ewc_data[1]["backbone.layers.0.fc.weight"].data
     assert importance.abs().sum() > 0 and importance.max() > 0.001  # unclipped (clip_to: null)
+    assert moved[True] < 0.5 * moved[False]
+
+
+def test_per_sample_fisher_is_the_expected_squared_score_of_a_softmax_regression():
+    """Softmax regression z = Wx + b: d log p_c / dW = (e_c - p) x^T, so the Fisher is
+    mean_n sum_c p_c (e_c - p)^2 x^2 (and without x for b)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(50, 4), torch.randint(0, 3, (50,))
+    model = torch.nn.Linear(4, 3)
+    plugin = EWC(1.0, fisher="per_sample", chunk=16)  # chunks of 16, 16, 16, 2
+    found = plugin.compute_importances(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), 0.0),
+                                       TensorDataset(x, y, torch.zeros_like(y)), "cpu", 10)
+    p = torch.softmax(model(x), -1).detach()
+    score2 = (p[:, :, None] * (torch.eye(3)[None] - p[:, None, :]) ** 2).sum(1)  # (n, k): sum_c p_c (e_c - p)_k^2
+    torch.testing.assert_close(found["weight"].data, torch.einsum("nk,nd->kd", score2, x ** 2) / 50)
+    torch.testing.assert_close(found["bias"].data, score2.mean(0))
+    sampled = EWC(1.0, fisher="per_sample", fisher_samples=20).compute_importances(
+        model, None, None, TensorDataset(x, y, torch.zeros_like(y)), "cpu", 10)
+    assert not torch.allclose(sampled["bias"].data, found["bias"].data)  # 20 of the 50 samples
+    with pytest.raises(UserError, match="fisher must be one of"):
+        EWC(1.0, fisher="empirical")
+
+
+def test_per_sample_fisher_in_a_run_holds_the_weights(make_cfg):
+    """plugins.ewc.fisher=per_sample through the strategy's multi-task model: importances per task, a
+    penalty that holds the next task's weights."""
+    cfg = make_cfg(*QUICK, "strategy=full_ft", "plugins=[ewc]", "plugins.ewc.fisher=per_sample",
+                   "plugins.ewc.ewc_lambda=1e6", "plugins.ewc.fisher_samples=200")
+    stream = split_digits(n_tasks=5, seed=0).train_stream
+    ewc, moved = instantiate(cfg.plugins.ewc), {}
+    for plugins in ([ewc], []):
+        torch.manual_seed(0)
+        strategy = instantiate(cfg.strategy, backbone=MLP((1, 8, 8)), plugins=plugins)
+        strategy.train(stream[0])
+        before = {n: p.detach().clone() for n, p in strategy.model.backbone.named_parameters()}
+        strategy.train(stream[1])
+        moved[bool(plugins)] = sum(float((p - before[n]).pow(2).sum()) for n, p in strategy.model.backbone.named_parameters())
+    assert ewc.importances[0]["backbone.layers.0.fc.weight"].data.sum() > 0
     assert moved[True] < 0.5 * moved[False]

@@ -14,7 +14,7 @@ from cl_adapters.errors import UserError
 from cl_adapters.runs.resume import Checkpoints
 from cl_adapters.runs.run import run
 
-FOUR_TASKS = ["stream.n_tasks=4", "stream.class_order=[0,1,2,3,4,5,6,7]", "strategy.epochs=20"]
+FOUR_TASKS = ["stream.n_tasks=4", "stream.class_order=[0,1,2,3,4,5,6,7]", "strategy.epochs=8"]
 
 
 def cli(run_dir, *overrides):

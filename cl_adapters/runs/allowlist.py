@@ -21,6 +21,7 @@ from cl_adapters.errors import UserError
 TARGETS = frozenset({
     "cl_adapters.strategies.ContinualStrategy",
     "cl_adapters.strategies.SynapticIntelligence",
+    "cl_adapters.strategies.EWC",
     "cl_adapters.models.AdaptedModel",
     "cl_adapters.models.MLP",
     "cl_adapters.models.PatchTransformer",
@@ -36,7 +37,6 @@ TARGETS = frozenset({
     "cl_adapters.streams.sentiment_domains",
     "cl_adapters.outputs.ConsoleLogger",
     "cl_adapters.outputs.WandbLogger",
-    "avalanche.training.plugins.EWCPlugin",
     "avalanche.training.plugins.LwFPlugin",
     "avalanche.training.plugins.ReplayPlugin",
 })

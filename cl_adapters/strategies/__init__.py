@@ -1,6 +1,6 @@
 """Strategies: one SupervisedTemplate subclass; each strategy config sets its model policy."""
 
 from cl_adapters.strategies.continual import ContinualStrategy
-from cl_adapters.strategies.plugins import SynapticIntelligence
+from cl_adapters.strategies.plugins import EWC, SynapticIntelligence
 
-__all__ = ["ContinualStrategy", "SynapticIntelligence"]
+__all__ = ["EWC", "ContinualStrategy", "SynapticIntelligence"]

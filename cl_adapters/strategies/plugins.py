@@ -3,7 +3,65 @@
 from __future__ import annotations
 
 import torch
-from avalanche.training.plugins import SynapticIntelligencePlugin
+from avalanche.models import MultiTaskModule
+from avalanche.training.plugins import EWCPlugin, SynapticIntelligencePlugin
+from avalanche.training.utils import zerolike_params_dict
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from cl_adapters.errors import UserError
+
+FISHERS = ("minibatch", "per_sample")
+
+
+class EWC(EWCPlugin):
+    """Avalanche's EWC with a choice of importance (``fisher``):
+
+    - ``minibatch`` (Avalanche's): the squared gradient of each minibatch's mean loss on the true labels,
+      averaged over the task's minibatches. Near convergence the true-label gradients are tiny, so this is
+      orders of magnitude below a Fisher, by a factor that depends on where training stopped
+      (``benchmarks/results/ewc_scale.md``: 2e2 to 5e5 on split MNIST).
+    - ``per_sample``: the Fisher of the EWC paper, as van de Ven's code computes it (``fisher_labels='all'``):
+      per sample, sum over the output classes c of p(c|x) (d log p(c|x) / d theta)^2, averaged over
+      ``fisher_samples`` training samples of the task (None: all). Their lambda is twice ours (their
+      penalty has a 1/2, Avalanche's none).
+    """
+
+    def __init__(self, ewc_lambda, mode="separate", decay_factor=None, keep_importance_data=False,
+                 fisher: str = "minibatch", fisher_samples: int | None = None, chunk: int = 64):
+        if fisher not in FISHERS:
+            raise UserError(f"plugins: fisher must be one of {FISHERS}, got {fisher!r}")
+        super().__init__(ewc_lambda, mode=mode, decay_factor=decay_factor, keep_importance_data=keep_importance_data)
+        self.fisher, self.fisher_samples, self.chunk = fisher, fisher_samples, chunk
+
+    def compute_importances(self, model, criterion, optimizer, dataset, device, batch_size, num_workers=0):
+        if self.fisher == "minibatch":
+            return super().compute_importances(model, criterion, optimizer, dataset, device, batch_size, num_workers)
+        model.eval()
+        importances = zerolike_params_dict(model)
+        params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+        generator = torch.Generator().manual_seed(len(dataset))  # the same subsample on resume
+        order = torch.randperm(len(dataset), generator=generator)[:self.fisher_samples].tolist()
+        seen = 0
+        for batch in DataLoader(torch.utils.data.Subset(dataset, order), batch_size=self.chunk,
+                                collate_fn=getattr(dataset, "collate_fn", None)):
+            x, task = batch[0].to(device), int(batch[-1][0])
+
+            def log_probs(p, xi, c):
+                extra = (task,) if isinstance(model, MultiTaskModule) else ()
+                return F.log_softmax(torch.func.functional_call(model, p, (xi[None], *extra)), -1)[0, c]
+
+            with torch.no_grad():
+                probs = torch.softmax(model(x, task) if isinstance(model, MultiTaskModule) else model(x), -1)
+            for c in range(probs.shape[1]):
+                grads = torch.func.vmap(torch.func.grad(log_probs), in_dims=(None, 0, None))(params, x, c)
+                for name, g in grads.items():
+                    importances[name].data += torch.einsum("n,n...->...", probs[:, c], g ** 2)
+            seen += len(x)
+        for imp in importances.values():
+            imp.data /= seen
+        model.train()
+        return importances
 
 
 class SynapticIntelligence(SynapticIntelligencePlugin):
