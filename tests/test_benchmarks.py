@@ -76,3 +76,12 @@ def test_tuning_picks_the_best_validation_point_and_writes_a_config_that_compose
     assert cfg.strategy.optimizer.lr == 0.003 and cfg.plugins.ewc.ewc_lambda == 1e6 and cfg.strategy.epochs == 1
     assert cfg.references.optimizer.lr == 0.001 and cfg.strategy.model.train_backbone == "all"  # full_ft
     assert "chosen on validation data" in text and "never the test set" in text
+
+
+def test_a_suite_refuses_an_unknown_sweep_and_names_its_sweeps(capsys):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import suite
+
+    with pytest.raises(SystemExit):
+        suite.main(["van_de_ven_split_mnist", "--only", "ewc_nope"])
+    assert "--only ewc_nope: van_de_ven_split_mnist has the sweeps references, methods, ewc, ewc_online" in capsys.readouterr().err
