@@ -9,7 +9,7 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+@pytest.mark.parametrize("launcher", ["joblib", pytest.param("submitit_local", marks=pytest.mark.slow)])
 def test_sweep_survives_a_failed_job_and_writes_the_report(tmp_path, launcher):
     sweep = tmp_path / "sweep"  # run from tmp_path: the sweep and the reference cache land there
     cmd = [sys.executable, "-m", "cl_adapters", "-m", f"hydra/launcher={launcher}", "strategy.epochs=1",
