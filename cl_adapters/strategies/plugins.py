@@ -25,6 +25,9 @@ class EWC(EWCPlugin):
       per sample, sum over the output classes c of p(c|x) (d log p(c|x) / d theta)^2, averaged over
       ``fisher_samples`` training samples of the task (None: all). Their lambda is twice ours (their
       penalty has a 1/2, Avalanche's none).
+
+    These are "EXACT" (or "EXACT (n)") and "BATCHED" in van de Ven 2025, "On the computation of the Fisher
+    Information in continual learning" (ICLR Blogposts, arXiv:2502.11756), which compares them.
     """
 
     def __init__(self, ewc_lambda, mode="separate", decay_factor=None, keep_importance_data=False,
