@@ -48,14 +48,14 @@ class EWC(EWCPlugin):
         seen = 0
         for batch in DataLoader(torch.utils.data.Subset(dataset, order), batch_size=self.chunk,
                                 collate_fn=getattr(dataset, "collate_fn", None)):
-            x, task = batch[0].to(device), int(batch[-1][0])
+            x = batch[0].to(device)
+            task = (int(batch[-1][0]),) if isinstance(model, MultiTaskModule) else ()  # one task per experience
 
             def log_probs(p, xi, c):
-                extra = (task,) if isinstance(model, MultiTaskModule) else ()
-                return F.log_softmax(torch.func.functional_call(model, p, (xi[None], *extra)), -1)[0, c]
+                return F.log_softmax(torch.func.functional_call(model, p, (xi[None], *task)), -1)[0, c]
 
             with torch.no_grad():
-                probs = torch.softmax(model(x, task) if isinstance(model, MultiTaskModule) else model(x), -1)
+                probs = torch.softmax(model(x, *task), -1)
             for c in range(probs.shape[1]):
                 grads = torch.func.vmap(torch.func.grad(log_probs), in_dims=(None, 0, None))(params, x, c)
                 for name, g in grads.items():
