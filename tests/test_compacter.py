@@ -148,6 +148,7 @@ def test_widths_not_divisible_by_phm_dim_are_named():
         CompacterConfig(r=8, phm_dim=8).attach(MLP(SHAPE, hidden=(36, 36)))
 
 
+@pytest.mark.slow
 def test_split_digits_run(make_cfg, tmp_path):
     """The acceptance run, at the learning rate chosen on validation data (conf/adapter/compacter.yaml)."""
     from cl_adapters.runs.run import run

@@ -25,6 +25,7 @@ def test_sweep_survives_a_failed_job_and_writes_the_report(tmp_path, launcher):
     assert "Not included" in (sweep / "report" / "report.md").read_text()
 
 
+@pytest.mark.slow  # the fast suite's failed-job sweep: test_sweep_survives_a_failed_job_and_writes_the_report
 def test_a_sweep_with_a_bad_value_records_the_failure_and_still_reports(tmp_path):
     """The trustworthy-runs acceptance: the good job completes; the bad one is failed with its reason in
     results.json and error.txt; the report exists; exit status 1; no traceback."""
@@ -64,6 +65,7 @@ def test_a_killed_joblib_sweep_stops_its_workers_runs(tmp_path):
     assert [r["run"]["status"] for r in results()] == ["interrupted", "interrupted"]
 
 
+@pytest.mark.slow
 def test_a_sweeps_console_is_one_status_line_per_job(tmp_path):
     """Jobs in parallel do not interleave their output: each writes job.log; the console gets a line when a
     job starts and one when it ends, tagged with its number; W&B's banner is not on the console."""
