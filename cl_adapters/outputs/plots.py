@@ -1,4 +1,4 @@
-"""Figures written next to results.json (matplotlib, headless)."""
+"""Figures (matplotlib, headless): next to results.json, and the comparison report's."""
 
 from __future__ import annotations
 
@@ -84,3 +84,61 @@ def plot_fusion_attention(attention: dict[int, dict], path: str | Path) -> Path:
     fig.colorbar(image, ax=axes[0].tolist(), label="mean fusion attention")
     fig.suptitle("AdapterFusion: which adapters each task uses")
     return save_figure(fig, path)
+
+
+def report_figures(mean_R: dict[tuple[str, str, str], np.ndarray], rows: list[dict], out: Path) -> list[Path]:
+    """The comparison report's figures from its (scenario, stream, row) -> mean R and its table rows:
+    accuracy_matrices.png, task_accuracy.png and acc_vs_params.png in ``out``."""
+    if not mean_R:  # single_task alone: nothing to plot
+        return []
+    plt = pyplot()
+    from matplotlib import ticker
+
+    labels = {key: f"{key[1]}: {key[2]}" if key[0] == "task_il" else f"{key[1]} {key[0]}: {key[2]}" for key in mean_R}
+    ncols = min(len(mean_R), 4)
+    nrows = -(-len(mean_R) // ncols)
+    written = []
+
+    def panels(height: float, **kw):
+        fig, axes = plt.subplots(nrows, ncols, figsize=(0.5 + 3.4 * ncols, height * nrows), squeeze=False,
+                                 layout="constrained", **kw)
+        for ax in axes.flat[len(mean_R):]:
+            ax.set_visible(False)
+        return fig, axes
+
+    fig, axes = panels(3.4)
+    for ax, (key, R) in zip(axes.flat, mean_R.items()):
+        image = heatmap(ax, R, annotate=len(R) <= 10, fontsize=6)
+        ax.set_title(labels[key], fontsize=8)
+        ax.set_xlabel("task j")
+        ax.set_ylabel("after task i")
+    fig.colorbar(image, ax=axes.ravel().tolist(), label="mean accuracy R[i, j]")
+    written.append(save_figure(fig, out / "accuracy_matrices.png"))
+
+    fig, axes = panels(3.2, sharey=True)
+    for ax, (key, R) in zip(axes.flat, mean_R.items()):
+        steps = np.arange(len(R))
+        for j in range(R.shape[1]):
+            ax.plot(steps[j:], R[j:, j], marker="o", markersize=3, label=f"task {j}")
+        ax.set_xticks(steps)
+        ax.set_title(labels[key], fontsize=8)
+        ax.set_xlabel("after training task i")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy")
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside right upper", fontsize=7, title="accuracy on")
+    written.append(save_figure(fig, out / "task_accuracy.png"))
+
+    fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
+    for row in rows:
+        ax.errorbar(row["trainable_params_per_task"], row["acc"], yerr=row["acc_ci95"] or 0, marker="o", capsize=3,
+                    label=f"{row['stream']}: {row['run']}" if row["scenario"] == "task_il" else
+                    f"{row['stream']} {row['scenario']}: {row['run']}")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))  # 20k, 50k, 100k: short labels
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())  # unlabelled minor ticks never overlap
+    ax.set_xlabel("trainable parameters per task (mean)")
+    ax.set_ylabel("ACC (mean ± 95% CI over seeds)")
+    fig.legend(loc="outside right upper", fontsize=7)
+    written.append(save_figure(fig, out / "acc_vs_params.png"))
+    return written

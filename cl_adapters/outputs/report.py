@@ -26,7 +26,7 @@ import numpy as np
 
 from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
-from cl_adapters.outputs.plots import heatmap, pyplot, save_figure
+from cl_adapters.outputs.plots import report_figures
 from cl_adapters.outputs.results import flatten, run_name, strategy_name
 from cl_adapters.metrics.costs import cost_summary
 from cl_adapters.metrics.seeds import NOISE, mean_ci, within_noise
@@ -290,63 +290,11 @@ def _reference_table(records: list[dict]) -> str:
 
 
 def plot(runs: list[dict], out: Path) -> list[Path]:
-    """The three report figures (see the module docstring)."""
-    plt = pyplot()
-    from matplotlib import ticker
-
+    """The three report figures (see the module docstring); single_task is left out (its S is in the table)."""
     groups = {key: group for key, group in grouped(runs).items() if group[0]["run"]["strategy"] != "single_task"}
     mean_R = {key: np.mean([np.array(r["accuracy_matrix"], dtype=float) for r in group], axis=0)
               for key, group in groups.items()}
-    if not groups:  # single_task alone: nothing to plot but its S, in the table
-        return []
-    labels = {key: f"{key[1]}: {key[2]}" if key[0] == "task_il" else f"{key[1]} {key[0]}: {key[2]}" for key in groups}
-    ncols = min(len(groups), 4)
-    nrows = -(-len(groups) // ncols)
-    written = []
-
-    def panels(height: float, **kw):
-        fig, axes = plt.subplots(nrows, ncols, figsize=(0.5 + 3.4 * ncols, height * nrows), squeeze=False,
-                                 layout="constrained", **kw)
-        for ax in axes.flat[len(groups):]:
-            ax.set_visible(False)
-        return fig, axes
-
-    fig, axes = panels(3.4)
-    for ax, (key, R) in zip(axes.flat, mean_R.items()):
-        image = heatmap(ax, R, annotate=len(R) <= 10, fontsize=6)
-        ax.set_title(labels[key], fontsize=8)
-        ax.set_xlabel("task j")
-        ax.set_ylabel("after task i")
-    fig.colorbar(image, ax=axes.ravel().tolist(), label="mean accuracy R[i, j]")
-    written.append(save_figure(fig, out / "accuracy_matrices.png"))
-
-    fig, axes = panels(3.2, sharey=True)
-    for ax, (key, R) in zip(axes.flat, mean_R.items()):
-        steps = np.arange(len(R))
-        for j in range(R.shape[1]):
-            ax.plot(steps[j:], R[j:, j], marker="o", markersize=3, label=f"task {j}")
-        ax.set_xticks(steps)
-        ax.set_title(labels[key], fontsize=8)
-        ax.set_xlabel("after training task i")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("accuracy")
-    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside right upper", fontsize=7, title="accuracy on")
-    written.append(save_figure(fig, out / "task_accuracy.png"))
-
-    fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
-    for row in (r for r in rows(runs) if not r["reference"]):
-        ax.errorbar(row["trainable_params_per_task"], row["acc"], yerr=row["acc_ci95"] or 0, marker="o", capsize=3,
-                    label=f"{row['stream']}: {row['run']}" if row["scenario"] == "task_il" else
-                    f"{row['stream']} {row['scenario']}: {row['run']}")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))  # 20k, 50k, 100k: short labels
-    ax.xaxis.set_minor_formatter(ticker.NullFormatter())  # unlabelled minor ticks never overlap
-    ax.set_xlabel("trainable parameters per task (mean)")
-    ax.set_ylabel("ACC (mean ± 95% CI over seeds)")
-    fig.legend(loc="outside right upper", fontsize=7)
-    written.append(save_figure(fig, out / "acc_vs_params.png"))
-    return written
+    return report_figures(mean_R, [r for r in rows(runs) if not r["reference"]], out)
 
 
 def provenance(runs: list[dict]) -> str:
