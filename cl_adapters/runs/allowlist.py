@@ -39,6 +39,7 @@ TARGETS = frozenset({
     "cl_adapters.outputs.WandbLogger",
     "avalanche.training.plugins.LwFPlugin",
     "avalanche.training.plugins.ReplayPlugin",
+    "avalanche.training.plugins.EWCPlugin",  # the ewc config's target until 2026-12-01: older runs still load
 })
 
 
