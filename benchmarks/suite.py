@@ -4,7 +4,8 @@ stream, as Hydra multiruns with the joblib launcher, then the comparison report 
 
     python benchmarks/suite.py split_mnist              # also: split_digits, permuted_mnist, sentiment,
                                                         # split_mnist_class_il, sentiment_domain_il,
-                                                        # permuted_mnist_domain_il, split_mnist_tuned,
+                                                        # permuted_mnist_domain_il, <split_digits|split_mnist|
+                                                        # permuted_mnist>_tuned,
                                                         # van_de_ven_split_mnist(_class_il)
     python benchmarks/suite.py split_mnist hydra.launcher.n_jobs=1 strategy.epochs=2   # extra overrides
     python benchmarks/suite.py van_de_ven_split_mnist --only ewc   # one sweep again; the report covers all
@@ -45,8 +46,19 @@ def vdv_ewc(base: list[str], ewc_lambda: float) -> list[tuple[str, list[str]]]:
                     f"plugins.{name}.ewc_lambda={ewc_lambda:g}"]) for name in ("ewc", "ewc_online")]
 
 
-TUNED = "split_mnist_tuned"
 TUNED_METHODS = ["none", "ewc", "ewc_online", "si", "lwf", "replay", "adapter", "lora_per_task", "adapter_fusion"]
+
+
+def tuned(suite: str, epochs: int) -> list[tuple[str, list[str]]]:
+    """benchmarks/tune.py's choices for the suite (validation data), and the fusion-budget control: the adapter
+    with twice its epochs, the steps of fusion with ``fusion.budget=extra``."""
+    folder = f"{suite}_tuned"
+    return [("references", [f"experiment={folder}/joint,{folder}/single_task"]),
+            ("methods", ["experiment=" + ",".join(f"{folder}/{m}" for m in TUNED_METHODS)]),
+            ("fusion_extra", [f"experiment={folder}/adapter_fusion", "fusion.budget=extra"]),
+            ("adapter_epoch_control", [f"experiment={folder}/adapter", f"strategy.epochs={2 * epochs}"])]
+
+
 SUITES = {  # suite -> [(sweep name, overrides)], run in this order
     "split_digits": [(name, ["experiment=split_digits", *o]) for name, o in ALL],
     "split_mnist": [(name, ["experiment=split_mnist", *o]) for name, o in ALL],
@@ -69,12 +81,8 @@ SUITES = {  # suite -> [(sweep name, overrides)], run in this order
         ("plugins", [*PMNIST_DIL, "strategy=full_ft,lora", "plugins=[replay]"]),
         ("routed", [*PMNIST_DIL, "strategy=adapter,lora_per_task", ROUTERS]),
     ],
-    "split_mnist_tuned": [  # benchmarks/tune.py's choices (validation data); the fusion-budget control
-        ("references", [f"experiment={TUNED}/joint,{TUNED}/single_task"]),
-        ("methods", ["experiment=" + ",".join(f"{TUNED}/{m}" for m in TUNED_METHODS)]),
-        ("fusion_extra", [f"experiment={TUNED}/adapter_fusion", "fusion.budget=extra"]),
-        ("adapter_epoch_control", [f"experiment={TUNED}/adapter", "strategy.epochs=2"]),  # fusion extra's steps
-    ],
+    **{f"{suite}_tuned": tuned(suite, epochs) for suite, epochs in (("split_digits", 10), ("split_mnist", 1),
+                                                                    ("permuted_mnist", 2))},  # their experiments' epochs
     "van_de_ven_split_mnist": [  # their protocol (experiment config) and hyper-parameters (their param_values.py)
         ("references", [VDV, "strategy=joint"]),
         ("methods", [*VDV_TIL, "plugins=[],[si],[lwf],[replay]"]),

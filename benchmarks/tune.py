@@ -6,6 +6,7 @@ point with the best mean final ACC becomes the method's experiment config, with 
     python benchmarks/tune.py split_mnist     # -> cl_adapters/conf/experiment/split_mnist_tuned/<method>.yaml
                                               #    benchmarks/results/tuning/split_mnist/search.md
     python benchmarks/suite.py split_mnist_tuned      # then: the tuned methods on test, 5 seeds
+                                              # also: split_digits, permuted_mnist
 
 The references (joint, single_task) of every tuned method use the tuned joint's optimizer, so all rows
 share one J and one S. Replay's memory is a budget, not tuned (more memory only helps): 100 per class.
@@ -41,7 +42,11 @@ METHODS = {  # method -> (strategy, plugins, {hyper-parameter: grid}) besides th
     "lora_per_task": ("lora_per_task", [], {}),
     "adapter_fusion": ("adapter_fusion", [], {}),
 }
-SUITES = {"split_mnist": ("split_mnist", "split MNIST (task-incremental)")}  # suite -> (base experiment, name)
+SUITES = {  # suite -> (base experiment, name)
+    "split_digits": ("split_digits", "split digits (task-incremental)"),
+    "split_mnist": ("split_mnist", "split MNIST (task-incremental)"),
+    "permuted_mnist": ("permuted_mnist_quick", "permuted MNIST, 10 tasks of 5,000 (task-incremental)"),
+}
 LR = "strategy.optimizer.lr"
 
 
