@@ -31,7 +31,7 @@ def test_fusion_speed_benchmark_smoke(tmp_path):
 
 @pytest.mark.parametrize("suite", ["split_digits", "split_mnist", "permuted_mnist", "sentiment", "split_mnist_class_il",
                                    "sentiment_domain_il", "permuted_mnist_domain_il", "split_mnist_tuned",
-                                   "split_digits_tuned",
+                                   "split_digits_tuned", "permuted_mnist_tuned",
                                    "van_de_ven_split_mnist", "van_de_ven_split_mnist_class_il"])
 def test_every_job_of_a_suite_composes(make_cfg, suite, tmp_path):
     """Each suite's sweeps expand into jobs whose configs compose, seeds 0-4 each (0-2 where a run takes
