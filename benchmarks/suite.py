@@ -22,6 +22,10 @@ import sys
 import time
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from tune import SUITES as TUNABLE  # the streams benchmarks/tune.py tunes
+
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = {"sentiment": 3, "sentiment_domain_il": 3, "van_de_ven_split_mnist": 3,  # minutes per run; the others: 5
          "van_de_ven_split_mnist_class_il": 3}
@@ -49,10 +53,11 @@ def vdv_ewc(base: list[str], ewc_lambda: float) -> list[tuple[str, list[str]]]:
 TUNED_METHODS = ["none", "ewc", "ewc_online", "si", "lwf", "replay", "adapter", "lora_per_task", "adapter_fusion"]
 
 
-def tuned(suite: str, epochs: int) -> list[tuple[str, list[str]]]:
+def tuned(suite: str) -> list[tuple[str, list[str]]]:
     """benchmarks/tune.py's choices for the suite (validation data), and the fusion-budget control: the adapter
-    with twice its epochs, the steps of fusion with ``fusion.budget=extra``."""
-    folder = f"{suite}_tuned"
+    with twice its experiment's epochs, the steps of fusion with ``fusion.budget=extra``."""
+    folder, base = f"{suite}_tuned", TUNABLE[suite][0]
+    epochs = OmegaConf.load(ROOT / "cl_adapters" / "conf" / "experiment" / f"{base}.yaml").strategy.epochs
     return [("references", [f"experiment={folder}/joint,{folder}/single_task"]),
             ("methods", ["experiment=" + ",".join(f"{folder}/{m}" for m in TUNED_METHODS)]),
             ("fusion_extra", [f"experiment={folder}/adapter_fusion", "fusion.budget=extra"]),
@@ -81,8 +86,7 @@ SUITES = {  # suite -> [(sweep name, overrides)], run in this order
         ("plugins", [*PMNIST_DIL, "strategy=full_ft,lora", "plugins=[replay]"]),
         ("routed", [*PMNIST_DIL, "strategy=adapter,lora_per_task", ROUTERS]),
     ],
-    **{f"{suite}_tuned": tuned(suite, epochs) for suite, epochs in (("split_digits", 10), ("split_mnist", 1),
-                                                                    ("permuted_mnist", 2))},  # their experiments' epochs
+    **{f"{suite}_tuned": tuned(suite) for suite in TUNABLE},
     "van_de_ven_split_mnist": [  # their protocol (experiment config) and hyper-parameters (their param_values.py)
         ("references", [VDV, "strategy=joint"]),
         ("methods", [*VDV_TIL, "plugins=[],[si],[lwf],[replay]"]),

@@ -6,7 +6,7 @@ point with the best mean final ACC becomes the method's experiment config, with 
     python benchmarks/tune.py split_mnist     # -> cl_adapters/conf/experiment/split_mnist_tuned/<method>.yaml
                                               #    benchmarks/results/tuning/split_mnist/search.md
     python benchmarks/suite.py split_mnist_tuned      # then: the tuned methods on test, 5 seeds
-                                              # also: split_digits, permuted_mnist
+    python benchmarks/tune.py split_digits    # the other streams: split_digits, permuted_mnist
 
 The references (joint, single_task) of every tuned method use the tuned joint's optimizer, so all rows
 share one J and one S. Replay's memory is a budget, not tuned (more memory only helps): 100 per class.
