@@ -87,3 +87,23 @@ def test_a_suite_refuses_an_unknown_sweep_and_names_its_sweeps(capsys):
     with pytest.raises(SystemExit):
         suite.main(["van_de_ven_split_mnist", "--only", "ewc_nope"])
     assert "--only ewc_nope: van_de_ven_split_mnist has the sweeps references, methods, ewc, ewc_online" in capsys.readouterr().err
+
+
+def test_a_readme_table_puts_references_first_drops_single_task_and_signs_what_has_a_direction(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from readme_table import table
+
+    head = ["scenario", "run", "reference", "acc", "acc_ci95", "bwt", "bwt_ci95", "task_id_acc", "task_id_acc_ci95",
+            "trainable_params_first", "trainable_params_last", "bytes_per_task", "optimizer_steps", "train_samples"]
+    rows = [["domain_il", "single_task", "single_task", "0.99", "0.01", "0", "0", "", "", "10", "10", "40", "5", "50"],
+            ["domain_il", "ncm", "", "0.60", "0.02", "-0.1", "0.03", "", "", "10", "0", "40.4", "0", "50"],
+            ["domain_il", "adapter@learned", "", "0.70", "0.01", "0.002", "0.001", "0.95", "0.004", "1200", "300",
+             "1500.6", "15", "1500"],
+            ["domain_il", "joint", "joint", "0.65", "0.05", "0", "0", "", "", "10", "10", "40", "30", "3000"]]
+    (tmp_path / "report.csv").write_text("\n".join(",".join(r) for r in [head, *rows]))
+    assert table(tmp_path / "report.csv", ["acc", "bwt", "task_id_acc", "params", "bytes_per_task"]).splitlines() == [
+        "| run (scenario domain_il) | ACC | BWT | task-ID acc | trainable params (task 1 / last) | bytes/task |",
+        "| --- | --- | --- | --- | --- | --- |",
+        "| joint (reference) | 0.6500 ± 0.0500 | +0.0000 ± 0.0000 | - | 10 / 10 | 40 |",
+        "| adapter@learned | 0.7000 ± 0.0100 | +0.0020 ± 0.0010 | 0.9500 ± 0.0040 | 1,200 / 300 | 1,501 |",
+        "| ncm | 0.6000 ± 0.0200 | -0.1000 ± 0.0300 | - | 10 / 0 | 40 |"]
