@@ -111,3 +111,12 @@ def test_an_edited_export_is_refused_naming_the_file(finished, tmp_path):
     links = Checkpoints(out).chain()
     with pytest.raises(UserError, match=r"task-1.safetensors: its contents do not match its digest"):
         checkpoint.load(build_model(links[0].config, links[0].record["input_shape"]), tmp_path)
+
+
+def test_an_export_format_the_model_cannot_take_is_refused_before_writing(finished, tmp_path):
+    out, _ = finished
+    with pytest.raises(UserError, match=r"export format must be one of \('cl-adapters', 'peft'\), got 'onnx'"):
+        export(out, tmp_path, format="onnx")
+    with pytest.raises(UserError, match="format=peft needs a Hugging Face encoder .model=hf_encoder.; this model's backbone is MLP"):
+        export(out, tmp_path, format="peft")
+    assert not list(tmp_path.iterdir())

@@ -6,6 +6,7 @@ unpickled); a run that did not finish gives the tasks it checkpointed.
     model = load_run("outputs/2026-11-24/10-00-00_split_digits_adapter")
     labels = predict(model, x, task_labels)        # a batch may mix tasks: each sample is routed
     export("outputs/...", "my_adapters/")          # base.safetensors once + task-<t>.safetensors each
+    export("outputs/...", "peft/", format="peft")  # LoRA runs on a HF encoder: a peft folder per task
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from cl_adapters.errors import UserError
-from cl_adapters.models import checkpoint
+from cl_adapters.models import checkpoint, export_peft
 from cl_adapters.models.adapted import AdaptedModel
 from cl_adapters.runs import allowlist
 from cl_adapters.runs.resume import Checkpoints
@@ -66,7 +67,17 @@ def predict(model: AdaptedModel, x: torch.Tensor, task_labels: torch.Tensor | in
     return model(x, task_labels).argmax(1)
 
 
-def export(run_dir: str | Path, out_dir: str | Path, allow: Iterable[str] = ()) -> Path:
-    """The run's model as ``checkpoint.save`` files: the base once and one file per task (head, adapter,
-    fusion, with their configs), for ``checkpoint.load``/``load_task`` into a model of the same config."""
-    return checkpoint.save(load_run(run_dir, allow=allow), out_dir)
+FORMATS = ("cl-adapters", "peft")
+
+
+def export(run_dir: str | Path, out_dir: str | Path, allow: Iterable[str] = (), format: str = "cl-adapters") -> Path:
+    """The run's model as ``checkpoint.save`` files (``cl-adapters``: the base once and one file per task,
+    head, adapter, fusion with their configs, for ``checkpoint.load``/``load_task`` into a model of the same
+    config), or as peft adapter folders (``peft``: ``task-<t>/`` per task, see ``models/export_peft.py``)."""
+    if format not in FORMATS:
+        raise UserError(f"export format must be one of {FORMATS}, got {format!r}")
+    model = load_run(run_dir, allow=allow)
+    if format == "peft":
+        export_peft.save_peft(model, out_dir)
+        return Path(out_dir)
+    return checkpoint.save(model, out_dir)

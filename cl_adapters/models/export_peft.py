@@ -1,0 +1,75 @@
+"""A model's LoRAs as peft adapter folders: what ``PeftModel.from_pretrained`` and multi-LoRA inference
+servers load, one folder per task, over the unchanged pretrained encoder.
+
+    <out>/task-<t>/adapter_config.json        peft's LoraConfig (FEATURE_EXTRACTION, the base's name or path)
+    <out>/task-<t>/adapter_model.safetensors  the LoRA the task uses (its own; or the one all tasks share)
+    <out>/task-<t>/head.safetensors           its linear head over the pooled features (metadata: label ids,
+                                              pooling, pad token id)
+
+    base = AutoModel.from_pretrained(config["base_model_name_or_path"])
+    encoder = PeftModel.from_pretrained(base, "<out>/task-0").eval()
+    hidden = encoder(input_ids=ids, attention_mask=ids != pad).last_hidden_state   # pool, then the head
+
+Only what a peft folder can hold is exported: LoRAs on a frozen Hugging Face encoder (a router, a
+trained backbone or bottleneck adapters have no place in it: refused with the reason).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import safetensors.torch
+
+from cl_adapters.adapters.lora.model import LoraAdapters
+from cl_adapters.atomic import atomic_path
+from cl_adapters.errors import UserError
+from cl_adapters.models.adapted import AdaptedModel
+from cl_adapters.models.hf_encoder import HFEncoder
+
+PREFIX = "base_model.model."  # PeftModel's name for the wrapped Hugging Face model
+
+
+def check_exportable(model: AdaptedModel) -> None:
+    """Refuse, in one line, a model a peft folder cannot reproduce."""
+    if not isinstance(model.backbone, HFEncoder):
+        raise UserError(f"format=peft needs a Hugging Face encoder (model=hf_encoder); this model's backbone is "
+                        f"{type(model.backbone).__name__}")
+    if not isinstance(model.adapters, LoraAdapters):
+        kind = "none" if model.adapter_config is None else type(model.adapter_config).__name__
+        raise UserError(f"format=peft exports LoRAs (strategy=lora_per_task or lora); this model's adapter is {kind}")
+    if model.train_backbone != "never" or model.train_biases:
+        raise UserError(f"format=peft: the backbone trained in this run (train_backbone={model.train_backbone}, "
+                        f"train_biases={model.train_biases}); a peft folder holds only LoRAs over the unchanged base")
+    if model.adapters.merged is not None:
+        raise UserError(f"format=peft: LoRA {model.adapters.merged} is merged into the base weights")
+
+
+def save_peft(model: AdaptedModel, out_dir: str | Path) -> list[Path]:
+    """One peft folder per trained task (see the module docstring); returns the folders."""
+    from peft import LoraConfig
+
+    check_exportable(model)
+    lora, encoder = model.adapters, model.backbone
+    names = [name.removeprefix("model.") for name in lora.layer_names]  # HFEncoder keeps the HF model as .model
+    config = LoraConfig(task_type="FEATURE_EXTRACTION", r=model.adapter_config.r, lora_alpha=model.adapter_config.alpha,
+                        lora_dropout=model.adapter_config.dropout, target_modules=names, bias="none",
+                        base_model_name_or_path=encoder.name_or_path, inference_mode=True)
+    folders = []
+    for task in model.trained_tasks:
+        folder = Path(out_dir) / f"task-{task}"
+        folder.mkdir(parents=True, exist_ok=True)
+        key = model.adapter_key(task)
+        tensors = {f"{PREFIX}{name}.{part}.weight": getattr(layer, part)[key].weight.detach().cpu().contiguous()
+                   for name, layer in zip(names, lora.layers) for part in ("lora_A", "lora_B")}
+        head = model.heads[model.head_key(task)]
+        head_meta = {"classes": json.dumps(head.classes), "pooling": encoder.pooling,
+                     "pad_token_id": str(encoder.pad_token_id), "task": str(task)}
+        with atomic_path(folder / "adapter_model.safetensors") as tmp:
+            tmp.write_bytes(safetensors.torch.save(tensors, metadata={"format": "pt"}))
+        with atomic_path(folder / "head.safetensors") as tmp:
+            tmp.write_bytes(safetensors.torch.save({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
+                                                   metadata=head_meta))
+        config.save_pretrained(str(folder))
+        folders.append(folder)
+    return folders

@@ -1,0 +1,82 @@
+"""Per-task LoRAs exported as peft folders: ``PeftModel.from_pretrained`` on the plain Hugging Face encoder
+reproduces our features and, with the exported head, our logits; what a peft folder cannot hold is refused."""
+
+import json
+
+import pytest
+import safetensors
+import torch
+import torch.nn.functional as F
+
+from cl_adapters.adapters import LoraConfig
+from cl_adapters.adapters.route import Route
+from cl_adapters.errors import UserError
+from cl_adapters.models import AdaptedModel, HFEncoder
+from cl_adapters.models.export_peft import save_peft
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    from transformers import AutoModel, BertConfig
+
+    path = tmp_path_factory.mktemp("tiny_bert")
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(path)
+    return str(path)
+
+
+def two_task_lora_model(path, **kwargs):
+    torch.manual_seed(1)
+    model = AdaptedModel(HFEncoder(name_or_path=path), LoraConfig(r=4, alpha=8), **kwargs)
+    model.add_task(0, 2)
+    model.add_task(1, [2, 3])
+    with torch.no_grad():  # B starts at zero: make every LoRA change its layer, each differently
+        for key in model.adapters.keys():
+            for p in model.adapters.parameters(key):
+                p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
+def ids(n=6, length=12):
+    x = torch.randint(1, 100, (n, length), generator=torch.Generator().manual_seed(2))
+    x[0, 8:] = 0  # padding
+    return x
+
+
+def test_peft_loads_each_task_and_reproduces_its_features_and_logits(tiny_bert, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    model, x = two_task_lora_model(tiny_bert), ids()
+    folders = save_peft(model, tmp_path)
+    assert [f.name for f in folders] == ["task-0", "task-1"]
+    for task, folder in enumerate(folders):
+        assert sorted(p.name for p in folder.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "head.safetensors"]
+        config = json.loads((folder / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == tiny_bert and config["r"] == 4 and config["lora_alpha"] == 8
+        encoder = PeftModel.from_pretrained(AutoModel.from_pretrained(config["base_model_name_or_path"]), str(folder)).eval()
+        with safetensors.safe_open(str(folder / "head.safetensors"), framework="pt") as f:
+            head, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+        mask = x != int(meta["pad_token_id"])
+        with torch.no_grad():
+            hidden = encoder(input_ids=x, attention_mask=mask).last_hidden_state
+            pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+            ours = model.features(x, Route.whole(str(task)))
+            torch.testing.assert_close(pooled, ours, rtol=1e-5, atol=1e-6)  # the same ops, a different batch cut
+            assert not torch.allclose(ours, model.backbone(x), atol=1e-3)  # the LoRA matters: not the bare encoder
+            logits = F.linear(pooled, head["weight"], head["bias"])
+            classes = json.loads(meta["classes"])
+            torch.testing.assert_close(logits, model(x, task)[:, classes], rtol=1e-5, atol=1e-5)
+    assert classes == [2, 3] and meta["pooling"] == "mean"
+
+
+def test_what_a_peft_folder_cannot_hold_is_refused(tiny_bert, tmp_path):
+    from cl_adapters.adapters import AdapterConfig
+
+    with pytest.raises(UserError, match="format=peft exports LoRAs .* adapter is AdapterConfig"):
+        model = AdaptedModel(HFEncoder(name_or_path=tiny_bert), AdapterConfig(placement="pfeiffer"))
+        save_peft(model, tmp_path)
+    with pytest.raises(UserError, match="the backbone trained in this run .train_backbone=all"):
+        save_peft(two_task_lora_model(tiny_bert, train_backbone="all"), tmp_path)
+    assert not list(tmp_path.iterdir())  # refused before writing anything
