@@ -28,6 +28,14 @@ def test_fusion_speed_benchmark_smoke(tmp_path):
     assert res["bare"]["overhead_vs_bare"] == 0.0
 
 
+@pytest.mark.slow
+def test_serving_speed_benchmark_smoke(tmp_path):
+    script = ROOT / "benchmarks" / "serving_speed.py"
+    subprocess.run([sys.executable, str(script), "--quick", "--out", str(tmp_path)], check=True, timeout=1200)
+    res = json.loads((tmp_path / "serving_speed.json").read_text())
+    assert res["max_logit_difference_merged_vs_routed"] < 1e-4  # the merged model gives the routed LoRA's outputs
+    assert set(res["inference"]) == {"bare", "lora_routed", "lora_merged"} and res["inference"]["bare"]["overhead_vs_bare"] == 0.0
+
 
 @pytest.mark.parametrize("suite", ["split_digits", "split_mnist", "permuted_mnist", "sentiment", "split_mnist_class_il",
                                    "sentiment_domain_il", "permuted_mnist_domain_il", "split_mnist_tuned",

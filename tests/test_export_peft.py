@@ -12,7 +12,7 @@ from cl_adapters.adapters import LoraConfig
 from cl_adapters.adapters.route import Route
 from cl_adapters.errors import UserError
 from cl_adapters.models import AdaptedModel, HFEncoder
-from cl_adapters.models.export_peft import save_peft
+from cl_adapters.models.export_peft import save_merged, save_peft
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +80,35 @@ def test_what_a_peft_folder_cannot_hold_is_refused(tiny_bert, tmp_path):
     with pytest.raises(UserError, match="the backbone trained in this run .train_backbone=all"):
         save_peft(two_task_lora_model(tiny_bert, train_backbone="all"), tmp_path)
     assert not list(tmp_path.iterdir())  # refused before writing anything
+
+
+def test_a_merged_export_is_a_plain_encoder_with_our_features(tiny_bert, tmp_path):
+    from transformers import AutoModel
+
+    model, x = two_task_lora_model(tiny_bert), ids()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folders = save_merged(model, tmp_path)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the model itself is untouched
+    mask = x != 0
+    for task, folder in enumerate(folders):
+        assert {"config.json", "model.safetensors", "head.safetensors"} <= {p.name for p in folder.iterdir()}
+        encoder = AutoModel.from_pretrained(folder).eval()
+        assert not any("lora" in name for name in encoder.state_dict())
+        with torch.no_grad():
+            hidden = encoder(input_ids=x, attention_mask=mask).last_hidden_state
+            pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+            torch.testing.assert_close(pooled, model.features(x, Route.whole(str(task))), rtol=1e-4, atol=1e-5)
+
+
+def test_a_merged_export_may_hold_a_trained_backbone(tiny_bert, tmp_path):
+    from transformers import AutoModel
+
+    model, x = two_task_lora_model(tiny_bert, train_backbone="all"), ids()
+    with torch.no_grad():
+        model.backbone.model.embeddings.word_embeddings.weight.add_(0.5)  # as if it trained
+    (folder,) = save_merged(model, tmp_path)[1:]
+    encoder = AutoModel.from_pretrained(folder).eval()
+    with torch.no_grad():
+        pooled = encoder(input_ids=x, attention_mask=x != 0).last_hidden_state
+        pooled = (pooled * (x != 0)[..., None]).sum(1) / (x != 0).sum(1, keepdim=True)
+    torch.testing.assert_close(pooled, model.features(x, Route.whole("1")), rtol=1e-4, atol=1e-5)

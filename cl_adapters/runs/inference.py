@@ -7,6 +7,7 @@ unpickled); a run that did not finish gives the tasks it checkpointed.
     labels = predict(model, x, task_labels)        # a batch may mix tasks: each sample is routed
     export("outputs/...", "my_adapters/")          # base.safetensors once + task-<t>.safetensors each
     export("outputs/...", "peft/", format="peft")  # LoRA runs on a HF encoder: a peft folder per task
+    export("outputs/...", "merged/", format="merged")  # ... or a plain HF model per task, its LoRA merged
 """
 
 from __future__ import annotations
@@ -67,17 +68,18 @@ def predict(model: AdaptedModel, x: torch.Tensor, task_labels: torch.Tensor | in
     return model(x, task_labels).argmax(1)
 
 
-FORMATS = ("cl-adapters", "peft")
+FORMATS = ("cl-adapters", "peft", "merged")
 
 
 def export(run_dir: str | Path, out_dir: str | Path, allow: Iterable[str] = (), format: str = "cl-adapters") -> Path:
     """The run's model as ``checkpoint.save`` files (``cl-adapters``: the base once and one file per task,
     head, adapter, fusion with their configs, for ``checkpoint.load``/``load_task`` into a model of the same
-    config), or as peft adapter folders (``peft``: ``task-<t>/`` per task, see ``models/export_peft.py``)."""
+    config), as peft adapter folders (``peft``: ``task-<t>/`` per task), or as plain Hugging Face encoders
+    with the task's LoRA merged (``merged``: ``task-<t>/`` per task); see ``models/export_peft.py``."""
     if format not in FORMATS:
         raise UserError(f"export format must be one of {FORMATS}, got {format!r}")
     model = load_run(run_dir, allow=allow)
-    if format == "peft":
-        export_peft.save_peft(model, out_dir)
+    if format != "cl-adapters":
+        (export_peft.save_peft if format == "peft" else export_peft.save_merged)(model, out_dir)
         return Path(out_dir)
     return checkpoint.save(model, out_dir)
