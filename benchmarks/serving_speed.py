@@ -21,7 +21,7 @@ from torch import nn
 from adapter_speed import OUT, Pooled, batch, environment, environment_line, inferer, timed_rotation, write
 from cl_adapters.adapters import LoraConfig
 from cl_adapters.models import AdaptedModel, HFEncoder
-from cl_adapters.models.export_peft import merged_encoder
+from cl_adapters.models.exports.peft import merged_encoder
 
 TASKS = 3
 

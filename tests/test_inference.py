@@ -115,7 +115,7 @@ def test_an_edited_export_is_refused_naming_the_file(finished, tmp_path):
 
 def test_an_export_format_the_model_cannot_take_is_refused_before_writing(finished, tmp_path):
     out, _ = finished
-    with pytest.raises(UserError, match=r"export format must be one of \('cl-adapters', 'peft', 'merged'\), got 'onnx'"):
+    with pytest.raises(UserError, match=r"export format must be one of \('cl-adapters', 'peft', 'merged', 'adapterhub'\), got 'onnx'"):
         export(out, tmp_path, format="onnx")
     with pytest.raises(UserError, match="format=peft needs a Hugging Face encoder .model=hf_encoder.; this model's backbone is MLP"):
         export(out, tmp_path, format="peft")

@@ -8,6 +8,7 @@ unpickled); a run that did not finish gives the tasks it checkpointed.
     export("outputs/...", "my_adapters/")          # base.safetensors once + task-<t>.safetensors each
     export("outputs/...", "peft/", format="peft")  # LoRA runs on a HF encoder: a peft folder per task
     export("outputs/...", "merged/", format="merged")  # ... or a plain HF model per task, its LoRA merged
+    export("outputs/...", "hub/", format="adapterhub")  # bottleneck adapters on a HF encoder: AdapterHub's format
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from cl_adapters.errors import UserError
-from cl_adapters.models import checkpoint, export_peft
+from cl_adapters.models import checkpoint
+from cl_adapters.models.exports import adapterhub, peft
 from cl_adapters.models.adapted import AdaptedModel
 from cl_adapters.runs import allowlist
 from cl_adapters.runs.resume import Checkpoints
@@ -68,18 +70,16 @@ def predict(model: AdaptedModel, x: torch.Tensor, task_labels: torch.Tensor | in
     return model(x, task_labels).argmax(1)
 
 
-FORMATS = ("cl-adapters", "peft", "merged")
+FORMATS = {"cl-adapters": checkpoint.save, "peft": peft.save_peft, "merged": peft.save_merged, "adapterhub": adapterhub.save_adapterhub}
 
 
 def export(run_dir: str | Path, out_dir: str | Path, allow: Iterable[str] = (), format: str = "cl-adapters") -> Path:
     """The run's model as ``checkpoint.save`` files (``cl-adapters``: the base once and one file per task,
     head, adapter, fusion with their configs, for ``checkpoint.load``/``load_task`` into a model of the same
     config), as peft adapter folders (``peft``: ``task-<t>/`` per task), or as plain Hugging Face encoders
-    with the task's LoRA merged (``merged``: ``task-<t>/`` per task); see ``models/export_peft.py``."""
+    with the task's LoRA merged (``merged``), or AdapterHub adapter folders (``adapterhub``), ``task-<t>/``
+    per task; see ``models/exports/``."""
     if format not in FORMATS:
-        raise UserError(f"export format must be one of {FORMATS}, got {format!r}")
-    model = load_run(run_dir, allow=allow)
-    if format != "cl-adapters":
-        (export_peft.save_peft if format == "peft" else export_peft.save_merged)(model, out_dir)
-        return Path(out_dir)
-    return checkpoint.save(model, out_dir)
+        raise UserError(f"export format must be one of {tuple(FORMATS)}, got {format!r}")
+    FORMATS[format](load_run(run_dir, allow=allow), out_dir)
+    return Path(out_dir)

@@ -1,5 +1,7 @@
-"""Per-task LoRAs exported as peft folders: ``PeftModel.from_pretrained`` on the plain Hugging Face encoder
-reproduces our features and, with the exported head, our logits; what a peft folder cannot hold is refused."""
+"""Exports other tools load, each reproducing our outputs on a small BERT: per-task LoRAs as peft folders
+(``PeftModel.from_pretrained`` on the plain encoder: our features and, with the exported head, our logits)
+or merged into the encoder (``AutoModel.from_pretrained``), bottleneck adapters in AdapterHub's format
+(``load_adapter``); what a format cannot hold is refused before writing."""
 
 import json
 
@@ -8,11 +10,12 @@ import safetensors
 import torch
 import torch.nn.functional as F
 
-from cl_adapters.adapters import LoraConfig
+from cl_adapters.adapters import AdapterConfig, LoraConfig
 from cl_adapters.adapters.route import Route
 from cl_adapters.errors import UserError
 from cl_adapters.models import AdaptedModel, HFEncoder
-from cl_adapters.models.export_peft import save_merged, save_peft
+from cl_adapters.models.exports.adapterhub import save_adapterhub
+from cl_adapters.models.exports.peft import save_merged, save_peft
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +75,6 @@ def test_peft_loads_each_task_and_reproduces_its_features_and_logits(tiny_bert, 
 
 
 def test_what_a_peft_folder_cannot_hold_is_refused(tiny_bert, tmp_path):
-    from cl_adapters.adapters import AdapterConfig
-
     with pytest.raises(UserError, match="format=peft exports LoRAs .* adapter is AdapterConfig"):
         model = AdaptedModel(HFEncoder(name_or_path=tiny_bert), AdapterConfig(placement="pfeiffer"))
         save_peft(model, tmp_path)
@@ -112,3 +113,47 @@ def test_a_merged_export_may_hold_a_trained_backbone(tiny_bert, tmp_path):
         pooled = encoder(input_ids=x, attention_mask=x != 0).last_hidden_state
         pooled = (pooled * (x != 0)[..., None]).sum(1) / (x != 0).sum(1, keepdim=True)
     torch.testing.assert_close(pooled, model.features(x, Route.whole("1")), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("placement,activation", [("pfeiffer", "relu"), ("houlsby", "silu"), ("parallel", "relu")])
+def test_adapterhub_loads_each_task_and_reproduces_its_features(tiny_bert, tmp_path, placement, activation):
+    import adapters
+    from transformers import AutoModel
+
+    torch.manual_seed(1)
+    model = AdaptedModel(HFEncoder(name_or_path=tiny_bert), AdapterConfig(placement, r=8, activation=activation, scaling=2.0))
+    model.add_task(0, 2)
+    model.add_task(1, [2, 3])
+    with torch.no_grad():
+        for key in model.adapters.keys():
+            for p in model.adapters.parameters(key):
+                p.add_(torch.randn_like(p) * 0.1)
+    model.eval()
+    x = ids()
+    mask = x != 0
+    folders = save_adapterhub(model, tmp_path)
+    for task, folder in enumerate(folders):
+        assert {"adapter_config.json", "pytorch_adapter.bin", "head.safetensors"} <= {p.name for p in folder.iterdir()}
+        hub = AutoModel.from_pretrained(tiny_bert)
+        adapters.init(hub)
+        name = hub.load_adapter(str(folder))
+        hub.set_active_adapters(name)
+        hub.eval()
+        with torch.no_grad():
+            hidden = hub(input_ids=x, attention_mask=mask.long()).last_hidden_state
+            pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+            ours = model.features(x, Route.whole(str(task)))
+            torch.testing.assert_close(pooled, ours, rtol=1e-5, atol=1e-5)
+            assert not torch.allclose(ours, model.backbone(x), atol=1e-3)  # the adapter matters
+
+
+def test_what_adapterhub_cannot_hold_is_refused(tiny_bert, tmp_path):
+    from cl_adapters.adapters import FusionConfig
+
+    with pytest.raises(UserError, match="format=adapterhub exports bottleneck adapters .* adapter is LoraConfig"):
+        save_adapterhub(two_task_lora_model(tiny_bert), tmp_path)
+    with pytest.raises(UserError, match="adapter.activation 'elu' has no AdapterHub equivalent"):
+        save_adapterhub(AdaptedModel(HFEncoder(name_or_path=tiny_bert), AdapterConfig(activation="elu")), tmp_path)
+    with pytest.raises(UserError, match="fusions are not exported yet"):
+        save_adapterhub(AdaptedModel(HFEncoder(name_or_path=tiny_bert), AdapterConfig(), fusion=FusionConfig()), tmp_path)
+    assert not list(tmp_path.iterdir())

@@ -14,14 +14,12 @@ merge), one plain Hugging Face model per task, with no adapter left to compute a
     <out>/task-<t>/config.json, model.safetensors  (save_merged) the encoder with the task's LoRA merged:
                                               AutoModel.from_pretrained("<out>/task-<t>"); head as above
 
-Only what these folders can hold is exported: LoRAs on a Hugging Face encoder, frozen for a peft folder
-(a router, bottleneck adapters, or, in a peft folder, a trained backbone: refused with the reason).
+Only what these folders can hold is exported: LoRAs on a Hugging Face encoder, frozen for a peft folder.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import safetensors.torch
@@ -30,7 +28,7 @@ from cl_adapters.adapters.lora.model import LoraAdapters
 from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
 from cl_adapters.models.adapted import AdaptedModel
-from cl_adapters.models.hf_encoder import HFEncoder
+from cl_adapters.models.exports import check_encoder, save_head
 
 PREFIX = "base_model.model."  # PeftModel's name for the wrapped Hugging Face model
 
@@ -38,32 +36,18 @@ PREFIX = "base_model.model."  # PeftModel's name for the wrapped Hugging Face mo
 def check_exportable(model: AdaptedModel, unchanged_base: bool = True) -> None:
     """Refuse, in one line, a model these formats cannot reproduce (a merged model holds the whole encoder:
     its backbone may have trained, ``unchanged_base=False``)."""
-    if not isinstance(model.backbone, HFEncoder):
-        raise UserError(f"format=peft needs a Hugging Face encoder (model=hf_encoder); this model's backbone is "
-                        f"{type(model.backbone).__name__}")
+    fmt = "peft" if unchanged_base else "merged"
+    check_encoder(model, fmt, unchanged_base)
     if not isinstance(model.adapters, LoraAdapters):
         kind = "none" if model.adapter_config is None else type(model.adapter_config).__name__
-        raise UserError(f"format=peft exports LoRAs (strategy=lora_per_task or lora); this model's adapter is {kind}")
-    if unchanged_base and (model.train_backbone != "never" or model.train_biases):
-        raise UserError(f"format=peft: the backbone trained in this run (train_backbone={model.train_backbone}, "
-                        f"train_biases={model.train_biases}); a peft folder holds only LoRAs over the unchanged base")
+        raise UserError(f"format={fmt} exports LoRAs (strategy=lora_per_task or lora); this model's adapter is {kind}")
     if model.adapters.merged is not None:
-        raise UserError(f"format=peft: LoRA {model.adapters.merged} is merged into the base weights")
+        raise UserError(f"format={fmt}: LoRA {model.adapters.merged} is merged into the base weights")
 
 
 def lora_names(model: AdaptedModel) -> list[str]:
     """The LoRA layers' names in the Hugging Face model (HFEncoder keeps it as ``.model``)."""
     return [name.removeprefix("model.") for name in model.adapters.layer_names]
-
-
-def save_head(model: AdaptedModel, task: int, path: Path) -> None:
-    """The task's linear head, with what turns the encoder's output into its input."""
-    head, encoder = model.heads[model.head_key(task)], model.backbone
-    meta = {"classes": json.dumps(head.classes), "pooling": encoder.pooling, "pad_token_id": str(encoder.pad_token_id),
-            "task": str(task)}
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(safetensors.torch.save({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
-                                               metadata=meta))
 
 
 def save_peft(model: AdaptedModel, out_dir: str | Path) -> list[Path]:
