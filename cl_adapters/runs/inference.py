@@ -70,15 +70,16 @@ def predict(model: AdaptedModel, x: torch.Tensor, task_labels: torch.Tensor | in
     return model(x, task_labels).argmax(1)
 
 
-FORMATS = {"cl-adapters": checkpoint.save, "peft": peft.save_peft, "merged": peft.save_merged, "adapterhub": adapterhub.save_adapterhub}
+FORMATS = {"cl-adapters": checkpoint.save, "peft": peft.save_peft, "merged": peft.save_merged,
+           "adapterhub": adapterhub.save_adapterhub}
 
 
 def export(run_dir: str | Path, out_dir: str | Path, allow: Iterable[str] = (), format: str = "cl-adapters") -> Path:
     """The run's model as ``checkpoint.save`` files (``cl-adapters``: the base once and one file per task,
     head, adapter, fusion with their configs, for ``checkpoint.load``/``load_task`` into a model of the same
-    config), as peft adapter folders (``peft``: ``task-<t>/`` per task), or as plain Hugging Face encoders
-    with the task's LoRA merged (``merged``), or AdapterHub adapter folders (``adapterhub``), ``task-<t>/``
-    per task; see ``models/exports/``."""
+    config), or for other tools, ``task-<t>/`` per task (``models/exports/``): peft adapter folders
+    (``peft``), plain Hugging Face encoders with the task's LoRA merged (``merged``), or AdapterHub adapter
+    folders (``adapterhub``)."""
     if format not in FORMATS:
         raise UserError(f"export format must be one of {tuple(FORMATS)}, got {format!r}")
     FORMATS[format](load_run(run_dir, allow=allow), out_dir)

@@ -18,8 +18,9 @@ from cl_adapters.models.hf_encoder import HFEncoder
 
 
 def check_encoder(model: AdaptedModel, fmt: str, unchanged_base: bool = True) -> None:
-    """What every format needs: a Hugging Face encoder, no router; with ``unchanged_base``, the pretrained
-    weights as they were loaded (the format holds only the adapters)."""
+    """What every format needs: a Hugging Face encoder; with ``unchanged_base``, its pretrained weights as
+    they were loaded (the format holds only the adapters). A router is not exported: each task's folder is
+    that task's model."""
     if not isinstance(model.backbone, HFEncoder):
         raise UserError(f"format={fmt} needs a Hugging Face encoder (model=hf_encoder); this model's backbone is "
                         f"{type(model.backbone).__name__}")
