@@ -4,6 +4,7 @@ or merged into the encoder (``AutoModel.from_pretrained``), bottleneck adapters 
 (``load_adapter``); what a format cannot hold is refused before writing."""
 
 import json
+import re
 
 import pytest
 import safetensors
@@ -154,6 +155,53 @@ def test_what_adapterhub_cannot_hold_is_refused(tiny_bert, tmp_path):
         save_adapterhub(two_task_lora_model(tiny_bert), tmp_path)
     with pytest.raises(UserError, match="adapter.activation 'elu' has no AdapterHub equivalent"):
         save_adapterhub(AdaptedModel(HFEncoder(name_or_path=tiny_bert), AdapterConfig(activation="elu")), tmp_path)
-    with pytest.raises(UserError, match="fusions are not exported yet"):
-        save_adapterhub(AdaptedModel(HFEncoder(name_or_path=tiny_bert), AdapterConfig(), fusion=FusionConfig()), tmp_path)
+    with pytest.raises(UserError, match=re.escape("task 1's fusion has a value bias (max |b| 0.5), AdapterHub's value matrix has none")):
+        model = AdaptedModel(HFEncoder(name_or_path=tiny_bert), AdapterConfig(), fusion=FusionConfig())
+        model.add_task(0, 2)
+        model.add_task(1, 2)
+        model.next_stage()
+        with torch.no_grad():
+            model.fusions(1)[0].value.bias[3] = 0.5
+        save_adapterhub(model, tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("placement,fusion", [("pfeiffer", dict(rank=16, value=False, temperature=2.0)),
+                                              ("houlsby", dict(value=True))])
+def test_adapterhub_loads_a_fusion_and_reproduces_the_fused_task(tiny_bert, tmp_path, placement, fusion):
+    import adapters
+    from transformers import AutoModel
+
+    from cl_adapters.adapters import FusionConfig
+
+    torch.manual_seed(1)
+    model = AdaptedModel(HFEncoder(name_or_path=tiny_bert), AdapterConfig(placement, r=8), fusion=FusionConfig(**fusion))
+    model.add_task(0, 2)
+    model.add_task(1, 2)
+    model.next_stage()  # task 1's fusion over adapters 0 and 1
+    with torch.no_grad():
+        for key in model.adapters.keys():
+            for p in model.adapters.parameters(key):
+                p.add_(torch.randn_like(p) * 0.1)
+        for f in model.fusions(1):
+            f.query.weight.normal_(0, 0.5)
+            f.key.weight.normal_(0, 0.5)
+            if f.value is not None:
+                f.value.weight.add_(torch.randn_like(f.value.weight) * 0.1)  # its bias stays 0: AdapterHub has none
+    model.eval()
+    save_adapterhub(model, tmp_path)
+    hub = AutoModel.from_pretrained(tiny_bert)
+    adapters.init(hub)
+    for task in (0, 1):
+        hub.load_adapter(str(tmp_path / f"task-{task}"))
+    hub.load_adapter_fusion(str(tmp_path / "task-1" / "fusion"))
+    hub.set_active_adapters(adapters.Fuse("task_0", "task_1"))
+    hub.eval()
+    x = ids()
+    mask = x != 0
+    with torch.no_grad():
+        hidden = hub(input_ids=x, attention_mask=mask.long()).last_hidden_state
+        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        fused = model.features(x, Route.whole("1"))
+        torch.testing.assert_close(pooled, fused, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(fused, model.features(x, Route.whole("0")), atol=1e-3)

@@ -3,15 +3,20 @@ task, written by the library itself (``save_adapter``) after our weights are cop
 
     <out>/task-<t>/adapter_config.json, pytorch_adapter.bin   load_adapter(folder) on adapters.init(AutoModel)
     <out>/task-<t>/head.safetensors                           the task's head (as in the peft export)
+    <out>/task-<t>/fusion/                                    its fusion (save_adapter_fusion), if it has one
 
     base = AutoModel.from_pretrained(name_or_path); adapters.init(base)
     name = base.load_adapter("<out>/task-0"); base.set_active_adapters(name)
+    # a fused task: load_adapter every task it fuses, load_adapter_fusion("<out>/task-<t>/fusion"),
+    # set_active_adapters(Fuse("task_0", ..., "task_<t>"))
 
 Our adapter is ``h + scaling * up(act(down(h)))`` on a sublayer's output (Houlsby: attention and FFN,
 Pfeiffer: FFN) or beside the FFN (parallel), before the residual add and LayerNorm. AdapterHub's
 ``BnConfig`` with ``original_ln_before=False, original_ln_after=True, residual_before_ln=True`` and no
 adapter LayerNorms computes exactly that (its named Pfeiffer config normalises before the adapter too,
-so it is not used). Fusions are not exported yet.
+so it is not used). Our fusion ``softmax(Q h . K d_n / T)`` maps onto AdapterHub's (T = 1) with 1/T folded
+into Q and a low-rank Q/K zero-padded to full width; its value matrix has no bias, so a fusion whose
+value bias is not zero (ours learns one) cannot be written exactly and is refused.
 """
 
 from __future__ import annotations
@@ -39,8 +44,6 @@ def hub_config(model: AdaptedModel):
         kind = "none" if cfg is None else type(cfg).__name__
         raise UserError(f"format=adapterhub exports bottleneck adapters (adapter=houlsby|pfeiffer|parallel); this "
                         f"model's adapter is {kind}")
-    if model.fusion is not None:
-        raise UserError("format=adapterhub: fusions are not exported yet (export the run with format=cl-adapters)")
     if model.backbone.family not in FAMILIES or cfg.targets is not None:
         raise UserError(f"format=adapterhub: adapters at the preset places of a {'/'.join(FAMILIES)} encoder only "
                         f"(this one: family {model.backbone.family}, adapter.targets {cfg.targets})")
@@ -55,6 +58,38 @@ def hub_config(model: AdaptedModel):
                              residual_before_ln=True, ln_before=False, ln_after=False)
 
 
+def hub_fusion_config(model: AdaptedModel):
+    """AdapterHub's fusion config computing ours (see the module docstring), or None without fusions."""
+    import adapters
+
+    if model.fusion is None:
+        return None
+    if (model.fusion.rank or 0) > model.backbone.out_features:
+        raise UserError(f"format=adapterhub: fusion.rank={model.fusion.rank} is wider than AdapterHub's query "
+                        f"({model.backbone.out_features})")
+    for task in model.trained_tasks:
+        for fusion in model.fusions(task):
+            if fusion.value is not None and fusion.value.bias.any():
+                raise UserError(f"format=adapterhub: task {task}'s fusion has a value bias (max |b| "
+                                f"{fusion.value.bias.abs().max().item():.2g}), AdapterHub's value matrix has none; "
+                                "export the run with format=cl-adapters")
+    return adapters.AdapterFusionConfig.load("dynamic", value=model.fusion.value, value_initialized=False,
+                                             regularization=bool(model.fusion.regularization))
+
+
+def copy_fusion(ours, theirs) -> None:
+    """Our fusion's weights into AdapterHub's (full width; 1/T folded into the query)."""
+    rank = ours.query.out_features
+    for mine, hub, scale in ((ours.query, theirs.query, 1 / ours.temperature), (ours.key, theirs.key, 1.0)):
+        hub.weight.zero_()
+        hub.bias.zero_()
+        hub.weight[:rank] = mine.weight * scale
+        if mine.bias is not None:
+            hub.bias[:rank] = mine.bias * scale
+    if ours.value is not None:
+        theirs.value.weight.copy_(ours.value.weight)
+
+
 def hub_module_name(layer_name: str) -> str:
     """Where AdapterHub keeps the adapter our layer ``model.encoder.layer.3.output.dense`` wraps: its parent,
     ``encoder.layer.3.output`` (HFEncoder holds the Hugging Face model as ``.model``)."""
@@ -66,21 +101,27 @@ def save_adapterhub(model: AdaptedModel, out_dir: str | Path) -> list[Path]:
     import adapters
     from transformers import AutoModel
 
-    config = hub_config(model)
+    config, fusion_config = hub_config(model), hub_fusion_config(model)
     hub = AutoModel.from_config(model.backbone.model.config)  # only the adapters are saved: no base weights needed
     adapters.init(hub)
+    places = [(hub.get_submodule(hub_module_name(name)), layer)
+              for name, layer in zip(model.adapters.layer_names, model.adapters.layers)]
     folders = []
     for task in model.trained_tasks:
-        name, key = f"task_{task}", model.adapter_key(task)
+        name, key, folder = f"task_{task}", model.adapter_key(task), Path(out_dir) / f"task-{task}"
         hub.add_adapter(name, config=config)
         with torch.no_grad():
-            for layer_name, layer in zip(model.adapters.layer_names, model.adapters.layers):
-                theirs, ours = hub.get_submodule(hub_module_name(layer_name)).adapters[name], layer.adapters[key]
-                theirs.adapter_down[0].load_state_dict(ours.down.state_dict())
-                theirs.adapter_up.load_state_dict(ours.up.state_dict())
-        folder = Path(out_dir) / f"task-{task}"
+            for theirs, ours in places:
+                theirs.adapters[name].adapter_down[0].load_state_dict(ours.adapters[key].down.state_dict())
+                theirs.adapters[name].adapter_up.load_state_dict(ours.adapters[key].up.state_dict())
         hub.save_adapter(str(folder), name)
-        hub.delete_adapter(name)
+        if fusions := model.fusions(task):
+            fused = adapters.Fuse(*(f"task_{k}" for k in fusions[0].keys))
+            hub.add_adapter_fusion(fused, config=fusion_config)
+            with torch.no_grad():
+                for (theirs, ours), fusion in zip(places, fusions):
+                    copy_fusion(fusion, theirs.adapter_fusion_layer[fused.name])
+            hub.save_adapter_fusion(str(folder / "fusion"), fused)
         save_head(model, task, folder / "head.safetensors")
         folders.append(folder)
     return folders
