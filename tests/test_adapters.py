@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from cl_adapters.adapters import AdapterConfig, LoraConfig, inject_adapters
+from cl_adapters.adapters import AdapterConfig, CombinedConfig, LoraConfig, inject_adapters
 from cl_adapters.errors import UserError
 from cl_adapters.models import MLP, AdaptedModel, PatchTransformer
 from cl_adapters.strategies import ContinualStrategy
@@ -22,6 +22,8 @@ def method(name: str):
     """An adapter method's config by name, small."""
     from cl_adapters.adapters.compacter import CompacterConfig
 
+    if name == "lora_pfeiffer":
+        return CombinedConfig([LoraConfig(r=4), AdapterConfig(placement="pfeiffer", r=8)])
     if "lora" in name:
         return LoraConfig(r=4)
     return CompacterConfig(r=8) if name == "compacter" else AdapterConfig(placement=name, r=8)
@@ -146,7 +148,8 @@ def test_heads_of_different_widths_pad_with_minus_inf():
     assert out.shape == (4, 3) and torch.isinf(out[[0, 2], 2]).all() and torch.isfinite(out[[1, 3]]).all()
 
 
-@pytest.mark.parametrize("adapter,policy", [(AdapterConfig(r=8), "auto"), (LoraConfig(r=8), "auto"), (None, "all")])
+@pytest.mark.parametrize("adapter,policy", [(AdapterConfig(r=8), "auto"), (LoraConfig(r=8), "auto"),
+                                            (method("lora_pfeiffer"), "auto"), (None, "all")])
 def test_earlier_tasks_bit_identical_after_later_tasks(digits, adapter, policy):
     torch.manual_seed(0)
     strategy = ContinualStrategy(
@@ -204,7 +207,7 @@ def test_one_preset_table_serves_every_adapter_kind():
 
 
 @pytest.mark.parametrize("family", BACKBONES)
-@pytest.mark.parametrize("adapter", ["houlsby", "parallel", "compacter", "lora", "shared lora"])
+@pytest.mark.parametrize("adapter", ["houlsby", "parallel", "compacter", "lora", "shared lora", "lora_pfeiffer"])
 @pytest.mark.parametrize("mixed", [False, True])
 def test_no_routing_state_or_hook_outlives_a_forward(digits, family, adapter, mixed):
     """Routing is a value set for one forward: afterwards a direct backbone(x) is the bare backbone,
@@ -232,7 +235,7 @@ def test_no_routing_state_or_hook_outlives_a_forward(digits, family, adapter, mi
 def test_bottleneck_and_lora_are_adapter_methods_behind_one_interface():
     from cl_adapters.adapters import AdapterMethod, AdapterSet
 
-    for cfg in (AdapterConfig(r=4), method("compacter"), LoraConfig(r=4)):
+    for cfg in (AdapterConfig(r=4), method("compacter"), LoraConfig(r=4), method("lora_pfeiffer")):
         assert isinstance(cfg, AdapterMethod)
         adapters = cfg.attach(BACKBONES["mlp"]())
         assert isinstance(adapters, AdapterSet) and adapters.supports_fusion == isinstance(cfg, AdapterConfig)
@@ -240,7 +243,7 @@ def test_bottleneck_and_lora_are_adapter_methods_behind_one_interface():
         assert adapters.keys() == ["0"] and len(list(adapters.parameters("0"))) > 0
 
 
-@pytest.mark.parametrize("adapter", ["houlsby", "parallel", "compacter", "lora"])
+@pytest.mark.parametrize("adapter", ["houlsby", "parallel", "compacter", "lora", "lora_pfeiffer"])
 def test_task_state_round_trips_under_another_key(digits, adapter):
     """A task's adapter leaves as named tensors without its key and loads into a fresh model under
     another key: that key's forward is then the original task's, bit for bit (same computation)."""
@@ -295,3 +298,35 @@ def test_merge_folds_a_lora_into_the_base_and_refuses_a_bottleneck(digits):
     bottleneck.add("0")
     with pytest.raises(UserError, match="cannot be merged"):
         bottleneck.merge("0")
+
+
+@pytest.mark.parametrize("family", BACKBONES)
+def test_a_combined_adapter_is_its_parts_per_task(digits, family):
+    """LoRA + a Pfeiffer adapter: each task owns one of each (LoRA inside the block the adapter wraps, on
+    the MLP), a mixed batch trains only the current task's, and what cannot be is refused."""
+    from cl_adapters.adapters import FusionConfig
+
+    torch.manual_seed(0)
+    combined = grow(AdaptedModel(BACKBONES[family](), method("lora_pfeiffer")), digits, [0, 1, 2])
+    parts = [grow(AdaptedModel(BACKBONES[family](), cfg), digits, [0, 1, 2]) for cfg in method("lora_pfeiffer").parts]
+    assert [len(list(combined.adapters.parameters(k))) for k in "012"] == [
+        sum(len(list(m.adapters.parameters(k))) for m in parts) for k in "012"]
+    assert sum(p.numel() for p in combined.adapters.parameters("2")) == sum(
+        p.numel() for m in parts for p in m.adapters.parameters("2"))
+    with torch.no_grad():
+        for name, p in combined.backbone.named_parameters():
+            if ".adapters." in name or "lora_B" in name:
+                p.normal_(0, 0.5)
+    x, y, t = batch(digits, [0, 1, 2])
+    nn.functional.cross_entropy(combined(x, t), y).backward()
+    got = {n for n, p in combined.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert got == set(combined.task_parameters(2))
+    assert any("lora_" in n for n in got) and any(".adapters." in n for n in got)  # both parts train
+    with pytest.raises(UserError, match="a combined adapter is served routed"):
+        combined.adapters.merge("0")
+    with pytest.raises(UserError, match="fusion needs per-task bottleneck adapters"):
+        AdaptedModel(BACKBONES[family](), method("lora_pfeiffer"), fusion=FusionConfig())
+    with pytest.raises(UserError, match="needs at least two methods, got 1"):
+        CombinedConfig([LoraConfig()])
+    with pytest.raises(UserError, match="dict is not an adapter method config"):
+        CombinedConfig([LoraConfig(), {"r": 4}])

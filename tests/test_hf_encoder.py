@@ -199,3 +199,25 @@ def test_sentiment_domains_stream(tmp_path):
     x, y, t = s.train_stream[2].dataset[0]
     assert x.dtype == torch.int64 and x.shape == (32,) and t == 2 and int(y) in (0, 1, 2)
     assert s.classes_per_task[2] == ["negative", "neutral", "positive"]
+
+
+def test_lora_and_pfeiffer_together_on_minilm(minilm):
+    """adapter=lora_pfeiffer on MiniLM: a LoRA on every query/value and a Pfeiffer adapter after every FFN,
+    per task (r=8 LoRA: 6 x 2 x 2 x 384 x 8; r=64 adapter: 6 x (384 x 64 + 64 + 64 x 384 + 384)); identity at
+    init, and a mixed batch is each task's own pair."""
+    from cl_adapters.adapters import CombinedConfig, LoraConfig, Route
+
+    cfg = CombinedConfig([LoraConfig(r=8), AdapterConfig(placement="pfeiffer", r=64)])
+    model = _grow(AdaptedModel(copy.deepcopy(minilm), cfg), [0, 1]).eval()
+    assert sum(p.numel() for p in model.adapters.parameters("1")) == 6 * 2 * 2 * 384 * 8 + 6 * (384 * 64 + 64 + 64 * 384 + 384)
+    x, t = ids(), torch.tensor([0, 1, 1, 0])
+    with torch.no_grad():
+        bare = model.logits(model.backbone(x), Route.from_labels(t))
+        assert torch.equal(model(x, t), bare)
+        for name, p in model.backbone.named_parameters():
+            if ".adapters." in name or "lora_B" in name:
+                p.normal_(0, 0.05)
+        mixed = model(x, t)
+        assert not torch.allclose(mixed, bare, atol=1e-3)
+        for task in (0, 1):
+            torch.testing.assert_close(mixed[t == task], model(x[t == task], task), rtol=1e-4, atol=1e-5)

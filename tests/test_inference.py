@@ -120,3 +120,20 @@ def test_an_export_format_the_model_cannot_take_is_refused_before_writing(finish
     with pytest.raises(UserError, match="format=peft needs a Hugging Face encoder .model=hf_encoder.; this model's backbone is MLP"):
         export(out, tmp_path, format="peft")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_combined_adapter_run_forgets_nothing_and_loads_back(make_cfg, tmp_path):
+    """adapter=lora_pfeiffer (a LoRA and a Pfeiffer adapter per task) through a whole run: task-IL BWT exactly
+    0, and load_run rebuilds it from the stored config (parts and all) with the accuracies the run measured."""
+    from cl_adapters.streams import split_digits
+
+    cfg = make_cfg("adapter=lora_pfeiffer", "strategy.epochs=1", "stream.n_tasks=5", "probe_samples=0")
+    results = run(cfg, tmp_path / "run")
+    R = results["accuracy_matrix"]
+    assert all(R[i][j] == R[j][j] for j in range(5) for i in range(j, 5)) and results["metrics"]["bwt"] == 0
+    model = load_run(tmp_path / "run")
+    assert type(model.adapter_config).__name__ == "CombinedConfig" and len(model.adapter_config.parts) == 2
+    for task, experience in enumerate(split_digits(n_tasks=5, seed=0).test_stream):
+        samples = list(experience.dataset)
+        x, y = torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples])
+        assert int((predict(model, x, task) == y).sum()) / len(y) == R[-1][task]

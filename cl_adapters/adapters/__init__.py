@@ -16,6 +16,7 @@ from cl_adapters.adapters.bottleneck import (
                                              FusionConfig,
                                              inject_adapters,
 )
+from cl_adapters.adapters.combined import CombinedAdapters, CombinedConfig
 from cl_adapters.adapters.lora import LoraAdapters, LoraConfig
 from cl_adapters.adapters.presets import PRESETS, preset
 from cl_adapters.adapters.route import Route
@@ -27,6 +28,8 @@ __all__ = [
     "AdapterLayer",
     "Bottleneck",
     "BottleneckAdapters",
+    "CombinedAdapters",
+    "CombinedConfig",
     "Fusion",
     "FusionConfig",
     "LoraAdapters",

@@ -7,6 +7,7 @@ A key without a LoRA passes through the base layer unchanged (peft skips unknown
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,9 @@ class LoraAdapters:
     def __init__(self, backbone: nn.Module, cfg):
         self.backbone = backbone
         self.peft_config = cfg.to_peft(backbone)
+        # the targets as modules, matched now: another method attached later may rename them (a bottleneck
+        # adapter wraps a block, and ``layers.0.fc`` becomes ``layers.0.base.fc``) before the first ``add``
+        self.targets = [m for n, m in backbone.named_modules() if n and re.fullmatch(self.peft_config.target_modules, n)]
         self.layers: list[nn.Module] = []
         self.layer_names: list[str] = []
         self.merged: str | None = None  # the key folded into the base weights (merge)
@@ -37,6 +41,9 @@ class LoraAdapters:
 
         if key in self.keys():
             return
+        if not self.layers and self.targets:  # their names now; from then on peft finds its LoRA layers there
+            where = {id(m): n for n, m in self.backbone.named_modules()}
+            self.peft_config.target_modules = [where[id(m)] for m in self.targets]
         with warnings.catch_warnings():  # "Already found a peft_config attribute": expected from the 2nd task on
             warnings.simplefilter("ignore")
             try:
