@@ -78,6 +78,9 @@ class AdaptedModel(MultiTaskModule):
             raise UserError("classifier=ncm is the backbone's class means alone (strategy=ncm): set strategy.model.adapter=null")
         if train_backbone == "auto":
             train_backbone = "never" if backbone.pretrained else "first"
+        if getattr(backbone, "quantized", None) and train_backbone != "never":
+            raise UserError(f"model.quantize={backbone.quantized}: a quantized base cannot train (train_backbone="
+                            f"{train_backbone}: full_ft, joint, single_task); train adapters, LoRAs or fusions on it")
         self.train_backbone = train_backbone
         self.train_biases = train_biases
         self.per_task = per_task

@@ -1,7 +1,8 @@
 """Pretrained Hugging Face encoders (BERT, RoBERTa, MiniLM, DistilBERT, ...) as backbones.
 
 Inputs are right-padded token ids (B, L); the attention mask is ``ids != pad``, and each batch is
-cut to its longest sequence, so short texts do not pay for ``max_length``.
+cut to its longest sequence, so short texts do not pay for ``max_length``. ``quantize`` (nf4 | int8)
+stores the pretrained Linear weights quantized (``quantize.py``); such a base never trains.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from cl_adapters.errors import UserError
+from cl_adapters.models.quantize import quantize_linears
 
 POOLINGS = ("mean", "cls")
 
@@ -31,7 +33,8 @@ class HFEncoder(nn.Module):
     pretrained = True
     inputs = "token ids"
 
-    def __init__(self, input_shape: tuple[int, ...] | None = None, name_or_path: str | None = None, pooling: str = "mean"):
+    def __init__(self, input_shape: tuple[int, ...] | None = None, name_or_path: str | None = None, pooling: str = "mean",
+                 quantize: str | None = None):
         super().__init__()
         from transformers import AutoModel
 
@@ -47,6 +50,12 @@ class HFEncoder(nn.Module):
         self.pooling = pooling
         self.pad_token_id = config.pad_token_id if config.pad_token_id is not None else 0
         self.out_features = config.hidden_size
+        self.quantized = quantize
+        if quantize is not None:
+            quantize_linears(self.model, quantize)
+            self.requires_grad_(False)
+            # what peft reads to wrap bitsandbytes layers with its LoRA layers for them
+            self.is_loaded_in_4bit, self.is_loaded_in_8bit = quantize == "nf4", quantize == "int8"
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         mask = input_ids != self.pad_token_id

@@ -24,6 +24,9 @@ def check_encoder(model: AdaptedModel, fmt: str, unchanged_base: bool = True) ->
     if not isinstance(model.backbone, HFEncoder):
         raise UserError(f"format={fmt} needs a Hugging Face encoder (model=hf_encoder); this model's backbone is "
                         f"{type(model.backbone).__name__}")
+    if model.backbone.quantized:
+        raise UserError(f"format={fmt}: the base is quantized (model.quantize={model.backbone.quantized}), the format's "
+                        "base is not; export the run with format=cl-adapters")
     if unchanged_base and (model.train_backbone != "never" or model.train_biases):
         raise UserError(f"format={fmt}: the backbone trained in this run (train_backbone={model.train_backbone}, "
                         f"train_biases={model.train_biases}); the format holds only adapters over the unchanged base")
