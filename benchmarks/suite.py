@@ -4,6 +4,7 @@ stream, as Hydra multiruns with the joblib launcher, then the comparison report 
 
     python benchmarks/suite.py split_mnist              # also: split_digits, permuted_mnist, sentiment,
                                                         # split_mnist_class_il, sentiment_domain_il,
+                                                        # sentiment_quantized,
                                                         # permuted_mnist_domain_il, <split_digits|split_mnist|
                                                         # permuted_mnist>_tuned,
                                                         # van_de_ven_split_mnist(_class_il)
@@ -27,9 +28,10 @@ from omegaconf import OmegaConf
 from tune import SUITES as TUNABLE  # the streams benchmarks/tune.py tunes
 
 ROOT = Path(__file__).resolve().parent.parent
-SEEDS = {"sentiment": 3, "sentiment_domain_il": 3, "van_de_ven_split_mnist": 3,  # minutes per run; the others: 5
+SEEDS = {"sentiment": 3, "sentiment_domain_il": 3, "sentiment_quantized": 3, "van_de_ven_split_mnist": 3,  # minutes per run
          "van_de_ven_split_mnist_class_il": 3}
 REFERENCES = ("references", ["strategy=single_task,joint"])
+WITHOUT_REFERENCES = {"sentiment_quantized"}  # compares bases (fp32, NF4, int8) of the same methods: no references
 PEFT = ("strategies", ["strategy=adapter,adapter_fusion,lora,lora_per_task,bitfit,full_ft"])
 LIGHT_FUSION = ("fusion_light", ["strategy=adapter_fusion", "fusion=light"])
 PLUGINS = ("plugins", ["strategy=full_ft,lora", "plugins=[ewc],[replay],[lwf]"])
@@ -38,7 +40,8 @@ CLASS_IL = ["experiment=split_mnist", "scenario=class_il"]
 ROUTERS = "router=oracle,entropy,prototype,prototype_mahalanobis,prototype_adapted,learned"
 PMNIST_DIL = ["experiment=permuted_mnist_quick", "scenario=domain_il"]
 UNLABELLED_ROUTERS = "router=entropy,prototype,prototype_mahalanobis,prototype_adapted,learned"  # oracle = every run's acc_til
-SENTIMENT_DIL = ["scenario=domain_il", "stream.train_per_task=400", "stream.test_per_task=200", "strategy.epochs=1"]
+SENTIMENT_SMALL = ["stream.train_per_task=400", "stream.test_per_task=200", "strategy.epochs=1"]
+SENTIMENT_DIL = ["scenario=domain_il", *SENTIMENT_SMALL]
 VDV = "experiment=van_de_ven_split_mnist"
 VDV_TIL, VDV_CIL = [VDV, "strategy=full_ft"], [VDV, "scenario=class_il", "strategy=full_ft"]
 
@@ -79,6 +82,10 @@ SUITES = {  # suite -> [(sweep name, overrides)], run in this order
         ("shared", ["experiment=sentiment", *SENTIMENT_DIL, "strategy=lora,ncm"]),
         ("full_ft", ["experiment=sentiment_full_ft", *SENTIMENT_DIL]),
         ("routed", ["experiment=sentiment", *SENTIMENT_DIL, "strategy=adapter,lora_per_task", UNLABELLED_ROUTERS]),
+    ],
+    "sentiment_quantized": [  # MiniLM task-IL, 400 train / 200 test texts per domain, 1 epoch: fp32 vs NF4 vs int8 base
+        ("methods", ["experiment=sentiment", *SENTIMENT_SMALL, "strategy=adapter,lora_per_task,adapter_fusion",
+                     "model.quantize=null,nf4,int8"]),
     ],
     "permuted_mnist_domain_il": [
         ("references", [*PMNIST_DIL, "strategy=single_task,joint"]),
