@@ -144,24 +144,34 @@ def timed_rotation(steps: dict, rounds: int, per_round: int, warmup: int) -> dic
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def peak_memory(name: str) -> int:
-    """Peak RSS (bytes) of a fresh process that builds ``name`` and runs 3 training steps."""
-    out = subprocess.run([sys.executable, __file__, "--memory", name], capture_output=True, text=True, check=True)
+def peak_memory(name: str, script: str = __file__) -> int:
+    """Peak RSS (bytes) of a fresh process (``script --memory name``) that builds ``name`` and runs 3
+    training steps."""
+    out = subprocess.run([sys.executable, script, "--memory", name], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])
 
 
-def main():
+def print_peak_memory(model: nn.Module) -> None:
+    """What the ``--memory`` child does: 3 training steps, then its peak RSS on stdout."""
+    step, _ = trainer(model)
+    for _ in range(3):
+        step()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def arguments(stem: str) -> argparse.Namespace:
+    """--quick, --out and the hidden --memory of a speed benchmark writing ``<stem>.{md,json}``."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="one round (a smoke test)")
-    parser.add_argument("--out", default=str(OUT), help="folder for adapter_speed.{md,json}")
+    parser.add_argument("--out", default=str(OUT), help=f"folder for {stem}.{{md,json}}")
     parser.add_argument("--memory", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main():
+    args = arguments("adapter_speed")
     if args.memory:
-        step, _ = trainer(build(args.memory))
-        for _ in range(3):
-            step()
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-        return
+        return print_peak_memory(build(args.memory))
     rounds, per_round, warmup = (1, 1, 1) if args.quick else (8, 2, 2)
 
     memory = {name: peak_memory(name) for name in TRAIN}  # first: a child forked from a big parent inherits its peak

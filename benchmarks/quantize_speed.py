@@ -12,16 +12,13 @@ process building it and running 3 training steps. Writes benchmarks/results/quan
 
 from __future__ import annotations
 
-import argparse
-import resource
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from adapter_speed import OUT, _Task0, environment, environment_line, inferer, timed_rotation, trainer, write
+from adapter_speed import (_Task0, arguments, environment, environment_line, inferer, peak_memory, print_peak_memory,
+                           timed_rotation, trainer, write)
 from cl_adapters.adapters import AdapterConfig, LoraConfig
 from cl_adapters.models import AdaptedModel, HFEncoder
 from cl_adapters.models.quantize import weight_bytes
@@ -39,25 +36,12 @@ def build(name: str) -> nn.Module:
     return _Task0(model)
 
 
-def peak_memory(name: str) -> int:
-    out = subprocess.run([sys.executable, __file__, "--memory", name], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1])
-
-
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="one round (a smoke test)")
-    parser.add_argument("--out", default=str(OUT), help="folder for quantize_speed.{md,json}")
-    parser.add_argument("--memory", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = arguments("quantize_speed")
     if args.memory:
-        step, _ = trainer(build(args.memory))
-        for _ in range(3):
-            step()
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-        return
+        return print_peak_memory(build(args.memory))
     rounds, per_round, warmup = (1, 1, 1) if args.quick else (6, 2, 2)
-    memory = {name: peak_memory(name) for name in NAMES}  # first: a child forked from a big parent inherits its peak
+    memory = {name: peak_memory(name, __file__) for name in NAMES}  # first: a child forked from a big parent inherits its peak
     models = {name: build(name) for name in NAMES}
     steps = {name: trainer(model)[0] for name, model in models.items()}
     print("training:", flush=True)

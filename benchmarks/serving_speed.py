@@ -12,13 +12,12 @@ benchmarks/results/serving_speed.{md,json}.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from adapter_speed import OUT, Pooled, batch, environment, environment_line, inferer, timed_rotation, write
+from adapter_speed import Pooled, arguments, batch, environment, environment_line, inferer, timed_rotation, write
 from cl_adapters.adapters import LoraConfig
 from cl_adapters.models import AdaptedModel, HFEncoder
 from cl_adapters.models.exports.peft import merged_encoder
@@ -52,10 +51,7 @@ def build() -> dict[str, nn.Module]:
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="one round (a smoke test)")
-    parser.add_argument("--out", default=str(OUT), help="folder for serving_speed.{md,json}")
-    args = parser.parse_args()
+    args = arguments("serving_speed")
     rounds, warmup = (1, 1) if args.quick else (12, 2)
     models = {name: model.eval() for name, model in build().items()}
     x, _ = batch()

@@ -33,3 +33,16 @@ def digits():
     from cl_adapters.streams import split_digits
 
     return split_digits(n_tasks=5, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A small random BERT saved as a local Hugging Face folder (what HFEncoder and the exports load)."""
+    import torch
+    from transformers import AutoModel, BertConfig
+
+    path = tmp_path_factory.mktemp("tiny_bert")
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(path)
+    return str(path)

@@ -19,17 +19,6 @@ from cl_adapters.models.exports.adapterhub import save_adapterhub
 from cl_adapters.models.exports.peft import save_merged, save_peft
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    from transformers import AutoModel, BertConfig
-
-    path = tmp_path_factory.mktemp("tiny_bert")
-    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
-    torch.manual_seed(0)
-    AutoModel.from_config(config).save_pretrained(path)
-    return str(path)
-
-
 def two_task_lora_model(path, **kwargs):
     torch.manual_seed(1)
     model = AdaptedModel(HFEncoder(name_or_path=path), LoraConfig(r=4, alpha=8), **kwargs)
