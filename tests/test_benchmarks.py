@@ -34,7 +34,8 @@ def test_serving_speed_benchmark_smoke(tmp_path):
     subprocess.run([sys.executable, str(script), "--quick", "--out", str(tmp_path)], check=True, timeout=1200)
     res = json.loads((tmp_path / "serving_speed.json").read_text())
     assert res["max_logit_difference_merged_vs_routed"] < 1e-4  # the merged model gives the routed LoRA's outputs
-    assert set(res["inference"]) == {"bare", "lora_routed", "lora_merged"} and res["inference"]["bare"]["overhead_vs_bare"] == 0.0
+    assert set(res["inference"]) == {"bare", "lora_routed", "bare_hf", "lora_merged"}
+    assert res["inference"]["bare"]["overhead_vs_bare"] == res["inference"]["bare_hf"]["overhead_vs_bare"] == 0.0
 
 
 @pytest.mark.slow
