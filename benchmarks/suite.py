@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="the report's directory (default: benchmarks/results/<suite>)")
     parser.add_argument("--only", action="append", metavar="SWEEP",
                         help="run only this sweep (repeatable; e.g. after a change to it); the report covers them all")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides before or after --only
     names = [name for name, _ in SUITES[args.suite]]
     if unknown := set(args.only or ()) - set(names):
         parser.error(f"--only {', '.join(sorted(unknown))}: {args.suite} has the sweeps {', '.join(names)}")
