@@ -80,6 +80,25 @@ def test_resuming_with_another_config_is_refused(make_cfg, tmp_path):
     assert Checkpoints(tmp_path).chain()[0].config["strategy"]["epochs"] == 2
 
 
+def test_an_option_added_since_with_a_null_default_still_resumes(make_cfg, tmp_path, capsys):
+    """A config key a newer version adds with a null default (``model.quantize`` once) keeps the old
+    behaviour: a run written without it resumes, and its references keep their cache key."""
+    from omegaconf import open_dict
+
+    from cl_adapters.runs.references import key_fields, reference_key
+
+    older = make_cfg("strategy.epochs=1")
+    with open_dict(older):
+        del older.strategy.iterations  # as if written before the option existed
+    first = run(older, tmp_path)
+    again = run(make_cfg("strategy.epochs=1"), tmp_path)
+    assert "resumed from" in capsys.readouterr().out and again["accuracy_matrix"] == first["accuracy_matrix"]
+    newer = make_cfg("strategy.epochs=1")
+    with open_dict(newer):
+        newer.model.some_new_option = None
+    assert reference_key(key_fields(newer, "joint")) == reference_key(key_fields(make_cfg("strategy.epochs=1"), "joint"))
+
+
 def test_checkpoints_hold_only_what_each_task_changed(make_cfg, tmp_path):
     from safetensors import safe_open
 

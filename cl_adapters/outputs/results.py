@@ -38,6 +38,16 @@ def flatten(node, prefix: str = "") -> dict:
     return {k: v for key, value in node.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
 
 
+def without_nulls(node):
+    """``node`` without the dict entries that are null, at any depth: a new option whose null default keeps
+    the old behaviour then leaves the older runs' configs (resume) and reference keys as they were."""
+    if isinstance(node, dict):
+        return {k: without_nulls(v) for k, v in node.items() if v is not None}
+    if isinstance(node, list):
+        return [without_nulls(v) for v in node]
+    return node
+
+
 def strategy_name(results: dict) -> str:
     """``strategy[fusion]@router+plugin+...``, e.g. ``adapter_fusion[light]``, ``full_ft+ewc``."""
     run = results["run"]

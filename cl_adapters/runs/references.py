@@ -25,6 +25,7 @@ from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cl_adapters.outputs import write_json_atomic
+from cl_adapters.outputs.results import without_nulls
 
 REFERENCES = ("single_task", "joint")  # their R diagonals: S (transfer vs single-task), J (intransigence)
 
@@ -53,7 +54,7 @@ def key_fields(cfg: DictConfig, protocol: str) -> dict:
               "model": OmegaConf.to_container(cfg.model, resolve=True), "seed": cfg.seed,
               "eval_stream": cfg.eval_stream, "strategy": s.get("_target_"), "optimizer": reference_optimizer(cfg),
               "epochs": s.epochs, "batch_size": s.batch_size}
-    return OmegaConf.to_container(OmegaConf.create(fields), resolve=True)
+    return without_nulls(OmegaConf.to_container(OmegaConf.create(fields), resolve=True))  # see without_nulls
 
 
 def reference_key(fields: dict) -> str:

@@ -29,7 +29,7 @@ import torch
 
 from cl_adapters.errors import UserError
 from cl_adapters.models import checkpoint
-from cl_adapters.outputs.results import dumps, flatten
+from cl_adapters.outputs.results import dumps, flatten, without_nulls
 from cl_adapters.runs import plugin_state
 
 UNCHECKED = ("logger", "resume")  # config that may change between a run and its resume
@@ -178,7 +178,7 @@ class Checkpoints:
         if not links:
             return None
         stored = links[0].config or {}
-        if stored != self.config:
+        if without_nulls(stored) != without_nulls(self.config):  # a null option added since: the same run
             old, new = flatten(stored), flatten(self.config)
             differ = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
             raise UserError(f"{self.dir} was written by a run with another config ({'; '.join(differ[:5])}); "
