@@ -135,10 +135,11 @@ def test_runs_of_different_setups_are_never_averaged(tmp_path):
     write(tmp_path / "1", "adapter", 1, 0.7, 0.0, config={"strategy": {"lr": 0.001, "device": "cuda"}})  # same setup
     write(tmp_path / "2", "adapter", 0, 0.5, 0.0, config={"strategy": {"lr": 0.1, "device": "cpu"}})
     write(tmp_path / "3", "adapter", 0, 0.6, 0.0, config={"strategy": {"lr": 0.1}}, stream="mnist")
+    write(tmp_path / "4", "adapter", 2, 0.8, 0.0, config={"strategy": {"lr": 0.001, "quantize": None}})  # a null option since
     runs, _ = load_runs([tmp_path])
     lines = table(runs).splitlines()[4:]
     assert [line.split(" | ")[1:4] for line in lines] == [
-        ["digits", "adapter (strategy.lr=0.001)", "0,1"], ["digits", "adapter (strategy.lr=0.1)", "0"],
+        ["digits", "adapter (strategy.lr=0.001)", "0,1,2"], ["digits", "adapter (strategy.lr=0.1)", "0"],
         ["mnist", "adapter", "0"]]
 
 

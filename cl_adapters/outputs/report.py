@@ -27,7 +27,7 @@ import numpy as np
 from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
 from cl_adapters.outputs.plots import report_figures
-from cl_adapters.outputs.results import flatten, run_name, strategy_name
+from cl_adapters.outputs.results import flatten, run_name, strategy_name, without_nulls
 from cl_adapters.metrics.costs import cost_summary
 from cl_adapters.metrics.seeds import NOISE, mean_ci, within_noise
 from cl_adapters.runs.references import REFERENCES
@@ -135,8 +135,9 @@ def read_results(path: Path) -> dict:
 
 def setup(results: dict) -> dict[str, str]:
     """What must match for runs to be averaged: the resolved config as flat ``a.b.c -> value`` leaves,
-    without seeds, device, loggers and the reference cache's location, plus the metric definitions."""
-    flat = flatten({**results["config"], "metric_definitions": results.get("metric_definitions")})
+    without seeds, device, loggers and the reference cache's location, plus the metric definitions; a null
+    leaf is the same as none (``without_nulls``: runs from before a null-default option was added)."""
+    flat = flatten(without_nulls({**results["config"], "metric_definitions": results.get("metric_definitions")}))
     return {k: json.dumps(v) for k, v in flat.items() if k.rsplit(".", 1)[-1] not in ("seed", "device")
             and k not in UNMEASURED and k.split(".")[0] not in UNMEASURED}
 
