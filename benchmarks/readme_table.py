@@ -12,6 +12,8 @@ import argparse
 import csv
 from pathlib import Path
 
+from cl_adapters.outputs.report import mean_ci_cell
+
 HEADERS = {"acc": "ACC", "bwt": "BWT", "forgetting": "forgetting", "fwt_probe": "FWT (probe)",
            "acc_til": "ACC with labels", "til_cil_gap": "TIL-CIL gap", "task_id_acc": "task-ID acc",
            "params": "trainable params (task 1 / last)", "bytes_per_task": "bytes/task", "budget": "steps / samples"}
@@ -27,8 +29,8 @@ def cell(row: dict, key: str) -> str:
         return f"{round(float(row[key])):,}"
     if not row.get(key):
         return "-"
-    mean, ci = float(row[key]), float(row[f"{key}_ci95"] or 0)
-    return f"{mean:+.4f} ± {ci:.4f}" if key in SIGNED else f"{mean:.4f} ± {ci:.4f}"
+    text = mean_ci_cell(float(row[key]), float(row[f"{key}_ci95"] or 0))  # as the report writes it
+    return "+" + text if key in SIGNED and not text.startswith("-") else text
 
 
 def table(report: Path, columns: list[str]) -> str:

@@ -223,7 +223,8 @@ def rows(runs: list[dict]) -> list[dict]:
     return out
 
 
-def _cell(mean: float | None, ci: float | None, not_applicable: bool = False) -> str:
+def mean_ci_cell(mean: float | None, ci: float | None, not_applicable: bool = False) -> str:
+    """``mean ± ci`` to 4 decimals (no "-0.0000"), "-" without a value, "n/a" where it does not apply."""
     if not_applicable:
         return "n/a"
     if mean is None:
@@ -263,7 +264,7 @@ def _table(records: list[dict]) -> str:
         ties = [str(j) for j, other in enumerate(records, 1) if other is not row and other["stream"] == row["stream"]
                 and within_noise(row["_acc"], other["_acc"])]
         cells = [str(i), row["stream"], row["run"], row["seeds"].replace(" ", ","),
-                 *(_cell(row[key], row[f"{key}_ci95"], row[f"_{key}_na"]) for key in columns.values())]
+                 *(mean_ci_cell(row[key], row[f"{key}_ci95"], row[f"_{key}_na"]) for key in columns.values())]
         cells.insert(5, ", ".join(ties) or "-")
         cells += [f"{row['trainable_params_first']:,} / {row['trainable_params_last']:,}",
                   f"{row['bytes_per_task']:,.0f}", _budget(row), f"{row['train_seconds']:.1f}"]
@@ -283,8 +284,8 @@ def _reference_table(records: list[dict]) -> str:
     for row in records:
         joint = row["reference"] == "joint"
         cells = [row["stream"], row["run"], row["seeds"].replace(" ", ","), REFERENCE_GIVES[row["reference"]],
-                 _cell(row["diagonal"], row["diagonal_ci95"]), " ".join(f"{m:.4f}" for m, _ in row["_diagonal"]),
-                 _cell(row["acc"], row["acc_ci95"]) if joint else "n/a (its heads are reset at every task)",
+                 mean_ci_cell(row["diagonal"], row["diagonal_ci95"]), " ".join(f"{m:.4f}" for m, _ in row["_diagonal"]),
+                 mean_ci_cell(row["acc"], row["acc_ci95"]) if joint else "n/a (its heads are reset at every task)",
                  _budget(row), f"{row['train_seconds']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

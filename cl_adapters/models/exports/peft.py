@@ -88,8 +88,8 @@ def merged_encoder(model: AdaptedModel, task: int):
 
 
 def save_merged(model: AdaptedModel, out_dir: str | Path) -> list[Path]:
-    """Per trained task, the merged encoder (``save_pretrained``) and its head; returns the folders."""
-    check_exportable(model, unchanged_base=False)
+    """Per trained task, the merged encoder (``save_pretrained``) and its head; returns the folders (the
+    first ``merged_encoder`` refuses what cannot be merged, before anything is written)."""
     folders = []
     for task in model.trained_tasks:
         folder = Path(out_dir) / f"task-{task}"
