@@ -32,8 +32,18 @@ def wandb_records(path):
             yield record
 
 
-def read_run(directory):
+def run_file(directory):
+    """The offline run file, once complete: ``finish()`` returns before W&B's service has closed the file
+    (the close is only announced), so the service is shut down first (it restarts on the next run)."""
+    import wandb
+
+    wandb.teardown()
     (path,) = directory.glob("wandb/offline-run-*/run-*.wandb")
+    return path
+
+
+def read_run(directory):
+    path = run_file(directory)
     history, summary, run = {}, {}, None
     for record in wandb_records(path):
         kind = record.WhichOneof("record_type")
@@ -100,8 +110,7 @@ def test_a_run_that_fails_is_marked_failed_on_wandb(make_cfg, tmp_path):
     logger = WandbLogger(dir=str(tmp_path))
     logger.log_task(0, results)
     logger.log_failure(results)
-    (path,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
-    (exit_record,) = [r.exit for r in wandb_records(path) if r.WhichOneof("record_type") == "exit"]
+    (exit_record,) = [r.exit for r in wandb_records(run_file(tmp_path)) if r.WhichOneof("record_type") == "exit"]
     assert exit_record.exit_code == 1
 
 
@@ -112,8 +121,7 @@ def test_a_run_that_fails_before_its_first_task_is_on_wandb_as_failed(make_cfg, 
     with pytest.raises(UserError):
         run(make_cfg("logger=wandb", f"logger.wandb.dir={tmp_path}", "strategy=full_ft", "plugins=[replay]",
                      "plugins.replay.mem_size=-5"), tmp_path)
-    (path,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
-    records = list(wandb_records(path))
+    records = list(wandb_records(run_file(tmp_path)))
     (exit_record,) = [r.exit for r in records if r.WhichOneof("record_type") == "exit"]
     summary = {i.key: json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "summary"
                for i in r.summary.update}
