@@ -198,7 +198,9 @@ def test_one_preset_table_serves_every_adapter_kind():
 
     from cl_adapters.adapters import PRESETS, preset
 
-    assert all(set(kinds) == {"houlsby", "pfeiffer", "parallel", "lora"} for kinds in PRESETS.values())
+    assert all(set(kinds) - {"prefix"} == {"houlsby", "pfeiffer", "parallel", "lora"} for kinds in PRESETS.values())
+    assert {family for family, kinds in PRESETS.items() if "prefix" in kinds} == {
+        "bert", "roberta", "xlm-roberta", "electra", "vit", "patch_transformer"}  # attention with keys and values
     unknown = nn.Linear(2, 2)
     unknown.family = "gpt2"
     for kind in ("pfeiffer", "lora"):

@@ -221,3 +221,27 @@ def test_lora_and_pfeiffer_together_on_minilm(minilm):
         assert not torch.allclose(mixed, bare, atol=1e-3)
         for task in (0, 1):
             torch.testing.assert_close(mixed[t == task], model(x[t == task], task), rtol=1e-4, atol=1e-5)
+
+
+def test_mam_on_minilm_as_shipped(minilm):
+    """conf/adapter/mam.yaml on MiniLM: AdapterHub's MAMConfig count (prefixes: 30 x 384 + 384 x 800 + 800 +
+    800 x 6 x 2 x 384 + 6 x 2 x 384; parallel r=192: 6 x (2 x 384 x 192 + 192 + 384)); a mixed batch is
+    each task's own prefixes and adapter."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from cl_adapters import CONFIG_DIR
+
+    cfg = instantiate(OmegaConf.load(f"{CONFIG_DIR}/adapter/mam.yaml"))
+    model = _grow(AdaptedModel(copy.deepcopy(minilm), cfg), [0, 1]).eval()
+    prefixes = 30 * 384 + 384 * 800 + 800 + 800 * 6 * 2 * 384 + 6 * 2 * 384
+    assert sum(p.numel() for p in model.adapters.parameters("1")) == prefixes + 6 * (2 * 384 * 192 + 192 + 384) == 4_898_720
+    x, t = ids(), torch.tensor([0, 1, 1, 0])
+    with torch.no_grad():
+        for name, p in model.backbone.named_parameters():
+            if ".adapters." in name:
+                p.normal_(0, 0.05)
+        mixed = model(x, t)
+        for task in (0, 1):
+            torch.testing.assert_close(mixed[t == task], model(x[t == task], task), rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(model(x, 0), model(x, 1), atol=1e-3)

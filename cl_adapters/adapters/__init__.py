@@ -1,4 +1,5 @@
-"""Adapters: config dataclasses, the bottleneck layer, injection by module-name patterns, LoRA via peft.
+"""Adapters: config dataclasses, the bottleneck layer, injection by module-name patterns, LoRA via peft,
+prefix tuning, and combinations of them (LoRA + Pfeiffer, Mix-and-Match).
 
 Each config's ``attach(backbone)`` injects into the backbone and returns a set that grows one adapter
 per task key (``add``), lists them (``keys``, ``parameters``) and applies a ``Route`` for one forward
@@ -18,6 +19,7 @@ from cl_adapters.adapters.bottleneck import (
 )
 from cl_adapters.adapters.combined import CombinedAdapters, CombinedConfig
 from cl_adapters.adapters.lora import LoraAdapters, LoraConfig
+from cl_adapters.adapters.prefix import PrefixAdapters, PrefixConfig
 from cl_adapters.adapters.presets import PRESETS, preset
 from cl_adapters.adapters.route import Route
 
@@ -35,6 +37,8 @@ __all__ = [
     "LoraAdapters",
     "LoraConfig",
     "PRESETS",
+    "PrefixAdapters",
+    "PrefixConfig",
     "Route",
     "inject_adapters",
     "preset",

@@ -57,9 +57,10 @@ class AdapterMethod(Protocol):
 
 
 def check_shared_fields(cfg) -> None:
-    """The checks every adapter config needs: rank ``r``, ``dropout`` and ``targets``."""
-    if not isinstance(cfg.r, int) or isinstance(cfg.r, bool) or cfg.r <= 0:
-        raise UserError(f"adapter.r must be a positive integer, got {cfg.r!r}")
+    """The checks every adapter config needs: ``dropout``, ``targets`` and the rank ``r`` where it has one."""
+    r = getattr(cfg, "r", 1)
+    if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
+        raise UserError(f"adapter.r must be a positive integer, got {r!r}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise UserError(f"adapter.dropout must be in [0, 1), got {cfg.dropout!r}")
     if cfg.targets is not None:

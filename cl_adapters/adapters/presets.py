@@ -4,7 +4,9 @@
 - houlsby: after the attention output projection and after the FFN output; pfeiffer: after the FFN
   output only (both before the residual add); parallel: beside the whole FFN;
 - lora: the attention query and value projections (Hu et al. 2022; the fused qkv of the ViT here, every
-  hidden layer of the MLP).
+  hidden layer of the MLP);
+- prefix: the self-attention modules, whose keys and values get the prefixes (none in the MLP or
+  DistilBERT, whose attention takes none).
 
 A target is a module-name regex, or (regex, source) for a parallel adapter whose input is another
 module's input: ``source`` is the match expanded (``\\1`` = the layer prefix), e.g. BERT's FFN is
@@ -25,6 +27,7 @@ _BERT_LIKE = {
     "pfeiffer": [_BERT + r"\.output\.dense"],
     "parallel": [(_BERT + r"\.output\.dense", r"\1.intermediate")],
     "lora": [r".*\.attention\.self\.(query|value)"],
+    "prefix": [_BERT + r"\.attention\.self"],
 }
 PRESETS: dict[str, dict[str, list[Target]]] = {
     "mlp": {
@@ -38,6 +41,7 @@ PRESETS: dict[str, dict[str, list[Target]]] = {
         "pfeiffer": [r"blocks\.\d+\.ffn\.fc2"],
         "parallel": [r"blocks\.\d+\.ffn"],
         "lora": [r"blocks\.\d+\.attn\.qkv"],
+        "prefix": [r"blocks\.\d+\.attn"],
     },
     **dict.fromkeys(("bert", "roberta", "xlm-roberta", "electra", "vit"), _BERT_LIKE),
     "distilbert": {
@@ -52,7 +56,8 @@ PRESETS: dict[str, dict[str, list[Target]]] = {
 def preset(backbone: nn.Module, kind: str) -> list[Target]:
     """The targets of adapter ``kind`` (a placement, or ``lora``) for the backbone's family."""
     family = backbone.family
-    if family not in PRESETS:
+    if not PRESETS.get(family, {}).get(kind):
+        having = sorted(f for f, kinds in PRESETS.items() if kind in kinds)
         raise UserError(f"no {kind} preset for backbone family {family!r}: set adapter.targets to module-name regexes "
-                        f"(families with presets: {sorted(PRESETS)})")
+                        f"(families with {kind} presets: {having})")
     return PRESETS[family][kind]

@@ -46,15 +46,25 @@ class MLP(nn.Module):
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
-        self.heads, self.dropout = heads, dropout
+        self.dim, self.heads, self.dropout = dim, heads, dropout
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)  # the attention output projection (Houlsby's first site)
+        self.prefix = None  # prefix tuning, for one forward: batch -> (keys, values, mask) or None
 
     def forward(self, x):
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        mask = None
+        if self.prefix is not None and (got := self.prefix(b)) is not None:
+            keys, values, pad = got
+
+            def heads(t):
+                return t.view(b, -1, self.heads, d // self.heads).transpose(1, 2)
+
+            k, v = torch.cat([heads(keys), k], dim=2), torch.cat([heads(values), v], dim=2)
+            mask = None if pad is None else F.pad(pad, (0, n))[:, None, None, :]
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         return self.proj(y.transpose(1, 2).reshape(b, n, d))
 
 
