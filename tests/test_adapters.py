@@ -332,3 +332,34 @@ def test_a_combined_adapter_is_its_parts_per_task(digits, family):
         CombinedConfig([LoraConfig()])
     with pytest.raises(UserError, match="dict is not an adapter method config"):
         CombinedConfig([LoraConfig(), {"r": 4}])
+
+
+@pytest.mark.parametrize("adapter", ["pfeiffer", "compacter", "lora", "lora_pfeiffer", "prefix"])
+def test_an_averaged_adapter_is_the_tasks_parameter_mean_and_leaves_nothing_behind(digits, adapter):
+    """Every sample through one adapter whose every tensor is the mean of the tasks' (each with its own
+    head); afterwards the model has exactly its task adapters again and routes as before."""
+    from cl_adapters.adapters import PrefixConfig, Route
+
+    cfg = PrefixConfig(prefix_length=4, bottleneck=8) if adapter == "prefix" else method(adapter)
+    torch.manual_seed(0)
+    model = grow(AdaptedModel(BACKBONES["patch_transformer"](), cfg, train_backbone="never"), digits, [0, 1, 2]).eval()
+    with torch.no_grad():
+        for p in (p for k in model.adapters.keys() for p in model.adapters.parameters(k)):
+            p.normal_(0, 0.5)
+    x, _, t = batch(digits, [0, 1, 2])
+    states = [model.adapters.task_state(k) for k in ("0", "1", "2")]
+    before = model(x, t)
+    with torch.no_grad(), model.averaged_adapter():
+        assert model.adapters.keys() == ["0", "1", "2", "average"]
+        average = model.adapters.task_state("average")
+        for name, tensor in average.items():
+            torch.testing.assert_close(tensor, (states[0][name] + states[1][name] + states[2][name]) / 3)
+        averaged = model(x, t)
+        with model.adapters.routed(Route.whole("average")):
+            features = model.backbone(x)
+        torch.testing.assert_close(averaged, model.logits(features, Route.from_labels(t)), rtol=0, atol=0)
+    assert model.adapters.keys() == ["0", "1", "2"] and not torch.allclose(averaged, before)
+    torch.testing.assert_close(model(x, t), before, rtol=0, atol=0)
+    with pytest.raises(UserError, match="two tasks or more"):
+        with grow(AdaptedModel(BACKBONES["mlp"](), AdapterConfig(r=4)), digits, [0]).averaged_adapter():
+            pass

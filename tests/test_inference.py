@@ -137,3 +137,24 @@ def test_a_combined_adapter_run_forgets_nothing_and_loads_back(make_cfg, tmp_pat
         samples = list(experience.dataset)
         x, y = torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples])
         assert int((predict(model, x, task) == y).sum()) / len(y) == R[-1][task]
+
+
+def test_compositions_average_is_measured_after_the_last_task(make_cfg, tmp_path):
+    """compositions=[average]: each task's accuracy through the tasks' averaged adapter (its own head),
+    as the reloaded model gives it; ACC averaged in the metrics; refused up front without per-task adapters."""
+    from cl_adapters.streams import split_digits
+
+    results = run(make_cfg("compositions=[average]", "strategy.epochs=1", "probe_samples=0"), tmp_path / "run")
+    averaged = results["compositions"]["average"]
+    assert len(averaged) == 5 and results["metrics"]["acc_average"] == pytest.approx(sum(averaged) / 5)
+    assert results["metrics"]["acc_average"] < results["metrics"]["acc"]  # one adapter for five tasks forgets
+    model = load_run(tmp_path / "run")
+    with model.averaged_adapter():
+        for task, experience in enumerate(split_digits(n_tasks=5, seed=0).test_stream):
+            samples = list(experience.dataset)
+            x, y = torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples])
+            assert int((predict(model, x, task) == y).sum()) / len(y) == averaged[task]
+    for bad, message in ((["compositions=[stack]"], r"compositions must be a list of \['average'\]"),
+                         (["compositions=[average]", "strategy=full_ft"], "composes per-task adapters")):
+        with pytest.raises(UserError, match=message):
+            run(make_cfg(*bad, "strategy.epochs=1"), tmp_path / bad[-1])

@@ -44,6 +44,9 @@ class AdapterSet(Protocol):
     def load_task_state(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
         """Create ``key``'s adapter if needed and load ``task_state`` tensors into it (``copy_state``)."""
 
+    def remove(self, key: str) -> None:
+        """Delete ``key``'s adapter everywhere (a composition made for one evaluation, e.g. an average)."""
+
     def merge(self, key: str) -> None:
         """Fold ``key``'s adapter into the base weights (a linear method only; others raise UserError):
         the bare backbone then computes that task's function, for serving one task at no extra cost."""

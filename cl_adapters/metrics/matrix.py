@@ -25,6 +25,8 @@ DEFINITIONS = {
     "acc_til": "mean_j R_til[T-1, j], R_til = the same model evaluated with task labels",
     "til_cil_gap": "acc_til - acc: what not being given the task label costs",
     "task_id_acc": "mean_j Q[T-1, j], Q[i, j] = share of task j's test samples routed to task j after task i",
+    "acc_average": "mean_j accuracy on task j after the last task with every task's adapter replaced by their "
+                   "parameter average (compositions=[average]; each sample through its own task's head)",
 }
 
 

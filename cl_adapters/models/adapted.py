@@ -20,6 +20,7 @@ from cl_adapters.streams.base import SCENARIOS
 BACKBONE_POLICIES = ("auto", "first", "all", "never")
 CLASSIFIERS = ("linear", "ncm")
 SHARED = "shared"  # the adapter (head) key when one adapter (head) serves every task
+AVERAGE = "average"  # the adapter key of the trained tasks' averaged adapter, while it is evaluated
 
 
 def task_key(task: int) -> str:
@@ -50,7 +51,8 @@ class AdaptedModel(MultiTaskModule):
     after each task (``fit_task``) score the samples; nothing trains once the backbone is frozen.
     Heads map their columns to label ids (``head_classes``); logits come out over all label ids known,
     with -inf where the sample's head has no column. ``given_task_labels()`` evaluates with the labels
-    anyway (the task-IL accuracy of the same model: the TIL-CIL gap).
+    anyway (the task-IL accuracy of the same model: the TIL-CIL gap). ``averaged_adapter()`` evaluates
+    one adapter for every task, the parameter average of theirs.
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class AdaptedModel(MultiTaskModule):
             raise UserError(f"scenario={scenario} gives no task label at test time: per-task adapters need a router "
                             "(router=prototype | entropy; router=oracle uses the true task label, the task-IL bound)")
         self.task_id_counts: Counter = Counter()  # (true task, routed task) -> samples, while routing
+        self.adapter_override: str | None = None  # while set, every sample goes through this adapter
         self.fusion = fusion
         supports_fusion = self.adapters is not None and self.adapters.supports_fusion
         if fusion is not None and not (supports_fusion and per_task and not self.shares_training):
@@ -308,6 +311,23 @@ class AdaptedModel(MultiTaskModule):
         finally:
             self.labels_at_test = before
 
+    @contextmanager
+    def averaged_adapter(self):
+        """Every sample through one adapter, the parameter average of the trained tasks' adapters (each
+        tensor averaged, as AdapterHub's ``average_adapter`` and peft's ``add_weighted_adapter``
+        "linear" do), with its own task's head: what merging the tasks into one multi-task adapter keeps."""
+        keys = [task_key(t) for t in self.trained_tasks if self.owns_adapter(t)]
+        if len(keys) < 2:
+            raise UserError(f"an averaged adapter needs the adapters of two tasks or more, this model has {len(keys)}")
+        states = [self.adapters.task_state(key) for key in keys]
+        self.adapters.load_task_state(AVERAGE, {n: torch.stack([s[n] for s in states]).mean(0) for n in states[0]})
+        self.adapter_override = AVERAGE
+        try:
+            yield
+        finally:
+            self.adapter_override = None
+            self.adapters.remove(AVERAGE)
+
     def logits(self, features: torch.Tensor, route: Route) -> torch.Tensor:
         """Each sample's head, its columns placed at their label ids; a shared head evaluated with task
         labels in class-IL keeps only the task's classes."""
@@ -356,6 +376,8 @@ class AdaptedModel(MultiTaskModule):
         adapter when there is one for all tasks), for this forward only."""
         if self.adapters is None:
             return self.backbone(x)
+        if self.adapter_override is not None:
+            route = Route.whole(self.adapter_override)
         with self.adapters.routed(route if self.per_task else Route.whole(SHARED)):
             return self.backbone(x)
 

@@ -7,6 +7,8 @@ from rich.table import Table
 
 from cl_adapters.metrics import DEFINITIONS, cost_summary
 
+ACCURACIES = ("acc", "acc_til", "task_id_acc", "acc_average")  # levels; the other metrics are differences (signed)
+
 
 class ConsoleLogger:
     def __init__(self, console: Console | None = None):
@@ -38,7 +40,7 @@ class ConsoleLogger:
         metrics.add_column("value", justify="right")
         metrics.add_column("definition")
         for name, value in results["metrics"].items():
-            metrics.add_row(name, f"{value:+.4f}" if name != "acc" else f"{value:.4f}", DEFINITIONS[name])
+            metrics.add_row(name, f"{value:.4f}" if name in ACCURACIES else f"{value:+.4f}", DEFINITIONS[name])
         costs = results["costs"]
         summary = cost_summary(costs)
         metrics.add_row("trainable params/task", f"{summary['trainable_params_per_task']:,.0f}", "mean over tasks")

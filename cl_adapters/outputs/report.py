@@ -51,8 +51,9 @@ COLUMNS = {  # header -> metric key
     "ACC with task labels": "acc_til",  # the columns of runs without test-time task labels (class/domain-IL)
     "TIL-CIL gap": "til_cil_gap",
     "task-ID acc": "task_id_acc",
+    "ACC averaged adapter": "acc_average",  # compositions=[average]
 }
-WITHOUT_LABELS = ("acc_til", "til_cil_gap", "task_id_acc")  # shown only when some run has them
+OPTIONAL = ("acc_til", "til_cil_gap", "task_id_acc", "acc_average")  # shown only when some run has them
 REFERENCE_GIVES = {"joint": "J: task j after joint training on tasks 0..j",
                    "single_task": "S: task j after training on it alone"}
 SCENARIO_TITLES = {
@@ -256,7 +257,7 @@ def table(runs: list[dict]) -> str:
 
 
 def _table(records: list[dict]) -> str:
-    columns = {h: k for h, k in COLUMNS.items() if k not in WITHOUT_LABELS or any(r[k] is not None for r in records)}
+    columns = {h: k for h, k in COLUMNS.items() if k not in OPTIONAL or any(r[k] is not None for r in records)}
     header = ["#", "stream", "run", "seeds", "ACC", "ACC within noise of", *list(columns)[1:],
               "trainable params (task 1 / last)", "bytes/task", "steps / samples / TFLOP", "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]

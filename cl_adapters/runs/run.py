@@ -40,6 +40,7 @@ from cl_adapters.runs.references import REFERENCES, ReferenceCache, reference_op
 from cl_adapters.runs.resume import Checkpoints
 from cl_adapters.runs.rundir import RunDir, new_run_id
 
+COMPOSITIONS = {"average": lambda model: model.averaged_adapter()}  # name -> its context on the model
 VERSIONS = ("cl-adapters", "torch", "avalanche-lib", "hydra-core", "numpy", "scikit-learn")
 
 
@@ -109,6 +110,9 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
 
     results["machine"]["device"] = str(strategy.device)
     model = strategy.model
+    if cfg.compositions and (model.adapters is None or not model.per_task):
+        raise UserError(f"compositions={list(cfg.compositions)} composes per-task adapters: strategy=adapter | "
+                        "adapter_fusion | lora_per_task")
     results["run"]["router"] = choices_router(cfg) if getattr(model, "router", None) is not None else None
     results.update({
         "scenario": cfg.scenario,
@@ -191,6 +195,11 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
             checkpoints.save(i, strategy.model, results, plugins)
         for logger in loggers:
             logger.log_task(i, results)
+    for name in cfg.compositions or ():  # after the last task, with task labels for the heads
+        with COMPOSITIONS[name](model), model.given_task_labels(), torch.random.fork_rng():
+            strategy.eval(eval_stream)
+        results.setdefault("compositions", {})[name] = [accuracy.last[j] for j in range(T)]
+        results["metrics"][f"acc_{name}"] = float(np.mean(results["compositions"][name]))
     results["run"]["status"] = "complete"
     results["throughput"] = {
         "train_samples_per_s": sum(c["train_samples"] for c in costs.tasks) / sum(c["train_seconds"] for c in costs.tasks),
@@ -229,6 +238,8 @@ def _check_run_options(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, bool):
             raise UserError(f"{key} must be true or false, got {value!r}")
+    if cfg.compositions is not None and (not OmegaConf.is_list(cfg.compositions) or set(cfg.compositions) - set(COMPOSITIONS)):
+        raise UserError(f"compositions must be a list of {list(COMPOSITIONS)}, got {cfg.compositions!r}")
     if cfg.progress not in ("task", "epoch"):
         raise UserError(f"progress must be task or epoch, got {cfg.progress!r}")
     for key in ("seed", "probe_samples"):

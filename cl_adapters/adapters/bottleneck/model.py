@@ -75,6 +75,10 @@ class BottleneckAdapters:
         self.add(key)
         copy_state(self.task_state(key), tensors, f"adapter {key}")
 
+    def remove(self, key: str) -> None:
+        for layer in self.layers:
+            del layer.adapters[key]
+
     def merge(self, key: str) -> None:
         raise UserError(f"{type(self).__name__}: an adapter with a non-linearity (adapter.activation) cannot be "
                         "merged into the base weights; serve it routed, or use LoRA")

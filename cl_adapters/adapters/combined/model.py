@@ -39,6 +39,10 @@ class CombinedAdapters:
         self.add(key)
         copy_state(self.task_state(key), tensors, f"combined adapter {key}")
 
+    def remove(self, key: str) -> None:
+        for s in self.sets:
+            s.remove(key)
+
     def merge(self, key: str) -> None:
         raise UserError("a combined adapter is served routed: only a method alone that is linear (LoRA) merges")
 

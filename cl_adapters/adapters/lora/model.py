@@ -72,6 +72,12 @@ class LoraAdapters:
         self.add(key)
         copy_state(self.task_state(key), tensors, f"LoRA {key}")
 
+    def remove(self, key: str) -> None:
+        for layer in self.layers:
+            layer.delete_adapter(key)
+            layer._active_adapter = []
+        getattr(self.backbone, "peft_config", {}).pop(key, None)
+
     def merge(self, key: str) -> None:
         """Fold ``key``'s LoRA into the base weights (peft's merge): from then on the bare backbone is
         that task's model, and a route to any other task is refused."""

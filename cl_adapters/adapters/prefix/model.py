@@ -109,6 +109,9 @@ class PrefixAdapters:
         self.add(key)
         copy_state(self.task_state(key), tensors, f"prefix {key}")
 
+    def remove(self, key: str) -> None:
+        del self.encoders[key]
+
     def merge(self, key: str) -> None:
         raise UserError("prefix tuning adds attention positions: it cannot be merged into the base weights; serve it routed")
 
