@@ -162,7 +162,8 @@ def restore(model: AdaptedModel, file: TaskFile) -> None:
             raise UserError(f"{file.path}: saved with {name} config {meta.get(name)}, the model has {saved}")
 
 
-def _read(path: Path) -> TaskFile:
+def read_checked(path: Path) -> TaskFile:
+    """``read``, its problems as a UserError naming the file."""
     if not path.exists():
         raise UserError(f"checkpoint file not found: {path}")
     try:
@@ -179,7 +180,7 @@ def save_task(model: AdaptedModel, task: int, path: str | Path) -> Path:
 
 def load_task(model: AdaptedModel, path: str | Path) -> int:
     """Create one task's parts in ``model`` and load them; returns the task label."""
-    file = _read(Path(path))
+    file = read_checked(Path(path))
     if file.task is None:
         raise UserError(f"{path}: a base file, not a task's")
     restore(model, file)
@@ -199,10 +200,10 @@ def save(model: AdaptedModel, directory: str | Path) -> Path:
 def load(model: AdaptedModel, directory: str | Path) -> AdaptedModel:
     """Load what ``save`` wrote into a model built from the same config (before any task)."""
     directory = Path(directory)
-    base = _read(directory / BASE)
+    base = read_checked(directory / BASE)
     trained = json.loads(base.metadata["trained_tasks"])
     for t in trained:
-        restore(model, _read(task_file(directory, t)))
+        restore(model, read_checked(task_file(directory, t)))
     restore(model, base)
     owned = {name for t in trained for name in model.task_state_names(t)}
     if missing := sorted(set(model.state_dict()) - owned - set(base.role("shared."))):

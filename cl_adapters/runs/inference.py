@@ -6,6 +6,7 @@ unpickled); a run that did not finish gives the tasks it checkpointed.
     model = load_run("outputs/2026-11-24/10-00-00_split_digits_adapter")
     labels = predict(model, x, task_labels)        # a batch may mix tasks: each sample is routed
     export("outputs/...", "my_adapters/")          # base.safetensors once + task-<t>.safetensors each
+    Predictor("my_adapters/", capacity=8).predict(x, task_labels)  # adapters loaded on demand (predictor.py)
     export("outputs/...", "peft/", format="peft")  # LoRA runs on a HF encoder: a peft folder per task
     export("outputs/...", "merged/", format="merged")  # ... or a plain HF model per task, its LoRA merged
     export("outputs/...", "hub/", format="adapterhub")  # bottleneck adapters on a HF encoder: AdapterHub's format
@@ -22,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from cl_adapters.errors import UserError
+from cl_adapters.outputs import write_json_atomic
 from cl_adapters.models import checkpoint
 from cl_adapters.models.exports import adapterhub, peft
 from cl_adapters.models.adapted import AdaptedModel
@@ -40,15 +42,20 @@ def build_model(config: dict, input_shape: tuple[int, ...], source: str | Path =
     return instantiate(cfg.strategy.model)(backbone)
 
 
-def load_run(run_dir: str | Path, device: str = "cpu", allow: Iterable[str] = ()) -> AdaptedModel:
-    """The model of ``run_dir`` after its newest good checkpoint, in eval mode (``model.trained_tasks``
-    says which tasks it holds; a line on stderr too)."""
+def _chain(run_dir: str | Path) -> tuple[Checkpoints, list]:
     checkpoints = Checkpoints(run_dir)
     if not RunDir.is_busy(run_dir):  # no live run writes here: its temporary files are leftovers
         remove_temp_files(checkpoints.dir)
     links = checkpoints.chain()
     if not links:
         raise UserError(f"{checkpoints.dir}: no usable checkpoint (the run wrote none, or checkpoint=false)")
+    return checkpoints, links
+
+
+def load_run(run_dir: str | Path, device: str = "cpu", allow: Iterable[str] = ()) -> AdaptedModel:
+    """The model of ``run_dir`` after its newest good checkpoint, in eval mode (``model.trained_tasks``
+    says which tasks it holds; a line on stderr too)."""
+    checkpoints, links = _chain(run_dir)
     head = links[0]
     model = build_model(head.config or {}, links[-1].record["input_shape"], head.path, allow)
     checkpoints.load(model, links)
@@ -70,6 +77,7 @@ def predict(model: AdaptedModel, x: torch.Tensor, task_labels: torch.Tensor | in
     return model(x, task_labels).argmax(1)
 
 
+RUN_CONFIG = "config.json"  # in a cl-adapters export: the run's config and input shape
 FORMATS = {"cl-adapters": checkpoint.save, "peft": peft.save_peft, "merged": peft.save_merged,
            "adapterhub": adapterhub.save_adapterhub}
 
@@ -83,4 +91,7 @@ def export(run_dir: str | Path, out_dir: str | Path, allow: Iterable[str] = (), 
     if format not in FORMATS:
         raise UserError(f"export format must be one of {tuple(FORMATS)}, got {format!r}")
     FORMATS[format](load_run(run_dir, allow=allow), out_dir)
+    if format == "cl-adapters":  # what a Predictor rebuilds the model from
+        _, links = _chain(run_dir)
+        write_json_atomic(Path(out_dir) / RUN_CONFIG, {"config": links[0].config, "input_shape": links[-1].record["input_shape"]})
     return Path(out_dir)
