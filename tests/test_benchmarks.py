@@ -39,6 +39,15 @@ def test_serving_speed_benchmark_smoke(tmp_path):
 
 
 @pytest.mark.slow
+def test_many_adapters_speed_benchmark_smoke(tmp_path):
+    script = ROOT / "benchmarks" / "many_adapters_speed.py"
+    subprocess.run([sys.executable, str(script), "--quick", "--out", str(tmp_path)], check=True, timeout=1200)
+    rows = json.loads((tmp_path / "many_adapters_speed.json").read_text())["rows"]
+    assert rows["ours_lora_1"]["adapter_bytes"] == rows["peft_lora_1"]["adapter_bytes"] == 4 * 6 * 2 * 2 * 384 * 8
+    assert rows["bare"]["vs_bare"] == 1.0 and rows["bare"]["adapter_bytes"] == 0
+
+
+@pytest.mark.slow
 def test_quantize_speed_benchmark_smoke(tmp_path):
     script = ROOT / "benchmarks" / "quantize_speed.py"
     subprocess.run([sys.executable, str(script), "--quick", "--out", str(tmp_path)], check=True, timeout=1800)
