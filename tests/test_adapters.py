@@ -363,3 +363,84 @@ def test_an_averaged_adapter_is_the_tasks_parameter_mean_and_leaves_nothing_behi
     with pytest.raises(UserError, match="two tasks or more"):
         with grow(AdaptedModel(BACKBONES["mlp"](), AdapterConfig(r=4)), digits, [0]).averaged_adapter():
             pass
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_a_stack_applies_its_adapters_in_order(digits, placement):
+    """Stack(a, b): b on what a produced (serial) or both beside the block (parallel); a zero adapter on
+    top changes nothing; a key without an adapter is skipped."""
+    from cl_adapters.adapters import Route, Stack
+
+    torch.manual_seed(0)
+    model = grow(AdaptedModel(BACKBONES["patch_transformer"](), AdapterConfig(placement=placement, r=8),
+                              train_backbone="never"), digits, [0, 1, 2]).eval()
+    randomize_adapters(model)
+    with torch.no_grad():
+        for layer in model.adapters.layers:
+            layer.adapters["2"].up.weight.zero_()
+        x, _, _ = batch(digits, [0])
+
+        def features(key):
+            with model.adapters.routed(Route.whole(key)):
+                return model.backbone(x)
+
+        torch.testing.assert_close(features(Stack(("0", "2"))), features("0"), rtol=0, atol=0)
+        torch.testing.assert_close(features(Stack(("0", "9"))), features("0"), rtol=0, atol=0)
+        a_then_b, b_then_a = features(Stack(("0", "1"))), features(Stack(("1", "0")))
+        assert not torch.allclose(a_then_b, features("0")) and not torch.allclose(a_then_b, features("1"))
+        if placement == "parallel":  # both beside the block: the order does not matter
+            torch.testing.assert_close(a_then_b, b_then_a)
+        else:
+            assert not torch.allclose(a_then_b, b_then_a)
+
+
+def test_stacked_loras_add_up_and_refuse_a_mixed_batch(digits):
+    """LoRAs are linear: Stack(a, b) is a merged into the weights, then b."""
+    from cl_adapters.adapters import Route, Stack
+
+    torch.manual_seed(0)
+    model = grow(AdaptedModel(BACKBONES["patch_transformer"](), LoraConfig(r=4), train_backbone="never"), digits, [0, 1]).eval()
+    with torch.no_grad():
+        for key in ("0", "1"):
+            for p in model.adapters.parameters(key):
+                p.normal_(0, 0.3)
+        x, _, t = batch(digits, [0, 1])
+        with model.adapters.routed(Route.whole(Stack(("0", "1")))):
+            stacked = model.backbone(x)
+        with pytest.raises(UserError, match="stacked LoRAs are applied to single-task batches only"):
+            with model.adapters.routed(Route(((Stack(("0", "1")), torch.tensor([0])), ("1", torch.tensor([1]))))):
+                pass
+        model.adapters.merge("0")  # then let "1" route on the merged weights: peft adds no LoRA while merged
+        model.adapters.merged = None
+        for layer in model.adapters.layers:
+            layer.merged_adapters = []
+        with model.adapters.routed(Route.whole("1")):
+            merged_then_b = model.backbone(x)
+    torch.testing.assert_close(stacked, merged_then_b, rtol=1e-4, atol=1e-5)
+
+
+def test_stack_on_routes_later_tasks_through_the_first_tasks_adapter_and_refuses_what_cannot_stack(digits):
+    from cl_adapters.adapters import FusionConfig, PrefixConfig, Route, Stack
+
+    torch.manual_seed(0)
+    model = grow(AdaptedModel(BACKBONES["mlp"](), AdapterConfig(r=8), train_backbone="never", stack_on=0), digits, [0, 1, 2])
+    randomize_adapters(model)
+    model.eval()
+    x, _, _ = batch(digits, [0])
+    with torch.no_grad():
+        with model.adapters.routed(Route.whole(Stack(("0", "2")))):
+            stacked = model.backbone(x)
+        with model.adapters.routed(Route.whole("0")):
+            alone = model.backbone(x)
+        torch.testing.assert_close(model.features(x, Route.whole("2")), stacked, rtol=0, atol=0)
+        torch.testing.assert_close(model.features(x, Route.whole("0")), alone, rtol=0, atol=0)
+    model.set_trainable(2)
+    assert all(p.requires_grad for p in model.adapters.parameters("2"))
+    assert not any(p.requires_grad for k in ("0", "1") for p in model.adapters.parameters(k))
+    for kwargs, message in (({"adapter": AdapterConfig(r=8), "stack_on": -1}, "stack_on must be a task index"),
+                            ({"adapter": PrefixConfig(), "stack_on": 0}, "stack_on stacks per-task adapters"),
+                            ({"adapter": AdapterConfig(r=8), "stack_on": 0, "fusion": FusionConfig()}, "stack_on stacks"),
+                            ({"adapter": None, "stack_on": 0}, "stack_on stacks")):
+        backbone = BACKBONES["patch_transformer"]()
+        with pytest.raises(UserError, match=message):
+            AdaptedModel(backbone, kwargs.pop("adapter"), **kwargs)

@@ -158,3 +158,19 @@ def test_compositions_average_is_measured_after_the_last_task(make_cfg, tmp_path
                          (["compositions=[average]", "strategy=full_ft"], "composes per-task adapters")):
         with pytest.raises(UserError, match=message):
             run(make_cfg(*bad, "strategy.epochs=1"), tmp_path / bad[-1])
+
+
+def test_a_stacked_run_forgets_nothing_and_loads_back(make_cfg, tmp_path):
+    """strategy.model.stack_on=0: tasks 1.. train their adapter on top of task 0's frozen one; task-IL BWT
+    exactly 0, and the reloaded run routes the same stacks (the accuracies it measured)."""
+    from cl_adapters.streams import split_digits
+
+    results = run(make_cfg("strategy.model.stack_on=0", "strategy.epochs=1", "probe_samples=0"), tmp_path / "run")
+    R = results["accuracy_matrix"]
+    assert results["metrics"]["bwt"] == 0 and all(R[i][j] == R[j][j] for j in range(5) for i in range(j, 5))
+    model = load_run(tmp_path / "run")
+    assert model.stack_on == 0
+    for task, experience in enumerate(split_digits(n_tasks=5, seed=0).test_stream):
+        samples = list(experience.dataset)
+        x, y = torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples])
+        assert int((predict(model, x, task) == y).sum()) / len(y) == R[-1][task]

@@ -21,7 +21,7 @@ from cl_adapters.adapters.combined import CombinedAdapters, CombinedConfig
 from cl_adapters.adapters.lora import LoraAdapters, LoraConfig
 from cl_adapters.adapters.prefix import PrefixAdapters, PrefixConfig
 from cl_adapters.adapters.presets import PRESETS, preset
-from cl_adapters.adapters.route import Route
+from cl_adapters.adapters.route import Route, Stack
 
 __all__ = [
     "AdapterConfig",
@@ -40,6 +40,7 @@ __all__ = [
     "PrefixAdapters",
     "PrefixConfig",
     "Route",
+    "Stack",
     "inject_adapters",
     "preset",
 ]

@@ -25,6 +25,7 @@ class AdapterSet(Protocol):
     """One backbone's adapters of one method, keyed by task (or ``shared``)."""
 
     supports_fusion: bool  # AdapterFusion can mix its adapters (``add_fusion``, ``fusions``)
+    supports_stack: bool  # a route key may be a ``Stack`` of its adapters
 
     def add(self, key: str) -> None:
         """Create ``key``'s adapter in every targeted layer (a no-op if it exists); it is identity at init."""

@@ -1,5 +1,8 @@
 """Routing as a value: which task's adapter each sample of one forward goes through.
 
+A group's key is a task key, or a ``Stack`` of them (AdapterHub's composition block): the adapters
+applied in order, e.g. a first task's frozen adapter and then the task's own.
+
 A ``Route`` is made from task labels (task-incremental) or from a router's predictions (no task labels:
 ``cl_adapters/routers``); an adapter set applies it for one forward only (``with adapters.routed(route): backbone(x)``)
 and clears every trace afterwards: no layer state, no hook outlives the forward.
@@ -14,10 +17,25 @@ import torch
 
 
 @dataclass(frozen=True)
+class Stack:
+    """Adapters applied one after another: each reads what the one before produced."""
+
+    keys: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return ">".join(self.keys)
+
+
+def stacked_keys(key: str | Stack) -> tuple[str, ...]:
+    """The task keys a route key applies, in order."""
+    return key.keys if isinstance(key, Stack) else (key,)
+
+
+@dataclass(frozen=True)
 class Route:
     """``groups``: one (task key, indices of its samples, or None for the whole batch) per task."""
 
-    groups: tuple[tuple[str, torch.Tensor | None], ...] = ()
+    groups: tuple[tuple[str | Stack, torch.Tensor | None], ...] = ()
 
     @classmethod
     def whole(cls, key: str) -> Route:
@@ -33,6 +51,10 @@ class Route:
         if len(tasks) == 1:
             return cls.whole(str(int(tasks[0])))
         return cls(tuple((str(int(t)), torch.nonzero(task_labels == t).squeeze(1)) for t in tasks))
+
+    def map(self, fn) -> Route:
+        """The same groups with each key replaced by ``fn(key)``."""
+        return Route(tuple((fn(key), idx) for key, idx in self.groups))
 
     def per_sample(self) -> list[str]:
         """The task key of each sample, in batch order (a multi-task route)."""

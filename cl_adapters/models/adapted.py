@@ -11,7 +11,7 @@ from torch import nn
 
 from cl_adapters.adapters import FusionConfig
 from cl_adapters.adapters.base import AdapterMethod
-from cl_adapters.adapters.route import Route
+from cl_adapters.adapters.route import Route, Stack
 from cl_adapters.errors import UserError
 from cl_adapters.models.contract import check_backbone
 from cl_adapters.models.heads import Head, PrototypeHead
@@ -52,7 +52,9 @@ class AdaptedModel(MultiTaskModule):
     Heads map their columns to label ids (``head_classes``); logits come out over all label ids known,
     with -inf where the sample's head has no column. ``given_task_labels()`` evaluates with the labels
     anyway (the task-IL accuracy of the same model: the TIL-CIL gap). ``averaged_adapter()`` evaluates
-    one adapter for every task, the parameter average of theirs.
+    one adapter for every task, the parameter average of theirs. With ``stack_on`` = s, every later task's
+    adapter trains and runs stacked on task s's adapter, frozen after its task (``Stack``: e.g. a domain
+    adapter learnt on the first task under each task's own).
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class AdaptedModel(MultiTaskModule):
         scenario: str = "task_il",
         router=None,
         classifier: str = "linear",
+        stack_on: int | None = None,
     ):
         super().__init__()
         check_backbone(backbone)
@@ -103,6 +106,13 @@ class AdaptedModel(MultiTaskModule):
         self.task_id_counts: Counter = Counter()  # (true task, routed task) -> samples, while routing
         self.adapter_override: str | None = None  # while set, every sample goes through this adapter
         self.fusion = fusion
+        self.stack_on = stack_on
+        if stack_on is not None:
+            if isinstance(stack_on, bool) or not isinstance(stack_on, int) or stack_on < 0:
+                raise UserError(f"strategy.model.stack_on must be a task index >= 0 or null, got {stack_on!r}")
+            if self.adapters is None or not per_task or fusion is not None or not self.adapters.supports_stack:
+                raise UserError("strategy.model.stack_on stacks per-task adapters (strategy=adapter | lora_per_task; "
+                                "bottleneck adapters or LoRA, without fusion)")
         supports_fusion = self.adapters is not None and self.adapters.supports_fusion
         if fusion is not None and not (supports_fusion and per_task and not self.shares_training):
             raise UserError("fusion needs per-task bottleneck adapters on a frozen backbone "
@@ -378,6 +388,9 @@ class AdaptedModel(MultiTaskModule):
             return self.backbone(x)
         if self.adapter_override is not None:
             route = Route.whole(self.adapter_override)
+        elif self.stack_on is not None:
+            base = task_key(self.stack_on)
+            route = route.map(lambda key: key if key == base or not key.isdigit() or int(key) < self.stack_on else Stack((base, key)))
         with self.adapters.routed(route if self.per_task else Route.whole(SHARED)):
             return self.backbone(x)
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from cl_adapters.adapters.bottleneck.config import AdapterConfig
 from cl_adapters.adapters.bottleneck.fusion import Fusion, FusionConfig
-from cl_adapters.adapters.route import NO_ROUTE, Route
+from cl_adapters.adapters.route import NO_ROUTE, Route, stacked_keys
 
 
 class Bottleneck(nn.Module):
@@ -106,8 +106,14 @@ class AdapterLayer(nn.Module):
     def add_fusion(self, task: str, keys: list[str], cfg: FusionConfig) -> None:
         self.fusions[task] = Fusion(self.out_dim, keys, cfg).to(self.device)
 
-    def _adapted(self, task: str, out: torch.Tensor, src: torch.Tensor, inplace: bool) -> torch.Tensor:
-        """``out`` + task's adapter, or its fusion of adapters."""
+    def _adapted(self, task, out: torch.Tensor, src: torch.Tensor, inplace: bool) -> torch.Tensor:
+        """``out`` + task's adapter, or its fusion of adapters; a ``Stack``'s adapters one after another
+        (serial: each on what the one before produced; parallel: each beside the block)."""
+        if not isinstance(task, str):
+            for key in stacked_keys(task):
+                if key in self.adapters:
+                    out = self._adapted(key, out, out if self.mode == "serial" else src, inplace)
+            return out
         if task in self.fusions:
             fusion = self.fusions[task]
             adapters = [self.adapters[k] for k in fusion.keys]
@@ -121,7 +127,7 @@ class AdapterLayer(nn.Module):
         else:
             src = x if self._source_input is None else self._source_input
             self._source_input = None
-        routed = [(task, idx) for task, idx in self.route if task in self.adapters]
+        routed = [(task, idx) for task, idx in self.route if any(k in self.adapters for k in stacked_keys(task))]
         if not routed:
             return out
         if len(self.route) == 1:  # single-task batch: no gather/scatter

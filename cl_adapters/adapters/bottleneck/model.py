@@ -49,6 +49,7 @@ class BottleneckAdapters:
     and the fusions over them (one per fused task key in every layer)."""
 
     supports_fusion = True
+    supports_stack = True
 
     def __init__(self, backbone: nn.Module, cfg: AdapterConfig):
         self.cfg = cfg

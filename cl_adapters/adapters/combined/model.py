@@ -21,6 +21,7 @@ class CombinedAdapters:
 
     def __init__(self, sets: list[AdapterSet]):
         self.sets = sets
+        self.supports_stack = all(s.supports_stack for s in sets)
 
     def add(self, key: str) -> None:
         for s in self.sets:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cl_adapters.adapters.base import copy_state
-from cl_adapters.adapters.route import Route
+from cl_adapters.adapters.route import Route, stacked_keys
 from cl_adapters.errors import UserError
 
 
@@ -24,6 +24,7 @@ class LoraAdapters:
     """The LoRAs injected (by peft) into one backbone, one named adapter per task key."""
 
     supports_fusion = False  # a LoRA's output is not a bottleneck's: AdapterFusion does not apply
+    supports_stack = True  # LoRAs are linear: stacked, they add up
 
     def __init__(self, backbone: nn.Module, cfg):
         self.backbone = backbone
@@ -102,8 +103,11 @@ class LoraAdapters:
         if len(route) == 1:
             for layer in self.layers:
                 # set the active adapter directly: peft's set_adapter() would also flip requires_grad
-                layer._active_adapter = [route[0][0]]
+                layer._active_adapter = list(stacked_keys(route[0][0]))
         elif len(route) > 1:  # several tasks: per-sample names (no group, NO_ROUTE: none active)
+            if any(len(stacked_keys(key)) > 1 for key, _ in route):
+                raise UserError("stacked LoRAs are applied to single-task batches only (peft's per-sample "
+                                "adapter_names name one LoRA each)")
             names = route.per_sample()
 
             def pass_names(module, args, kwargs):

@@ -70,6 +70,7 @@ class PrefixAdapters:
     """The prefixes of one backbone: task ``key``'s encoder is ``backbone.prefix_encoders[key]``."""
 
     supports_fusion = False
+    supports_stack = False  # stacked prefixes would differ in length between the groups of a batch
 
     def __init__(self, backbone: nn.Module, cfg):
         self.cfg = cfg
