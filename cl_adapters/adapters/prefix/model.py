@@ -58,6 +58,15 @@ class PrefixedProjection(nn.Module):
         return out if self.prefix is None else torch.cat([self.prefix.to(out.dtype), out], dim=1)
 
 
+def _over_prefixes(mask: torch.Tensor | None, pad: torch.Tensor | None, hidden: torch.Tensor, length: int) -> torch.Tensor:
+    """The additive attention mask (B, 1, 1 or L, L) extended over ``length`` prefix positions in front:
+    open, except where ``pad`` closes them (samples without a prefix)."""
+    if mask is None:
+        mask = hidden.new_zeros(len(hidden), 1, 1, hidden.shape[1])
+    extra = mask.new_zeros(len(hidden), length) if pad is None else pad.to(mask.dtype)
+    return torch.cat([extra[:, None, None, :].expand(-1, *mask.shape[1:3], -1), mask], dim=-1)
+
+
 def _takes_projections(module: nn.Module) -> bool:
     return isinstance(getattr(module, "key", None), nn.Module) and isinstance(getattr(module, "value", None), nn.Module)
 
@@ -149,25 +158,18 @@ class PrefixAdapters:
                 made[batch] = self._prefixes(route, batch)
             return made[batch]
 
-        def set_projections(layer, i):
+        def set_projections(layer, i):  # a pre-hook on a Hugging Face attention module
             def hook(module, args, kwargs):
                 hidden = args[0] if args else kwargs["hidden_states"]
                 got = prefixes(len(hidden))
-                layer.key.prefix = layer.value.prefix = None
                 if got is None:
+                    layer.key.prefix = layer.value.prefix = None
                     return None
                 (kv, pad), mask = got, kwargs.get("attention_mask")
                 layer.key.prefix, layer.value.prefix = kv[i, 0], kv[i, 1]
                 if mask is None and pad is None:
                     return None
-                if mask is None:
-                    mask = hidden.new_zeros(len(hidden), 1, 1, hidden.shape[1])
-                if mask.dtype == torch.bool:
-                    extra = torch.ones(len(hidden), kv.shape[3], dtype=torch.bool, device=mask.device) if pad is None else pad == 0
-                else:
-                    extra = mask.new_zeros(len(hidden), kv.shape[3]) if pad is None else pad.to(mask.dtype)
-                extra = extra[:, None, None, :].expand(-1, mask.shape[1], mask.shape[2], -1)
-                return args, {**kwargs, "attention_mask": torch.cat([extra, mask], dim=-1)}
+                return args, {**kwargs, "attention_mask": _over_prefixes(mask, pad, hidden, kv.shape[3])}
             return hook
 
         hooks = []
