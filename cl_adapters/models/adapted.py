@@ -389,10 +389,14 @@ class AdaptedModel(MultiTaskModule):
         if self.adapter_override is not None:
             route = Route.whole(self.adapter_override)
         elif self.stack_on is not None:
-            base = task_key(self.stack_on)
-            route = route.map(lambda key: key if key == base or not key.isdigit() or int(key) < self.stack_on else Stack((base, key)))
+            route = route.map(self._stacked)
         with self.adapters.routed(route if self.per_task else Route.whole(SHARED)):
             return self.backbone(x)
+
+    def _stacked(self, key: str) -> str | Stack:
+        """A task after ``stack_on``'s adapter key as the stack it runs as; any other key as it is."""
+        later = key.isdigit() and int(key) > self.stack_on
+        return Stack((task_key(self.stack_on), key)) if later else key
 
     def forward_all_tasks(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         """{task: logits} for every trained task: what LwF distils (Avalanche calls ``forward(x, None)``)."""
