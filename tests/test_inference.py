@@ -55,7 +55,7 @@ def test_export_and_load_give_identical_outputs(finished, tmp_path):
     out, _ = finished
     model = load_run(out)
     export(out, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.safetensors", "task-0.safetensors", "task-1.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.safetensors", "config.json", "task-0.safetensors", "task-1.safetensors"]
     head = Checkpoints(out).chain()[0]
     fresh = checkpoint.load(build_model(head.config, head.record["input_shape"]), tmp_path).eval()
     x, tasks = torch.rand(8, 1, 8, 8), torch.tensor([0, 1] * 4)
