@@ -7,6 +7,7 @@ from torch import nn
 
 from cl_adapters.adapters import AdapterConfig, CombinedConfig, LoraConfig, inject_adapters
 from cl_adapters.errors import UserError
+from cl_adapters.models.compositions import averaged_adapter
 from cl_adapters.models import MLP, AdaptedModel, PatchTransformer
 from cl_adapters.strategies import ContinualStrategy
 
@@ -349,7 +350,7 @@ def test_an_averaged_adapter_is_the_tasks_parameter_mean_and_leaves_nothing_behi
     x, _, t = batch(digits, [0, 1, 2])
     states = [model.adapters.task_state(k) for k in ("0", "1", "2")]
     before = model(x, t)
-    with torch.no_grad(), model.averaged_adapter():
+    with torch.no_grad(), averaged_adapter(model):
         assert model.adapters.keys() == ["0", "1", "2", "average"]
         average = model.adapters.task_state("average")
         for name, tensor in average.items():
@@ -361,7 +362,7 @@ def test_an_averaged_adapter_is_the_tasks_parameter_mean_and_leaves_nothing_behi
     assert model.adapters.keys() == ["0", "1", "2"] and not torch.allclose(averaged, before)
     torch.testing.assert_close(model(x, t), before, rtol=0, atol=0)
     with pytest.raises(UserError, match="two tasks or more"):
-        with grow(AdaptedModel(BACKBONES["mlp"](), AdapterConfig(r=4)), digits, [0]).averaged_adapter():
+        with averaged_adapter(grow(AdaptedModel(BACKBONES["mlp"](), AdapterConfig(r=4)), digits, [0])):
             pass
 
 

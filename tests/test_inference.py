@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cl_adapters.errors import UserError
+from cl_adapters.models.compositions import averaged_adapter
 from cl_adapters.runs.inference import build_model, export, load_run, predict
 from cl_adapters.models import checkpoint
 from cl_adapters.runs.resume import Checkpoints
@@ -149,7 +150,7 @@ def test_compositions_average_is_measured_after_the_last_task(make_cfg, tmp_path
     assert len(averaged) == 5 and results["metrics"]["acc_average"] == pytest.approx(sum(averaged) / 5)
     assert results["metrics"]["acc_average"] < results["metrics"]["acc"]  # one adapter for five tasks forgets
     model = load_run(tmp_path / "run")
-    with model.averaged_adapter():
+    with averaged_adapter(model):
         for task, experience in enumerate(split_digits(n_tasks=5, seed=0).test_stream):
             samples = list(experience.dataset)
             x, y = torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples])

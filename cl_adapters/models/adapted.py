@@ -20,7 +20,6 @@ from cl_adapters.streams.base import SCENARIOS
 BACKBONE_POLICIES = ("auto", "first", "all", "never")
 CLASSIFIERS = ("linear", "ncm")
 SHARED = "shared"  # the adapter (head) key when one adapter (head) serves every task
-AVERAGE = "average"  # the adapter key of the trained tasks' averaged adapter, while it is evaluated
 
 
 def task_key(task: int) -> str:
@@ -51,8 +50,8 @@ class AdaptedModel(MultiTaskModule):
     after each task (``fit_task``) score the samples; nothing trains once the backbone is frozen.
     Heads map their columns to label ids (``head_classes``); logits come out over all label ids known,
     with -inf where the sample's head has no column. ``given_task_labels()`` evaluates with the labels
-    anyway (the task-IL accuracy of the same model: the TIL-CIL gap). ``averaged_adapter()`` evaluates
-    one adapter for every task, the parameter average of theirs. With ``stack_on`` = s, every later task's
+    anyway (the task-IL accuracy of the same model: the TIL-CIL gap); ``adapter_override`` sends every
+    sample through one adapter (``compositions.averaged_adapter``). With ``stack_on`` = s, every later task's
     adapter trains and runs stacked on task s's adapter, frozen after its task (``Stack``: e.g. a domain
     adapter learnt on the first task under each task's own).
     """
@@ -320,23 +319,6 @@ class AdaptedModel(MultiTaskModule):
             yield
         finally:
             self.labels_at_test = before
-
-    @contextmanager
-    def averaged_adapter(self):
-        """Every sample through one adapter, the parameter average of the trained tasks' adapters (each
-        tensor averaged, as AdapterHub's ``average_adapter`` and peft's ``add_weighted_adapter``
-        "linear" do), with its own task's head: what merging the tasks into one multi-task adapter keeps."""
-        keys = [task_key(t) for t in self.trained_tasks if self.owns_adapter(t)]
-        if len(keys) < 2:
-            raise UserError(f"an averaged adapter needs the adapters of two tasks or more, this model has {len(keys)}")
-        states = [self.adapters.task_state(key) for key in keys]
-        self.adapters.load_task_state(AVERAGE, {n: torch.stack([s[n] for s in states]).mean(0) for n in states[0]})
-        self.adapter_override = AVERAGE
-        try:
-            yield
-        finally:
-            self.adapter_override = None
-            self.adapters.remove(AVERAGE)
 
     def logits(self, features: torch.Tensor, route: Route) -> torch.Tensor:
         """Each sample's head, its columns placed at their label ids; a shared head evaluated with task

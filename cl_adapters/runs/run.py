@@ -33,6 +33,7 @@ from cl_adapters.metrics import (
     summarize,
     summarize_without_labels,
 )
+from cl_adapters.models.compositions import averaged_adapter
 from cl_adapters.models.contract import check_inputs
 from cl_adapters.outputs import ProgressBar, plot_fusion_attention, plot_task_id_confusion, write_json_atomic
 from cl_adapters.runs import plugin_state
@@ -40,7 +41,7 @@ from cl_adapters.runs.references import REFERENCES, ReferenceCache, reference_op
 from cl_adapters.runs.resume import Checkpoints
 from cl_adapters.runs.rundir import RunDir, new_run_id
 
-COMPOSITIONS = {"average": lambda model: model.averaged_adapter()}  # name -> its context on the model
+COMPOSITIONS = {"average": averaged_adapter}  # name -> its context on the model
 VERSIONS = ("cl-adapters", "torch", "avalanche-lib", "hydra-core", "numpy", "scikit-learn")
 
 
