@@ -1,6 +1,6 @@
 """A quantized frozen base (``model.quantize=nf4|int8``) against fp32 on MiniLM: memory and speed of
 training and inference with a Pfeiffer adapter (r=64) and a LoRA (r=8). Accuracy is measured by the
-suite (``python benchmarks/suite.py sentiment_quantized``).
+suite (``python benchmarks/suite.py sentiment_toolbox``).
 
     .venv/bin/python benchmarks/quantize_speed.py            # ~10 min on 2 CPU cores
     .venv/bin/python benchmarks/quantize_speed.py --quick    # a smoke run

@@ -4,7 +4,7 @@ stream, as Hydra multiruns with the joblib launcher, then the comparison report 
 
     python benchmarks/suite.py split_mnist              # also: split_digits, permuted_mnist, sentiment,
                                                         # split_mnist_class_il, sentiment_domain_il,
-                                                        # sentiment_quantized,
+                                                        # sentiment_toolbox,
                                                         # permuted_mnist_domain_il, <split_digits|split_mnist|
                                                         # permuted_mnist>_tuned,
                                                         # van_de_ven_split_mnist(_class_il)
@@ -28,10 +28,10 @@ from omegaconf import OmegaConf
 from tune import SUITES as TUNABLE  # the streams benchmarks/tune.py tunes
 
 ROOT = Path(__file__).resolve().parent.parent
-SEEDS = {"sentiment": 3, "sentiment_domain_il": 3, "sentiment_quantized": 3, "van_de_ven_split_mnist": 3,  # minutes per run
+SEEDS = {"sentiment": 3, "sentiment_domain_il": 3, "sentiment_toolbox": 3, "van_de_ven_split_mnist": 3,  # minutes per run
          "van_de_ven_split_mnist_class_il": 3}
 REFERENCES = ("references", ["strategy=single_task,joint"])
-WITHOUT_REFERENCES = {"sentiment_quantized"}  # compares bases (fp32, NF4, int8) of the same methods: no references
+WITHOUT_REFERENCES = {"sentiment_toolbox"}  # compares bases and adapter kinds of the same methods: no references
 PEFT = ("strategies", ["strategy=adapter,adapter_fusion,lora,lora_per_task,bitfit,full_ft"])
 LIGHT_FUSION = ("fusion_light", ["strategy=adapter_fusion", "fusion=light"])
 PLUGINS = ("plugins", ["strategy=full_ft,lora", "plugins=[ewc],[replay],[lwf]"])
@@ -83,9 +83,10 @@ SUITES = {  # suite -> [(sweep name, overrides)], run in this order
         ("full_ft", ["experiment=sentiment_full_ft", *SENTIMENT_DIL]),
         ("routed", ["experiment=sentiment", *SENTIMENT_DIL, "strategy=adapter,lora_per_task", UNLABELLED_ROUTERS]),
     ],
-    "sentiment_quantized": [  # MiniLM task-IL, 400 train / 200 test texts per domain, 1 epoch: fp32 vs NF4 vs int8 base
-        ("methods", ["experiment=sentiment", *SENTIMENT_SMALL, "strategy=adapter,lora_per_task,adapter_fusion",
-                     "model.quantize=null,nf4,int8"]),
+    "sentiment_toolbox": [  # MiniLM task-IL, 400 train / 200 test texts per domain, 1 epoch: fp32 vs NF4 vs int8 base,
+        ("quantized", ["experiment=sentiment", *SENTIMENT_SMALL, "strategy=adapter,lora_per_task,adapter_fusion",
+                       "model.quantize=null,nf4,int8"]),  # ... and adapters combined with LoRA / prefixes
+        ("combined", ["experiment=sentiment", *SENTIMENT_SMALL, "strategy=adapter", "adapter=mam,lora_pfeiffer"]),
     ],
     "permuted_mnist_domain_il": [
         ("references", [*PMNIST_DIL, "strategy=single_task,joint"]),

@@ -58,7 +58,7 @@ def test_quantize_speed_benchmark_smoke(tmp_path):
 
 
 @pytest.mark.parametrize("suite", ["split_digits", "split_mnist", "permuted_mnist", "sentiment", "split_mnist_class_il",
-                                   "sentiment_domain_il", "sentiment_quantized", "permuted_mnist_domain_il", "split_mnist_tuned",
+                                   "sentiment_domain_il", "sentiment_toolbox", "permuted_mnist_domain_il", "split_mnist_tuned",
                                    "split_digits_tuned", "permuted_mnist_tuned",
                                    "van_de_ven_split_mnist", "van_de_ven_split_mnist_class_il"])
 def test_every_job_of_a_suite_composes(make_cfg, suite, tmp_path):
