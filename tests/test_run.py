@@ -1,6 +1,7 @@
 """End-to-end runs on split digits: the properties the platform promises."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -69,3 +70,10 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_results(make_cfg, tmp_path)
 def test_split_mnist_adapter_reaches_98(make_cfg, tmp_path):
     results = run(make_cfg("stream=split_mnist", "strategy=adapter"), tmp_path)
     assert results["metrics"]["acc"] >= 0.98 and results["metrics"]["bwt"] == 0.0
+
+
+def test_progress_by_epoch_prints_each_epochs_mean_loss(make_cfg, tmp_path, capsys):
+    run(make_cfg("strategy.epochs=2", "progress=epoch"), tmp_path)
+    lines = re.findall(r"task (\d)/5 epoch (\d)/2 loss (\d+\.\d{4})", capsys.readouterr().out)
+    assert [(t, e) for t, e, _ in lines] == [(str(t), str(e)) for t in range(1, 6) for e in (1, 2)]
+    assert all(float(loss) > 0 for *_, loss in lines)

@@ -29,14 +29,14 @@ class ProgressBar(SupervisedPlugin):
             if strategy.clock.train_epoch_iterations % 20 == 0:
                 self.bar.set_postfix(epoch=strategy.clock.train_exp_epochs + 1, loss=f"{strategy.loss.item():.4f}",
                                      refresh=False)
-        elif self.epochs_in_logs:  # accumulate the graph-free float only where it is printed
-            self._loss, self._n = self._loss + strategy.loss.item(), self._n + 1
+        elif self.epochs_in_logs:  # summed on the device, read once per epoch (no per-step wait for it)
+            self._loss, self._n = self._loss + strategy.loss.detach().sum(), self._n + 1
 
     def after_training_epoch(self, strategy, **kwargs):
         if self.bar.disable and self.epochs_in_logs:
             print(
                 f"{self.desc} epoch {strategy.clock.train_exp_epochs + 1}/{self.epochs} "
-                f"loss {self._loss / max(self._n, 1):.4f} ({time.perf_counter() - self._t0:.0f}s)",
+                f"loss {float(self._loss) / max(self._n, 1):.4f} ({time.perf_counter() - self._t0:.0f}s)",
                 flush=True,
             )
             self._loss, self._n = 0.0, 0

@@ -27,8 +27,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cl_adapters.errors import UserError
+from cl_adapters.strategies.batches import TensorBatches
 
 PROTOCOLS = ("sequential", "joint", "single_task")
+FINITE_CHECK_EVERY = 50  # training steps between reads of the losses (a NaN stops the run within this many)
 
 
 class ContinualStrategy(SupervisedTemplate):
@@ -73,6 +75,7 @@ class ContinualStrategy(SupervisedTemplate):
                 evaluator = EvaluationPlugin()
         self.protocol, self.iterations = protocol, iterations
         self._steps_left = 0
+        self._losses: list[tuple[torch.Tensor, int, int]] = []  # (loss, epoch, batch) since the last finite check
         self._initial_state = copy.deepcopy(model.state_dict()) if protocol != "sequential" else None
         self._seen_data = None
         super().__init__(
@@ -86,6 +89,14 @@ class ContinualStrategy(SupervisedTemplate):
             evaluator=evaluator,
             eval_every=-1,
         )
+
+    def _before_training_exp(self, **kwargs):
+        super()._before_training_exp(**kwargs)  # the loader, then the plugins' (Replay: its own loader)
+        self.dataloader = TensorBatches.wrap(self.dataloader)
+
+    def _before_eval_exp(self, **kwargs):
+        super()._before_eval_exp(**kwargs)
+        self.dataloader = TensorBatches.wrap(self.dataloader)
 
     def train_dataset_adaptation(self, **kwargs):
         super().train_dataset_adaptation(**kwargs)
@@ -167,14 +178,27 @@ class ContinualStrategy(SupervisedTemplate):
         loss = super().criterion()
         if self.is_training:
             loss = loss + self.model.penalty()
-        if self.is_training and not torch.isfinite(loss):
-            exp = self.experience.current_experience
-            raise UserError(
-                f"training loss is {loss.item()} in task {exp + 1} (experience {exp}), epoch "
-                f"{self.clock.train_exp_epochs + 1}/{self.train_epochs}, batch {self.clock.train_epoch_iterations + 1} "
-                "(lower strategy.optimizer.lr or check the inputs)"
-            )
+            self._losses.append((loss.detach(), self.clock.train_exp_epochs, self.clock.train_epoch_iterations))
+            if len(self._losses) == FINITE_CHECK_EVERY:
+                self._check_finite()
         return loss
+
+    def _after_training_epoch(self, **kwargs):
+        self._check_finite()
+        super()._after_training_epoch(**kwargs)
+
+    def _check_finite(self) -> None:
+        """One line naming the first non-finite loss since the last check. Read every few steps and at
+        each epoch's end, not per step: a per-step read would wait for the device every step."""
+        losses, self._losses = self._losses, []
+        if not losses or bool(torch.isfinite(torch.stack([loss for loss, *_ in losses])).all()):
+            return
+        loss, epoch, batch = next(entry for entry in losses if not torch.isfinite(entry[0]))
+        exp = self.experience.current_experience
+        raise UserError(
+            f"training loss is {loss.item()} in task {exp + 1} (experience {exp}), epoch {epoch + 1}/{self.train_epochs}, "
+            f"batch {batch + 1} (lower strategy.optimizer.lr or check the inputs)"
+        )
 
 
 def _check_plugins(plugins: Sequence, model: nn.Module, protocol: str) -> None:

@@ -1,0 +1,102 @@
+"""Batches sliced from a stream's tensors: the fast data path for in-memory streams.
+
+Avalanche's loaders fetch a batch sample by sample (``dataset[i]`` through its flat-data and attribute
+layers) and collate the samples: on a small model that is a third of a training step. Where a dataset is
+plain tensors (the streams of ``task_stream``: no transform, ``TensorDataset`` leaves), :class:`TensorBatches`
+keeps Avalanche's loader for *which* samples form each batch -- the same sampler, drawing the same random
+numbers in the same order, so a run's batches and results are bit-identical -- and gathers each batch
+with one index per tensor. Any other dataset (transforms, files read lazily, custom collation) goes
+through Avalanche's loader unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader
+from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
+
+TASK_LABELS = "targets_task_labels"
+
+
+def tensor_rows(dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """``(inputs, labels, task labels)`` of every sample of an Avalanche dataset, in its order, as
+    ``dataset[i]`` gives them; ``None`` where that is not plain tensors (then ``dataset[i]`` it is)."""
+    flat = getattr(dataset, "_flat_data", None)
+    in_getitem = [name for name, attribute in getattr(dataset, "_data_attributes", {}).items() if attribute.use_in_getitem]
+    if flat is None or in_getitem != [TASK_LABELS] or _transforms(flat):
+        return None
+    leaves = flat._datasets
+    if not all(type(leaf) is TensorDataset and len(leaf.tensors) == 2 for leaf in leaves):
+        return None
+    index = _index(flat)
+    x, y = (_gathered([leaf.tensors[k] for leaf in leaves], index) for k in (0, 1))
+    task_flat = getattr(dataset, TASK_LABELS).data
+    if not all(isinstance(leaf, (list, tuple)) for leaf in task_flat._datasets):
+        return None
+    t = _gathered([torch.as_tensor(leaf, dtype=torch.long) for leaf in task_flat._datasets], _index(task_flat))
+    return x, y, t
+
+
+def _transforms(flat) -> bool:
+    """Whether the dataset transforms what it returns (its active group, or a frozen one)."""
+    groups = [g for g in (flat._transform_groups, flat._frozen_transform_groups) if g is not None]
+    return any(g.transform_groups.get(g.current_group) is not None for g in groups)
+
+
+def _index(flat) -> np.ndarray | None:
+    """Each sample's row in the concatenation of the flat data's leaves (``None``: the rows in order)."""
+    if flat._indices is None:
+        return None
+    return np.fromiter(flat._indices, dtype=np.int64, count=len(flat))
+
+
+def _gathered(parts: list[torch.Tensor], index: np.ndarray | None) -> torch.Tensor:
+    whole = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return whole if index is None else whole[torch.from_numpy(index)]
+
+
+class _Rows(Dataset):
+    """A batch of rows in one index per tensor (``__getitems__``: DataLoader's batched fetch)."""
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...]):
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
+        index = torch.as_tensor(indices)
+        return [t.index_select(0, index) for t in self.tensors]
+
+
+def _as_is(batch):
+    return batch
+
+
+class TensorBatches:
+    """An Avalanche loader whose batches are gathered from the datasets' tensors (module docstring)."""
+
+    def __init__(self, loader: MultiDatasetDataLoader, rows: tuple[torch.Tensor, ...]):
+        self.loader, self.rows = loader, _Rows(rows)
+
+    @classmethod
+    def wrap(cls, loader):
+        """``loader`` itself where its datasets are not plain tensors or it collates its own way."""
+        if not isinstance(loader, MultiDatasetDataLoader) or loader.loader_kwargs.get("num_workers", 0) \
+                or loader.loader_kwargs.get("collate_fn") is not default_collate:
+            return loader
+        rows = [tensor_rows(dataset) for dataset in loader.datasets]
+        if any(r is None for r in rows):
+            return loader
+        return cls(loader, tuple(torch.cat(parts) if len(parts) > 1 else parts[0] for parts in zip(*rows)))
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        """The loader's own batch sampler, fresh each epoch as the loader makes it; DataLoader draws its
+        base seed as the loader's does, so the random number stream is the same."""
+        sampler = self.loader._get_loader().batch_sampler
+        yield from DataLoader(self.rows, batch_sampler=sampler, collate_fn=_as_is,
+                              pin_memory=self.loader.loader_kwargs.get("pin_memory", False))
