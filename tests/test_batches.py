@@ -72,8 +72,10 @@ def test_batches_and_random_numbers_equal_avalanches_loader(make):
             assert all(torch.equal(m, t) for m, t in zip(mine, theirs))
 
 
-def test_a_run_gives_the_same_accuracy_matrix_with_either_path(make_cfg, tmp_path, monkeypatch):
-    cfg = make_cfg("stream=split_digits", "strategy=adapter", "strategy.epochs=2")
+@pytest.mark.parametrize("overrides", [("strategy=adapter",), ("strategy=full_ft", "plugins=[replay]"), ("strategy=joint",)])
+def test_a_run_gives_the_same_accuracy_matrix_with_either_path(make_cfg, tmp_path, monkeypatch, overrides):
+    """Adapters (one task per batch), Replay's loader (tasks mixed) and joint's task-balanced one."""
+    cfg = make_cfg("stream=split_digits", "strategy.epochs=2", *overrides)
     wrap, loaders = TensorBatches.wrap.__func__, []
     monkeypatch.setattr(TensorBatches, "wrap", classmethod(lambda cls, loader: loaders.append(wrap(cls, loader)) or loaders[-1]))
     fast = run(cfg, tmp_path / "fast")

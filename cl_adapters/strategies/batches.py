@@ -79,6 +79,8 @@ class TensorBatches:
 
     def __init__(self, loader: MultiDatasetDataLoader, rows: tuple[torch.Tensor, ...]):
         self.loader, self.rows = loader, _Rows(rows)
+        tasks = rows[2].unique()
+        self.task = int(tasks[0]) if len(tasks) == 1 else None  # every batch's task, known on the host
 
     @classmethod
     def wrap(cls, loader):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 import torch
@@ -169,10 +170,17 @@ class ContinualStrategy(SupervisedTemplate):
         self.model.train(training)
 
     def make_optimizer(self, reset_optimizer_state=False, **kwargs):
-        super().make_optimizer(reset_optimizer_state=True, **kwargs)
+        """A fresh state each task and stage, over the parameters that train now: the frozen ones (a long
+        stream's earlier adapters) would only be skipped, every step."""
+        if len(self.optimizer.param_groups) != 1:  # a user's groups: Avalanche's update
+            return super().make_optimizer(reset_optimizer_state=True, **kwargs)
+        self.optimized_param_id = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        self.optimizer.param_groups[0]["params"] = list(self.optimized_param_id.values())
+        self.optimizer.state = defaultdict(dict)
 
     def forward(self):
-        return self.model(self.mb_x, self.mb_task_id)
+        task = getattr(self.dataloader, "task", None) if self.is_training else None  # one task: no per-step lookup
+        return self.model(self.mb_x, self.mb_task_id if task is None else task)
 
     def criterion(self):
         loss = super().criterion()
