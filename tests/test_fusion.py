@@ -3,6 +3,7 @@ earlier tasks stay bit-identical, attention is recorded and plotted, save/reload
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -70,7 +71,8 @@ def test_fresh_fusion_is_close_to_the_average_of_its_adapters():
     torch.testing.assert_close(fused, average, atol=1e-3, rtol=0)
 
 
-@pytest.mark.parametrize("kwargs", [dict(rank=0), dict(mode="both"), dict(temperature=0.0), dict(regularization=-1.0)])
+@pytest.mark.parametrize("kwargs", [dict(rank=0), dict(mode="both"), dict(temperature=0.0), dict(regularization=-1.0),
+                                    dict(top_k=0), dict(top_k=True)])
 def test_bad_fusion_values_are_refused(kwargs):
     with pytest.raises(UserError, match="fusion."):
         FusionConfig(**kwargs)
@@ -208,3 +210,54 @@ def test_run_writes_fusion_costs_attention_and_heatmap(make_cfg, tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())["fusion_attention"]
     assert sorted(saved) == ["1", "2", "3", "4"] and saved["2"]["adapters"] == ["0", "1", "2"]
     assert (tmp_path / "fusion_attention.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_top_k_fuses_the_earlier_adapters_that_best_separate_the_tasks_classes(digits):
+    """fusion.top_k=2: from the fourth task on, a fusion mixes 2 earlier adapters and its own: those whose
+    features alone give the best nearest-class-mean accuracy on the task's training samples (recomputed
+    here from the adapters); the first tasks fuse all they have. BWT stays exactly 0."""
+    from cl_adapters.adapters.route import Route, Stack
+
+    torch.manual_seed(0)
+    accuracy = AccuracyPlugin()
+    strategy = ContinualStrategy(
+        backbone=MLP((1, 8, 8), hidden=(32, 32)),
+        model=lambda b: AdaptedModel(b, AdapterConfig(r=8), fusion=FusionConfig(rank=8, top_k=2)),
+        optimizer=lambda params: torch.optim.AdamW(params, lr=1e-2), epochs=1, batch_size=32, monitors=[accuracy],
+    )
+    model, diagonal = strategy.model, []
+    for i, experience in enumerate(digits.train_stream):
+        strategy.train(experience)
+        strategy.eval(digits.test_stream[: i + 1])
+        diagonal.append(accuracy.last[i])
+        if i < 3:
+            assert [f.keys for f in model.fusions(i)] == ([[str(k) for k in range(i + 1)]] * 2 if i else [])
+            continue
+        rows = [experience.dataset[j] for j in range(0, len(experience.dataset), max(len(experience.dataset) // 256, 1))]
+        x, y = (torch.stack([torch.as_tensor(row[k]) for row in rows[:256]]) for k in (0, 1))
+        model.eval()
+        with torch.no_grad():  # the same samples: up to 256 spread over the task's training data
+            scores = {str(k): _ncm(model.features(x, Route.whole(Stack((str(k),)))), y) for k in range(i)}
+        best = sorted(scores, key=lambda k: -scores[k])[:2]
+        chosen = model.fusions(i)[0].keys
+        assert len(chosen) == 3 and chosen[-1] == str(i) and sorted(chosen[:2]) == sorted(best), (scores, chosen)
+        assert all(f.keys == chosen for f in model.fusions(i)) and model.fusion_over[i] == chosen
+    assert [accuracy.last[j] for j in range(5)] == diagonal
+
+
+def _ncm(features, labels):
+    from cl_adapters.models.adapted import _ncm_accuracy
+
+    return _ncm_accuracy(features, labels)
+
+
+def test_attention_of_many_fused_tasks_is_one_heatmap_of_tasks_by_adapters(tmp_path, monkeypatch):
+    from cl_adapters.outputs import plots
+
+    attention = {t: {"adapters": [str(k) for k in range(max(0, t - 2), t + 1)], "layers": ["a.0", "a.1"],
+                     "weights": [[0.2, 0.3, 0.5][-min(t + 1, 3):]] * 2} for t in range(1, 12)}
+    drawn = []
+    monkeypatch.setattr(plots, "heatmap", lambda ax, values, **kw: drawn.append(values) or ax.imshow(values))
+    assert plots.plot_fusion_attention(attention, tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+    (values,) = drawn  # 11 tasks x adapters 0..11, blank where a task does not fuse that adapter
+    assert values.shape == (11, 12) and values[10, 9:].tolist() == [0.2, 0.3, 0.5] and np.isnan(values[10, 0])

@@ -104,6 +104,7 @@ class AdaptedModel(MultiTaskModule):
                             "(router=prototype | entropy; router=oracle uses the true task label, the task-IL bound)")
         self.task_id_counts: Counter = Counter()  # (true task, routed task) -> samples, while routing
         self.adapter_override: str | None = None  # while set, every sample goes through this adapter
+        self.fusion_over: dict[int, list[str]] = {}  # task -> the adapters its fusion mixes (fusion.top_k)
         self.fusion = fusion
         self.stack_on = stack_on
         if stack_on is not None:
@@ -133,12 +134,13 @@ class AdaptedModel(MultiTaskModule):
         if self.training and len(experience.task_labels) != 1:
             raise UserError(f"training experience {experience.current_experience} mixes tasks {experience.task_labels}")
         for task in experience.task_labels:
-            self.add_task(int(task), _classes(experience), train=self.training)
+            self.add_task(int(task), _classes(experience), train=self.training, data=experience.dataset)
 
-    def add_task(self, task: int, classes: int | list[int], train: bool = True) -> None:
+    def add_task(self, task: int, classes: int | list[int], train: bool = True, data=None) -> None:
         """Create ``task``'s head if new (``classes``: its label ids, or how many: 0..n-1); with ``train``,
         also its adapter, and set what trains. Evaluation only needs the head (a shared head's columns
-        of classes not trained yet are masked, see ``logits``)."""
+        of classes not trained yet are masked, see ``logits``). ``data``: the task's training samples,
+        from which ``fusion.top_k`` picks the adapters its fusion mixes."""
         classes = list(range(classes)) if isinstance(classes, int) else [int(c) for c in classes]
         self.task_classes[task] = classes
         self.add_head(self.head_key(task), classes)
@@ -146,6 +148,8 @@ class AdaptedModel(MultiTaskModule):
             return
         if self.adapters is not None:
             self.adapters.add(self.adapter_key(task))
+        if self._fusable(task) and self.fusion.top_k is not None and data is not None:
+            self.fusion_over[task] = self.relevant_adapters(task, data)
         if self._fusable(task) and self.fusion.mode == "joint":
             self._add_fusion(task)
         self.set_trainable(task)
@@ -190,7 +194,32 @@ class AdaptedModel(MultiTaskModule):
 
     def _add_fusion(self, task: int) -> None:
         keys = self.adapters.keys()
-        self.adapters.add_fusion(task_key(task), keys[: keys.index(task_key(task)) + 1], self.fusion)
+        over = self.fusion_over.get(task) or keys[: keys.index(task_key(task)) + 1]
+        self.adapters.add_fusion(task_key(task), over, self.fusion)
+
+    @torch.no_grad()
+    def relevant_adapters(self, task: int, data, samples: int = 256) -> list[str]:
+        """What ``task``'s fusion mixes under ``fusion.top_k``: the k earlier adapters whose features (each
+        adapter alone) best separate its classes, then its own, in stream order. Scored by nearest-class-
+        mean accuracy on up to ``samples`` of its training samples spread over ``data`` (every other one
+        for the means, the rest classified): cheap, deterministic, and blind to the test data."""
+        keys = self.adapters.keys()
+        own = keys.index(task_key(task))
+        if own <= self.fusion.top_k:
+            return keys[: own + 1]
+        data = data.eval() if hasattr(data, "eval") else data  # no augmentation (nor its random numbers)
+        rows = [data[i] for i in range(0, len(data), max(len(data) // samples, 1))][:samples]
+        x = torch.stack([torch.as_tensor(row[0]) for row in rows]).to(self._adaptation_device)
+        y = torch.as_tensor([int(row[1]) for row in rows])
+        training = self.training
+        self.eval()
+        try:
+            scores = [_ncm_accuracy(torch.cat([self.features(chunk, Route.whole(Stack((key,)))).cpu()
+                                               for chunk in x.split(64)]), y) for key in keys[:own]]
+        finally:
+            self.train(training)
+        best = sorted(range(own), key=lambda k: -scores[k])[: self.fusion.top_k]  # ties: the earlier adapter
+        return [keys[k] for k in sorted(best)] + [keys[own]]
 
     def stages(self) -> int:
         """Training stages of the task being trained: 2 for two-stage fusion (adapter, then fusion)."""
@@ -386,6 +415,14 @@ class AdaptedModel(MultiTaskModule):
             return {t: self.forward(x, Route.whole(task_key(t))) for t in self.trained_tasks}
         features = self.features(x, Route.whole(SHARED))
         return {t: self.logits(features, Route.whole(task_key(t))) for t in self.trained_tasks}
+
+
+def _ncm_accuracy(features: torch.Tensor, labels: torch.Tensor) -> float:
+    """Nearest-class-mean accuracy: class means from the even rows, the odd rows classified."""
+    fit, scored = features[0::2], features[1::2]
+    classes = labels[0::2].unique()
+    means = torch.stack([fit[labels[0::2] == c].mean(0) for c in classes])
+    return (classes[torch.cdist(scored, means).argmin(1)] == labels[1::2]).float().mean().item()
 
 
 def _classes(experience) -> list[int]:

@@ -64,9 +64,12 @@ def plot_task_id_confusion(confusion: list[list[int]], path: str | Path) -> Path
     return save_figure(fig, path)
 
 
-def plot_fusion_attention(attention: dict[int, dict], path: str | Path) -> Path:
-    """One heatmap per fused task: adapted layers (rows) x the adapters it fuses (columns)."""
+def plot_fusion_attention(attention: dict[int, dict], path: str | Path, panels: int = 8) -> Path:
+    """One heatmap per fused task: adapted layers (rows) x the adapters it fuses (columns); over more than
+    ``panels`` fused tasks, one heatmap of tasks x adapters, each cell the mean over layers."""
     tasks = sorted(attention)
+    if len(tasks) > panels:
+        return _fusion_attention_by_task(attention, tasks, path)
     layers = attention[tasks[0]]["layers"]
     prefix = os.path.commonprefix([name.rsplit(".", 1)[0] + "." for name in layers]) if len(layers) > 1 else ""
     prefix = prefix[: prefix.rfind(".") + 1]  # cut at a dot: "encoder.layer.", not "encoder.layer.1"
@@ -82,6 +85,23 @@ def plot_fusion_attention(attention: dict[int, dict], path: str | Path) -> Path:
     axes[0][0].set_yticks(range(len(layers)), [name.removeprefix(prefix) for name in layers])
     axes[0][0].set_ylabel("adapted layer")
     fig.colorbar(image, ax=axes[0].tolist(), label="mean fusion attention")
+    fig.suptitle("AdapterFusion: which adapters each task uses")
+    return save_figure(fig, path)
+
+
+def _fusion_attention_by_task(attention: dict[int, dict], tasks: list, path: str | Path) -> Path:
+    adapters = sorted({a for t in tasks for a in attention[t]["adapters"]}, key=lambda a: (len(a), a))  # "2" < "10"
+    values = np.full((len(tasks), len(adapters)), np.nan)
+    for row, task in enumerate(tasks):
+        for column, weight in zip(attention[task]["adapters"], np.mean(attention[task]["weights"], axis=0)):
+            values[row, adapters.index(column)] = weight
+    fig, ax = pyplot().subplots(figsize=(2 + 0.25 * len(adapters), 1.5 + 0.25 * len(tasks)), layout="constrained")
+    image = heatmap(ax, values, annotate=False, aspect="auto")
+    ax.set_xticks(range(len(adapters)), adapters, fontsize=6)
+    ax.set_yticks(range(len(tasks)), [str(t) for t in tasks], fontsize=6)
+    ax.set_xlabel("adapter of task")
+    ax.set_ylabel("fused task")
+    fig.colorbar(image, ax=ax, label="mean fusion attention over layers")
     fig.suptitle("AdapterFusion: which adapters each task uses")
     return save_figure(fig, path)
 

@@ -181,7 +181,8 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
                 confusion = [[model.task_id_counts[(j, k)] for k in range(T)] for j in range(T)]
                 Q[i] = [confusion[j][j] / max(sum(confusion[j]), 1) for j in range(T)]
                 results.update(task_id_matrix=Q.tolist(), task_id_confusion=confusion)
-                plot_task_id_confusion(confusion, out.with_name("task_id_confusion.png"))
+                if i == T - 1:  # plotted once: a figure per task would cost more with every task
+                    plot_task_id_confusion(confusion, out.with_name("task_id_confusion.png"))
             R_til[i] = evaluate_with_task_labels()
             results["accuracy_matrix_til"] = R_til.tolist()
             metrics |= summarize_without_labels(R[:n, :n], R_til[:n, :n], Q[:n, :n] if model.router is not None else None)
@@ -190,7 +191,8 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
             results["probe"] = {"samples": cfg.probe_samples, "initial": probe.initial, "before_task": probe.before}
         if attention.attention:
             results["fusion_attention"] = attention.attention
-            plot_fusion_attention(attention.attention, out.with_name("fusion_attention.png"))
+            if i == T - 1:
+                plot_fusion_attention(attention.attention, out.with_name("fusion_attention.png"))
         write_json_atomic(out, results)
         if checkpoints is not None:
             checkpoints.save(i, strategy.model, results, plugins)

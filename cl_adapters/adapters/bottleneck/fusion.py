@@ -43,6 +43,9 @@ class FusionConfig:
     budget: str = field(default="equal", metadata={
         "help": "two_stage: equal splits the task's optimizer steps between its stages (as many as an adapter) | "
                 "extra gives each stage all of them"})
+    top_k: int | None = field(default=None, metadata={
+        "help": "fuse the task's adapter and the k earlier adapters whose features best separate its classes "
+                "(None: every earlier adapter); bounds a fusion's cost on long streams"})
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -55,6 +58,8 @@ class FusionConfig:
             raise UserError(f"fusion.budget must be equal or extra, got {self.budget!r}")
         if not self.regularization >= 0:
             raise UserError(f"fusion.regularization must be >= 0, got {self.regularization!r}")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 1):
+            raise UserError(f"fusion.top_k must be a positive integer or null, got {self.top_k!r}")
 
 
 class Fusion(nn.Module):

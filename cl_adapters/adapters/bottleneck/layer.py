@@ -109,10 +109,10 @@ class AdapterLayer(nn.Module):
     def _adapted(self, task, out: torch.Tensor, src: torch.Tensor, inplace: bool) -> torch.Tensor:
         """``out`` + task's adapter, or its fusion of adapters; a ``Stack``'s adapters one after another
         (serial: each on what the one before produced; parallel: each beside the block)."""
-        if not isinstance(task, str):
+        if not isinstance(task, str):  # the adapters themselves, never a task's fusion
             for key in stacked_keys(task):
                 if key in self.adapters:
-                    out = self._adapted(key, out, out if self.mode == "serial" else src, inplace)
+                    out = self.adapters[key].add_to(out, out if self.mode == "serial" else src, inplace=inplace)
             return out
         if task in self.fusions:
             fusion = self.fusions[task]
