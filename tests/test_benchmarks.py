@@ -57,6 +57,26 @@ def test_quantize_speed_benchmark_smoke(tmp_path):
         assert rows[f"{method}_fp32"]["train_vs_fp32"] == rows[f"{method}_fp32"]["infer_vs_fp32"] == 1.0
 
 
+@pytest.mark.slow
+def test_loop_speed_benchmark_smoke(tmp_path):
+    script = ROOT / "benchmarks" / "loop_speed.py"
+    subprocess.run([sys.executable, str(script), "--quick", "--out", str(tmp_path)], check=True, timeout=1800)
+    rows = json.loads((tmp_path / "loop_speed.json").read_text())["rows"]
+    assert set(rows) == {"platform", "platform_avalanche_loader", "bare_tensors", "bare_dataloader"}
+    assert rows["bare_tensors"]["vs_bare_tensors"] == rows["bare_dataloader"]["vs_bare_dataloader"] == 1.0
+
+
+@pytest.mark.slow
+def test_long_stream_benchmark_smoke(tmp_path):
+    script = ROOT / "benchmarks" / "long_stream.py"
+    subprocess.run([sys.executable, str(script), "--quick", "--out", str(tmp_path)], check=True, timeout=1800)
+    rows = json.loads((tmp_path / "long_stream.json").read_text())["rows"]
+    for row in rows.values():  # 4 tasks each; parameters only grow
+        assert len(row["train_seconds"]) == len(row["rss_bytes"]) == len(row["final_accuracy"]) == 4
+        assert row["param_bytes"] == sorted(row["param_bytes"])
+    assert (tmp_path / "long_stream.png").read_bytes()[:4] == b"\x89PNG"
+
+
 @pytest.mark.parametrize("suite", ["split_digits", "split_mnist", "permuted_mnist", "sentiment", "split_mnist_class_il",
                                    "sentiment_domain_il", "sentiment_toolbox", "permuted_mnist_domain_il", "split_mnist_tuned",
                                    "split_digits_tuned", "permuted_mnist_tuned",
