@@ -353,7 +353,7 @@ class AdaptedModel(MultiTaskModule):
         """Each sample's head, its columns placed at their label ids; a shared head evaluated with task
         labels in class-IL keeps only the task's classes."""
         if not self.head_per_task:
-            out = self._placed(self.heads[SHARED](features), SHARED, features)
+            out = self._placed(self.heads[SHARED](features), SHARED)
             trained = {c for t in self.trained_tasks for c in self.task_classes[t]}
             untrained = [c for c in self.heads[SHARED].classes if c not in trained]
             if trained and untrained:  # their columns would take predictions (an untrained model keeps all)
@@ -363,11 +363,11 @@ class AdaptedModel(MultiTaskModule):
             return out
         if len(route) == 1:
             key = route[0][0]
-            return self._placed(self.heads[key](features), key, features)
-        out = features.new_full((len(features), self._width([key for key, _ in route])), float("-inf"))
-        for key, idx in route:
-            out = out.index_put((idx[:, None], torch.tensor(self.heads[key].classes, device=out.device)[None, :]),
-                                self.heads[key](features[idx]))
+            return self._placed(self.heads[key](features), key)
+        logits = [self.heads[key](features[idx]) for key, idx in route]
+        out = logits[0].new_full((len(features), self._width([key for key, _ in route])), float("-inf"))  # its dtype: autocast's
+        for (key, idx), part in zip(route, logits):
+            out = out.index_put((idx[:, None], torch.tensor(self.heads[key].classes, device=out.device)[None, :]), part)
         return out
 
     def _task_columns(self, route: Route, out: torch.Tensor) -> torch.Tensor:
@@ -384,11 +384,11 @@ class AdaptedModel(MultiTaskModule):
             return 1 + max(max(self.heads[key].classes) for key in keys)
         return 1 + max(max(c) for c in self.task_classes.values())
 
-    def _placed(self, logits: torch.Tensor, key: str, features: torch.Tensor) -> torch.Tensor:
+    def _placed(self, logits: torch.Tensor, key: str) -> torch.Tensor:
         classes, width = self.heads[key].classes, self._width([key])
         if classes == list(range(width)):
             return logits
-        out = features.new_full((len(logits), width), float("-inf"))
+        out = logits.new_full((len(logits), width), float("-inf"))
         out[:, classes] = logits
         return out
 

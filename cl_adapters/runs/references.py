@@ -53,7 +53,7 @@ def key_fields(cfg: DictConfig, protocol: str) -> dict:
     fields = {"protocol": protocol, "stream": OmegaConf.to_container(cfg.stream, resolve=True),  # its ${seed}, ${scenario}
               "model": OmegaConf.to_container(cfg.model, resolve=True), "seed": cfg.seed,
               "eval_stream": cfg.eval_stream, "strategy": s.get("_target_"), "optimizer": reference_optimizer(cfg),
-              "epochs": s.epochs, "batch_size": s.batch_size}
+              "epochs": s.epochs, "batch_size": s.batch_size, "precision": s.get("precision")}  # null (fp32): dropped
     return without_nulls(OmegaConf.to_container(OmegaConf.create(fields), resolve=True))  # see without_nulls
 
 

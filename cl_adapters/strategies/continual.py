@@ -31,6 +31,7 @@ from cl_adapters.errors import UserError
 from cl_adapters.strategies.batches import TensorBatches
 
 PROTOCOLS = ("sequential", "joint", "single_task")
+PRECISIONS = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FINITE_CHECK_EVERY = 50  # training steps between reads of the losses (a NaN stops the run within this many)
 
 
@@ -46,6 +47,7 @@ class ContinualStrategy(SupervisedTemplate):
         batch_size: int = 32,
         eval_batch_size: int = 256,
         device: str = "cpu",
+        precision: str | None = None,
         protocol: str = "sequential",
         plugins: Sequence = (),
         monitors: Sequence = (),
@@ -60,6 +62,8 @@ class ContinualStrategy(SupervisedTemplate):
             raise UserError(f"strategy.iterations must be a positive integer or null, got {iterations!r}")
         if protocol not in PROTOCOLS:
             raise UserError(f"strategy.protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        if precision not in PRECISIONS:
+            raise UserError(f"strategy.precision must be null (fp32), bf16 or fp16, got {precision!r}")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model = model(backbone)
@@ -75,6 +79,8 @@ class ContinualStrategy(SupervisedTemplate):
                 warnings.simplefilter("ignore")
                 evaluator = EvaluationPlugin()
         self.protocol, self.iterations = protocol, iterations
+        self.amp_dtype = PRECISIONS[precision]  # autocast: weights stay fp32, matmuls run in this dtype
+        self.scaler = torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
         self._steps_left = 0
         self._losses: list[tuple[torch.Tensor, int, int]] = []  # (loss, epoch, batch) since the last finite check
         self._initial_state = copy.deepcopy(model.state_dict()) if protocol != "sequential" else None
@@ -163,7 +169,7 @@ class ContinualStrategy(SupervisedTemplate):
             return
         training = self.model.training
         self.model.eval()
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(), self.autocast():  # the features the evaluation's forwards will give
             loader = DataLoader(experience.dataset.eval(), batch_size=self.eval_mb_size)
             batches = ((x.to(self.device), y.to(self.device)) for x, y, *_ in loader)
             self.model.fit_task(int(experience.task_labels[0]), batches)
@@ -180,7 +186,22 @@ class ContinualStrategy(SupervisedTemplate):
 
     def forward(self):
         task = getattr(self.dataloader, "task", None) if self.is_training else None  # one task: no per-step lookup
-        return self.model(self.mb_x, self.mb_task_id if task is None else task)
+        with self.autocast():
+            return self.model(self.mb_x, self.mb_task_id if task is None else task)
+
+    def autocast(self):
+        """``strategy.precision``'s autocast (a no-op for fp32)."""
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+
+    def backward(self):
+        """fp16: the loss scaled against underflow, the gradients unscaled before plugins read them."""
+        self.scaler.scale(self.loss).backward(retain_graph=self.retain_graph)
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(self.optimizer)
+
+    def optimizer_step(self):
+        self.scaler.step(self.optimizer)  # fp16: skipped when a gradient overflowed
+        self.scaler.update()
 
     def criterion(self):
         loss = super().criterion()

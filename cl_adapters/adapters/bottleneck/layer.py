@@ -41,6 +41,8 @@ class Bottleneck(nn.Module):
         GEMM with beta=1) into ``out + bias`` instead of writing its own output and adding it. With
         ``inplace`` (no autograd, ``out`` owned by the caller) it accumulates into ``out`` itself, the
         bias riding along as an extra column of ones: no full-size pass besides the GEMM."""
+        if torch.is_autocast_enabled(out.device.type):  # addmm_ is not autocast: the plain form
+            return out + self.forward(x)
         h = self.dropout(self.act(self.down(x))).reshape(-1, self.up.in_features)
         if inplace:
             h = torch.cat([h, h.new_ones(len(h), 1)], dim=1)
@@ -132,9 +134,9 @@ class AdapterLayer(nn.Module):
             return out
         if len(self.route) == 1:  # single-task batch: no gather/scatter
             # a Linear's output is fresh, so without autograd the adapter can write into it
-            inplace = self.fresh_output and not torch.is_grad_enabled()
+            inplace = self.fresh_output and not torch.is_grad_enabled() and not torch.is_autocast_enabled(out.device.type)
             return self._adapted(routed[0][0], out, src, inplace)
         mixed = out
         for task, idx in routed:
-            mixed = mixed.index_put((idx,), self._adapted(task, out[idx], src[idx], inplace=False))
+            mixed = mixed.index_put((idx,), self._adapted(task, out[idx], src[idx], inplace=False).to(mixed.dtype))
         return mixed
