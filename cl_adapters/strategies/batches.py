@@ -52,8 +52,19 @@ def _index(flat) -> np.ndarray | None:
 
 
 def _gathered(parts: list[torch.Tensor], index: np.ndarray | None) -> torch.Tensor:
-    whole = parts[0] if len(parts) == 1 else torch.cat(parts)
-    return whole if index is None else whole[torch.from_numpy(index)]
+    """Rows ``index`` of the concatenated ``parts``, copying only those rows (a replay buffer indexes a
+    few samples of many earlier tasks: their whole tensors are never concatenated)."""
+    if index is None:
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+    if len(parts) == 1:
+        return parts[0][torch.from_numpy(index)]
+    ends = np.cumsum([len(part) for part in parts])
+    which = np.searchsorted(ends, index, side="right")
+    out = parts[0].new_empty((len(index), *parts[0].shape[1:]))
+    for k in np.unique(which):
+        rows = np.flatnonzero(which == k)
+        out[torch.from_numpy(rows)] = parts[k][torch.from_numpy(index[rows] - (ends[k - 1] if k else 0))]
+    return out
 
 
 class _Rows(Dataset):
