@@ -14,12 +14,11 @@ benchmarks/results/loop_speed.{md,json}.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from adapter_speed import environment, environment_line, timed_rotation, write  # noqa: E402
+from adapter_speed import arguments, environment, environment_line, timed_rotation, write  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -32,7 +31,6 @@ from cl_adapters.metrics import AccuracyPlugin, CostPlugin, FusionAttention  # n
 from cl_adapters.outputs import ProgressBar  # noqa: E402
 from cl_adapters.strategies.batches import TensorBatches  # noqa: E402
 
-OUT = Path(__file__).parent / "results"
 BATCH = 64
 OVERRIDES = ["stream=split_mnist", "strategy=adapter", "adapter=pfeiffer", "strategy.epochs=1",
              f"strategy.batch_size={BATCH}", "logger=console"]
@@ -95,12 +93,8 @@ def bare_epochs(model, experience):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="1,000 samples, one round (a smoke test)")
-    parser.add_argument("--out", default=str(OUT), help="folder for loop_speed.{md,json}")
-    args = parser.parse_args()
+    args = arguments("loop_speed")  # --quick: 1,000 samples, one round
     rounds, warmup = (1, 1) if args.quick else (9, 1)
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
 
     strategy, experience = platform_setup(1000 if args.quick else None)
     tensors, dataloader, n = bare_epochs(strategy.model, experience)
