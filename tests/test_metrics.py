@@ -36,6 +36,9 @@ def test_forgetting_uses_max_over_earlier_rows():
     assert forgetting(R2) == pytest.approx(0.1)
     R3 = np.array([[0.5, 0.1, 0.0], [0.8, 0.9, 0.0], [0.6, 0.9, 0.7]])
     assert forgetting(R3) == pytest.approx(((0.8 - 0.6) + (0.9 - 0.9)) / 2)
+    # tasks not trained yet unmeasured (task-IL with a head per task): the max over the rows that measured them
+    R4 = np.array([[0.9, np.nan, np.nan], [0.7, 0.8, np.nan], [0.6, 0.9, 0.5]])
+    assert forgetting(R4) == pytest.approx(((0.9 - 0.6) + (0.8 - 0.9)) / 2)
 
 
 def test_fwt_against_untrained_baseline():

@@ -77,3 +77,21 @@ def test_progress_by_epoch_prints_each_epochs_mean_loss(make_cfg, tmp_path, caps
     lines = re.findall(r"task (\d)/5 epoch (\d)/2 loss (\d+\.\d{4})", capsys.readouterr().out)
     assert [(t, e) for t, e, _ in lines] == [(str(t), str(e)) for t in range(1, 6) for e in (1, 2)]
     assert all(float(loss) > 0 for *_, loss in lines)
+
+
+@pytest.mark.parametrize("overrides", [("strategy=adapter_fusion",), ("strategy=full_ft", "plugins=[lwf]")])
+def test_tasks_not_trained_yet_are_not_evaluated_and_nothing_else_moves(make_cfg, tmp_path, monkeypatch, overrides):
+    """Task-IL with a head per task: no metric reads R[i, j > i], so those evaluations are skipped; the RNG
+    draws they took are still taken, so the measured entries and every metric equal a run that evaluated all."""
+    import sys
+
+    cfg = make_cfg("stream=split_digits", "strategy.epochs=1", *overrides)
+    run(cfg, tmp_path / "skipped")
+    monkeypatch.setattr(sys.modules["cl_adapters.runs.run"], "unseen_tasks_needed", lambda cfg, model: True)
+    run(cfg, tmp_path / "full")
+    skipped, full = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("skipped", "full"))
+    T = len(full["accuracy_matrix"])
+    for i, (mine, every) in enumerate(zip(skipped["accuracy_matrix"], full["accuracy_matrix"])):
+        assert mine[: i + 1] == every[: i + 1] and mine[i + 1:] == [None] * (T - i - 1)
+        assert None not in every
+    assert skipped["metrics"] == full["metrics"] and "fwt_probe" in skipped["metrics"]

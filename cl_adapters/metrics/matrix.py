@@ -14,7 +14,8 @@ import numpy as np
 DEFINITIONS = {
     "acc": "mean_j R[T-1, j]",
     "bwt": "mean_{j<T-1} (R[T-1, j] - R[j, j])  (GEM)",
-    "forgetting": "mean_{j<T-1} (max_{l<T-1} R[l, j] - R[T-1, j])  (Chaudhry 2018)",
+    "forgetting": "mean_{j<T-1} (max_{l<T-1} R[l, j] - R[T-1, j])  (Chaudhry 2018; the max over the rows that "
+                  "measured task j: with a head per task in task-IL, tasks are measured from their training on)",
     "fwt": "mean_{j>0} (R[j-1, j] - b[j]), b = untrained model  (GEM; only with a shared head: n/a with a fresh head "
            "per task, whose R[j-1, j] reads task j through an untrained head)",
     "fwt_probe": "mean_{j>0} (P[j] - P0[j]), P[j] = linear-probe accuracy on task j (logistic regression on a fixed "
@@ -62,7 +63,7 @@ def forgetting(R) -> float:
     T = len(R)
     if T < 2:
         return 0.0
-    return float(np.mean(R[:-1, :-1].max(axis=0) - R[-1, :-1]))
+    return float(np.mean(np.nanmax(R[:-1, :-1], axis=0) - R[-1, :-1]))  # NaN: a row that did not measure task j
 
 
 def fwt(R, b) -> float:

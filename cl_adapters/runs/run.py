@@ -125,10 +125,15 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     def first(v: list | None, n: int) -> list | None:
         return None if v is None else v[:n]
 
-    def evaluate() -> list[float]:
+    def evaluate(seen: int = T) -> list[float | None]:
+        """Accuracy on the first ``seen`` tasks (None for the rest). The unseen tasks' evaluations are skipped
+        but their one RNG draw each (a DataLoader's base seed) is taken, so training draws what it drew when
+        every task was evaluated: same seed, same accuracy matrix."""
         model.task_id_counts.clear()
-        strategy.eval(eval_stream)
-        return [accuracy.last[j] for j in range(T)]
+        strategy.eval(eval_stream if seen == T else eval_stream[:seen])
+        for _ in range(T - seen):
+            torch.empty((), dtype=torch.int64).random_()
+        return [accuracy.last[j] if j < seen else None for j in range(T)]
 
     def evaluate_with_task_labels() -> list[float]:  # RNG untouched: the run trains as it would without it
         with model.given_task_labels(), torch.random.fork_rng():
@@ -139,6 +144,7 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     # creates every task's head now, and so fixes the order in which heads draw their initial weights.
     b = evaluate()
     gem = not model.head_per_task  # GEM's FWT reads a head before its task trains: only a shared head has one
+    needs_unseen = unseen_tasks_needed(cfg, model)
     probe = None
     if cfg.probe_samples and protocol not in REFERENCES and T > 1:
         probe = LinearProbe(train_stream, eval_stream, cfg.probe_samples, cfg.seed, cfg.strategy.eval_batch_size,
@@ -149,7 +155,8 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     R_til, Q = np.full((T, T), np.nan), np.full((T, T), np.nan)  # with task labels; task-ID accuracy
     results.update(accuracy_matrix=R.tolist(), untrained_accuracy=b, costs=[], metrics={})
     if not gem:
-        results["not_applicable"] = {"fwt": "a fresh head per task: R[j-1, j] reads task j through its untrained head"}
+        results["not_applicable"] = {"fwt": "a fresh head per task: R[j-1, j] would read task j through its untrained "
+                                            "head (tasks not trained yet are not evaluated)"}
     checkpoints, done = None, 0
     if cfg.checkpoint:
         checkpoints = Checkpoints(out_dir, results["config"], input_shape, run_id=results["run"]["id"])
@@ -172,7 +179,7 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
         if probe is not None and i > 0:
             probe.before[i] = probe.measure(model, i)
         strategy.train(experience)
-        R[i] = evaluate()
+        R[i] = evaluate(T if needs_unseen else i + 1)
         n = i + 1
         metrics = summarize(R[:n, :n], first(b, n) if gem else None, first(S, n), first(J, n), *(
             (probe.before, probe.initial) if probe is not None else ()))
@@ -215,6 +222,12 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
         logger.log_summary(results)
     print(f"results: {out}")
     return results
+
+
+def unseen_tasks_needed(cfg: DictConfig, model) -> bool:
+    """Whether a metric reads tasks not trained yet: GEM's FWT reads R[j-1, j] where a shared head exists
+    before its task, and a router's task-ID confusion counts every task."""
+    return not model.head_per_task or cfg.scenario != "task_il"
 
 
 def _record_failure(out: Path, results: dict, error: BaseException, loggers: list) -> None:
