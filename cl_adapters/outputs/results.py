@@ -9,20 +9,20 @@ from pathlib import Path
 from cl_adapters.atomic import atomic_path
 
 
-def _clean(obj):
-    """JSON has no NaN: unmeasured entries become null."""
+def json_safe(obj):
+    """JSON has no NaN: unmeasured entries become null (None), as results.json and the loggers show them."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
 def dumps(data, **kwargs) -> str:
     """Strict JSON (NaN and infinities as null)."""
-    return json.dumps(_clean(data), allow_nan=False, **kwargs)
+    return json.dumps(json_safe(data), allow_nan=False, **kwargs)
 
 
 def write_json_atomic(path: str | Path, data: dict) -> Path:

@@ -36,6 +36,7 @@ from cl_adapters.metrics import (
 from cl_adapters.models.compositions import averaged_adapter
 from cl_adapters.models.contract import check_inputs
 from cl_adapters.outputs import ProgressBar, plot_fusion_attention, plot_task_id_confusion, write_json_atomic
+from cl_adapters.outputs.results import json_safe
 from cl_adapters.runs import plugin_state
 from cl_adapters.runs.references import REFERENCES, ReferenceCache, reference_optimizer, reference_strategy
 from cl_adapters.runs.resume import Checkpoints
@@ -153,7 +154,7 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     R = np.full((T, T), np.nan)
     without_labels = cfg.scenario != "task_il"
     R_til, Q = np.full((T, T), np.nan), np.full((T, T), np.nan)  # with task labels; task-ID accuracy
-    results.update(accuracy_matrix=R.tolist(), untrained_accuracy=b, costs=[], metrics={})
+    results.update(accuracy_matrix=json_safe(R.tolist()), untrained_accuracy=b, costs=[], metrics={})
     if not gem:
         results["not_applicable"] = {"fwt": "a fresh head per task: R[j-1, j] would read task j through its untrained "
                                             "head (tasks not trained yet are not evaluated)"}
@@ -187,13 +188,13 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
             if model.router is not None:
                 confusion = [[model.task_id_counts[(j, k)] for k in range(T)] for j in range(T)]
                 Q[i] = [confusion[j][j] / max(sum(confusion[j]), 1) for j in range(T)]
-                results.update(task_id_matrix=Q.tolist(), task_id_confusion=confusion)
+                results.update(task_id_matrix=json_safe(Q.tolist()), task_id_confusion=confusion)
                 if i == T - 1:  # plotted once: a figure per task would cost more with every task
                     plot_task_id_confusion(confusion, out.with_name("task_id_confusion.png"))
             R_til[i] = evaluate_with_task_labels()
-            results["accuracy_matrix_til"] = R_til.tolist()
+            results["accuracy_matrix_til"] = json_safe(R_til.tolist())
             metrics |= summarize_without_labels(R[:n, :n], R_til[:n, :n], Q[:n, :n] if model.router is not None else None)
-        results.update(accuracy_matrix=R.tolist(), costs=costs.tasks, metrics=metrics)
+        results.update(accuracy_matrix=json_safe(R.tolist()), costs=costs.tasks, metrics=metrics)
         if probe is not None:
             results["probe"] = {"samples": cfg.probe_samples, "initial": probe.initial, "before_task": probe.before}
         if attention.attention:
