@@ -2,7 +2,7 @@
 
 ``R[i, j]`` is the accuracy on task j after training task i (T x T). Definitions follow DESIGN.md:
 BWT and FWT as in GEM (Lopez-Paz & Ranzato 2017), forgetting as in Chaudhry et al. 2018 (max over
-earlier rows, not Avalanche's first-value convention). GEM's FWT needs a head that exists before its
+the rows since the task was trained, not Avalanche's first-value convention). GEM's FWT needs a head that exists before its
 task is trained (a shared head: class/domain-IL without per-task heads); ``fwt_probe`` is forward transfer
 by linear probe (``probe.py``), defined for every model.
 """
@@ -14,8 +14,8 @@ import numpy as np
 DEFINITIONS = {
     "acc": "mean_j R[T-1, j]",
     "bwt": "mean_{j<T-1} (R[T-1, j] - R[j, j])  (GEM)",
-    "forgetting": "mean_{j<T-1} (max_{l<T-1} R[l, j] - R[T-1, j])  (Chaudhry 2018; the max over the rows that "
-                  "measured task j: with a head per task in task-IL, tasks are measured from their training on)",
+    "forgetting": "mean_{j<T-1} (max_{j<=l<T-1} R[l, j] - R[T-1, j])  (Chaudhry 2018, the best accuracy since task j "
+                  "was trained)",
     "fwt": "mean_{j>0} (R[j-1, j] - b[j]), b = untrained model  (GEM; only with a shared head: n/a with a fresh head "
            "per task, whose R[j-1, j] reads task j through an untrained head)",
     "fwt_probe": "mean_{j>0} (P[j] - P0[j]), P[j] = linear-probe accuracy on task j (logistic regression on a fixed "
@@ -63,7 +63,8 @@ def forgetting(R) -> float:
     T = len(R)
     if T < 2:
         return 0.0
-    return float(np.mean(np.nanmax(R[:-1, :-1], axis=0) - R[-1, :-1]))  # NaN: a row that did not measure task j
+    best = [R[j:-1, j].max() for j in range(T - 1)]  # since task j was trained: before, its accuracy means nothing
+    return float(np.mean(best - R[-1, :-1]))
 
 
 def fwt(R, b) -> float:

@@ -77,7 +77,7 @@ class ContinualStrategy(SupervisedTemplate):
         if evaluator is None:
             with warnings.catch_warnings():  # "no loggers": our own plugins measure and log
                 warnings.simplefilter("ignore")
-                evaluator = EvaluationPlugin()
+                evaluator = _Unmeasured()
         self.protocol, self.iterations = protocol, iterations
         self.amp_dtype = PRECISIONS[precision]  # autocast: weights stay fp32, matmuls run in this dtype
         self.scaler = torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
@@ -228,6 +228,14 @@ class ContinualStrategy(SupervisedTemplate):
             f"training loss is {loss.item()} in task {exp + 1} (experience {exp}), epoch {epoch + 1}/{self.train_epochs}, "
             f"batch {batch + 1} (lower strategy.optimizer.lr or check the inputs)"
         )
+
+
+class _Unmeasured(EvaluationPlugin):
+    """Avalanche's evaluator with no metrics and no loggers (our monitors measure and log): its callbacks,
+    eight a training step, return at once instead of switching the experience to logging mode each time."""
+
+    def _update_metrics_and_loggers(self, strategy, callback):
+        return []
 
 
 def _check_plugins(plugins: Sequence, model: nn.Module, protocol: str) -> None:
