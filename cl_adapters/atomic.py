@@ -35,8 +35,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def write_error(path: Path, error: OSError) -> UserError:
     """A refused write as one line naming the file (and a file standing where a folder should be)."""
+    broken = next((p for p in path.parents if p.is_symlink() and not p.exists()), None)
     folder = next((p for p in path.parents if p.exists()), None)
-    why = f"{folder} is not a directory" if folder and not folder.is_dir() else (error.strerror or str(error))
+    why = (f"{broken} is a link to nothing" if broken else f"{folder} is not a directory" if folder and not folder.is_dir()
+           else error.strerror or str(error))
     return UserError(f"cannot write {path}: {why} (what was written before is intact)")
 
 

@@ -91,6 +91,13 @@ def test_an_entry_made_for_other_settings_is_refused(make_cfg, tmp_path, capsys)
     assert "made for other settings" in capsys.readouterr().out
 
 
+def test_a_references_dir_that_is_a_broken_link_is_named(make_cfg, tmp_path):
+    (tmp_path / "refs").symlink_to(tmp_path / "gone")
+    with pytest.raises(UserError, match=r"refs is a link to nothing"):
+        run(make_cfg(*QUICK, "strategy=full_ft"), tmp_path / "a")
+    assert json.loads((tmp_path / "a" / "results.json").read_text())["run"]["status"] == "failed"
+
+
 @pytest.mark.parametrize("override,match", [
     ("strategy.model.train_backbone=first", "fine-tunes the whole backbone"),
     ("plugins=[ewc]", "do not apply to the joint reference"),

@@ -24,6 +24,7 @@ from filelock import FileLock, Timeout
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from cl_adapters.atomic import write_error
 from cl_adapters.outputs import write_json_atomic
 from cl_adapters.outputs.results import without_nulls
 
@@ -94,7 +95,10 @@ class ReferenceCache:
         """Hold the reference's lock (``<entry>.lock``; reentrant in one process, so a reference trained
         inside a run that holds it can take it again), saying so when another process has it."""
         path, _ = self.path(protocol, cfg)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_error(path, e) from e
         lock = FileLock(path.with_suffix(".lock"), is_singleton=True)
         try:
             lock.acquire(timeout=0)
