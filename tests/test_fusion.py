@@ -246,7 +246,7 @@ def test_top_k_fuses_the_earlier_adapters_that_best_separate_the_tasks_classes(d
 
 
 def _ncm(features, labels):
-    from cl_adapters.models.adapted import _ncm_accuracy
+    from cl_adapters.models.fusion_choice import _ncm_accuracy
 
     return _ncm_accuracy(features, labels)
 

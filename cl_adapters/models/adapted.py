@@ -149,7 +149,9 @@ class AdaptedModel(MultiTaskModule):
         if self.adapters is not None:
             self.adapters.add(self.adapter_key(task))
         if self._fusable(task) and self.fusion.top_k is not None and data is not None:
-            self.fusion_over[task] = self.relevant_adapters(task, data)
+            from cl_adapters.models.fusion_choice import relevant_adapters  # a policy run on this model
+
+            self.fusion_over[task] = relevant_adapters(self, task, data)
         if self._fusable(task) and self.fusion.mode == "joint":
             self._add_fusion(task)
         self.set_trainable(task)
@@ -196,30 +198,6 @@ class AdaptedModel(MultiTaskModule):
         keys = self.adapters.keys()
         over = self.fusion_over.get(task) or keys[: keys.index(task_key(task)) + 1]
         self.adapters.add_fusion(task_key(task), over, self.fusion)
-
-    @torch.no_grad()
-    def relevant_adapters(self, task: int, data, samples: int = 256) -> list[str]:
-        """What ``task``'s fusion mixes under ``fusion.top_k``: the k earlier adapters whose features (each
-        adapter alone) best separate its classes, then its own, in stream order. Scored by nearest-class-
-        mean accuracy on up to ``samples`` of its training samples spread over ``data`` (every other one
-        for the means, the rest classified): cheap, deterministic, and blind to the test data."""
-        keys = self.adapters.keys()
-        own = keys.index(task_key(task))
-        if own <= self.fusion.top_k:
-            return keys[: own + 1]
-        data = data.eval() if hasattr(data, "eval") else data  # no augmentation (nor its random numbers)
-        rows = [data[i] for i in range(0, len(data), max(len(data) // samples, 1))][:samples]
-        x = torch.stack([torch.as_tensor(row[0]) for row in rows]).to(self._adaptation_device)
-        y = torch.as_tensor([int(row[1]) for row in rows])
-        training = self.training
-        self.eval()
-        try:
-            scores = [_ncm_accuracy(torch.cat([self.features(chunk, Route.whole(Stack((key,)))).cpu()
-                                               for chunk in x.split(64)]), y) for key in keys[:own]]
-        finally:
-            self.train(training)
-        best = sorted(range(own), key=lambda k: -scores[k])[: self.fusion.top_k]  # ties: the earlier adapter
-        return [keys[k] for k in sorted(best)] + [keys[own]]
 
     def stages(self) -> int:
         """Training stages of the task being trained: 2 for two-stage fusion (adapter, then fusion)."""
@@ -415,14 +393,6 @@ class AdaptedModel(MultiTaskModule):
             return {t: self.forward(x, Route.whole(task_key(t))) for t in self.trained_tasks}
         features = self.features(x, Route.whole(SHARED))
         return {t: self.logits(features, Route.whole(task_key(t))) for t in self.trained_tasks}
-
-
-def _ncm_accuracy(features: torch.Tensor, labels: torch.Tensor) -> float:
-    """Nearest-class-mean accuracy: class means from the even rows, the odd rows classified."""
-    fit, scored = features[0::2], features[1::2]
-    classes = labels[0::2].unique()
-    means = torch.stack([fit[labels[0::2] == c].mean(0) for c in classes])
-    return (classes[torch.cdist(scored, means).argmin(1)] == labels[1::2]).float().mean().item()
 
 
 def _classes(experience) -> list[int]:
