@@ -4,7 +4,7 @@ stream, as Hydra multiruns with the joblib launcher, then the comparison report 
 
     python benchmarks/suite.py split_mnist              # also: split_digits, permuted_mnist, sentiment,
                                                         # split_mnist_class_il, sentiment_domain_il,
-                                                        # sentiment_toolbox,
+                                                        # sentiment_toolbox, split_digits_quantized,
                                                         # permuted_mnist_domain_il, <split_digits|split_mnist|
                                                         # permuted_mnist>_tuned,
                                                         # van_de_ven_split_mnist(_class_il)
@@ -87,6 +87,11 @@ SUITES = {  # suite -> [(sweep name, overrides)], run in this order
         ("quantized", ["experiment=sentiment", *SENTIMENT_SMALL, "strategy=adapter,lora_per_task,adapter_fusion",
                        "model.quantize=null,nf4,int8"]),  # ... and adapters combined with LoRA / prefixes
         ("combined", ["experiment=sentiment", *SENTIMENT_SMALL, "strategy=adapter", "adapter=mam,lora_pfeiffer"]),
+    ],
+    "split_digits_quantized": [  # the MLP trained on task 1 in fp32, then frozen as stored: fp32, NF4 or int8
+        ("references", ["experiment=split_digits", "strategy=single_task,joint"]),  # fp32: shared by every base
+        ("quantized", ["experiment=split_digits", "strategy=adapter,lora_per_task,adapter_fusion",
+                       "model.quantize=null,nf4,int8"]),
     ],
     "permuted_mnist_domain_il": [
         ("references", [*PMNIST_DIL, "strategy=single_task,joint"]),

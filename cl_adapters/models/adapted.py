@@ -15,6 +15,7 @@ from cl_adapters.adapters.route import Route, Stack
 from cl_adapters.errors import UserError
 from cl_adapters.models.contract import check_backbone
 from cl_adapters.models.heads import Head, PrototypeHead
+from cl_adapters.models.quantize import quantize_linears
 from cl_adapters.streams.base import SCENARIOS
 
 BACKBONE_POLICIES = ("auto", "first", "all", "never")
@@ -82,14 +83,18 @@ class AdaptedModel(MultiTaskModule):
             raise UserError("classifier=ncm is the backbone's class means alone (strategy=ncm): set strategy.model.adapter=null")
         if train_backbone == "auto":
             train_backbone = "never" if backbone.pretrained else "first"
-        if getattr(backbone, "quantized", None) and train_backbone != "never":
-            raise UserError(f"model.quantize={backbone.quantized}: a quantized base cannot train (train_backbone="
+        quantize = getattr(backbone, "quantize", None)
+        if quantize and (train_backbone == "all" or (getattr(backbone, "quantized", None) and train_backbone != "never")):
+            raise UserError(f"model.quantize={quantize}: a quantized base cannot train (train_backbone="
                             f"{train_backbone}: full_ft, joint, single_task); train adapters, LoRAs or fusions on it")
         self.train_backbone = train_backbone
         self.train_biases = train_biases
         self.per_task = per_task
         self.adapter_config = adapter
         self.backbone = backbone
+        self._base_linears = [m for m in backbone.modules() if type(m) is nn.Linear]  # before adapters wrap any
+        if train_backbone == "never":
+            self.quantize_frozen_backbone()
         self.adapters = adapter.attach(backbone) if adapter is not None else None  # layers live in the backbone
         self.heads = nn.ModuleDict()
         self.classifier = classifier
@@ -236,6 +241,16 @@ class AdaptedModel(MultiTaskModule):
         seen = {self.head_key(t) for t in self.trained_tasks} if self.shares_training else set()
         for key, head in self.heads.items():  # class means are fitted, not trained: their head trains with the backbone
             head.requires_grad_((key == self.head_key(task) or key in seen) and (self.classifier == "linear" or train_base))
+
+    def quantize_frozen_backbone(self) -> None:
+        """With ``model.quantize``, once the backbone trains no more, its own Linear weights are stored
+        quantized from then on (``quantize.py``). The strategy calls this after each task's training and
+        before that task's evaluation, so every accuracy is read from the base later tasks see: a
+        from-scratch backbone (train_backbone=first) is quantized after task 1, and BWT stays exactly 0."""
+        kind = getattr(self.backbone, "quantize", None)
+        if kind and not self.backbone.quantized:  # (a base that would train after it is refused above)
+            quantize_linears(self.backbone, kind, only=self._base_linears)
+            self.backbone.quantized = kind
 
     def trains(self) -> bool:
         """Whether anything trains on the current task (strategy=ncm after its first task: nothing)."""

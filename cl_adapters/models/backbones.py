@@ -1,6 +1,7 @@
 """From-scratch backbones for image streams. Each exposes ``family`` (its injection preset),
 ``pretrained``, ``inputs`` (what it takes) and ``out_features``, and maps (B, C, H, W) images to
-(B, out_features) features."""
+(B, out_features) features. ``quantize`` (nf4 | int8): its Linear weights are stored quantized once it
+stops training (after the first task: ``AdaptedModel.freeze_backbone``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cl_adapters.errors import UserError
+from cl_adapters.models.quantize import check_kind
 
 
 class MLPBlock(nn.Module):
@@ -28,8 +30,10 @@ class MLP(nn.Module):
     pretrained = False
     inputs = "float"
 
-    def __init__(self, input_shape: tuple[int, ...], hidden: tuple[int, ...] = (256, 256), dropout: float = 0.0):
+    def __init__(self, input_shape: tuple[int, ...], hidden: tuple[int, ...] = (256, 256), dropout: float = 0.0,
+                 quantize: str | None = None):
         super().__init__()
+        self.quantize, self.quantized = check_kind(quantize), None
         if not hidden or min(hidden) <= 0:
             raise UserError(f"model.hidden must be positive widths, got {list(hidden)}")
         widths = [math.prod(input_shape), *hidden]
@@ -109,8 +113,10 @@ class PatchTransformer(nn.Module):
         heads: int = 4,
         mlp_ratio: float = 2.0,
         dropout: float = 0.0,
+        quantize: str | None = None,
     ):
         super().__init__()
+        self.quantize, self.quantized = check_kind(quantize), None
         if len(input_shape) != 3:
             raise UserError(f"model=patch_transformer needs (C, H, W) images, got shape {tuple(input_shape)}")
         c, h, w = input_shape

@@ -11,7 +11,7 @@ A task file holds what one task alone owns, by role, and what its writer adds:
                             during the task in a run's checkpoint chain (``runs/resume.py``)
     anything else           the writer's own (the chain: RNG and CL-plugin state)
 
-Metadata: the format, the task, its fused adapters, every head's and task's label ids, the adapter and
+Metadata: the format, the task, its fused adapters, the kind of a quantized base (``quantized``), every head's and task's label ids, the adapter and
 fusion configs (they must match the model loading the file: a fusion's output depends on its
 temperature, and a silent mismatch is how a reloaded fusion loses accuracy), the writer's fields, and
 ``digest``, sha256 over all of it. An export is a folder: ``base.safetensors`` + ``task-<t>.safetensors``
@@ -34,6 +34,7 @@ from cl_adapters.adapters.base import copy_state
 from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
 from cl_adapters.models.adapted import AdaptedModel, task_key
+from cl_adapters.models.quantize import load_quantized
 
 FORMAT = "cl-adapters task file 2"
 BASE = "base.safetensors"
@@ -96,6 +97,8 @@ def write(path: str | Path, model: AdaptedModel, task: int | None = None, shared
     meta = {"format": FORMAT, **_configs(model), "heads": json.dumps(model.head_classes),
             "task_classes": json.dumps(model.task_classes), "trained_tasks": json.dumps(model.trained_tasks),
             **(metadata or {})}
+    if quantized := getattr(model.backbone, "quantized", None):
+        meta["quantized"] = quantized
     tensors = {f"shared.{k}": v for k, v in (shared or {}).items()} | (extra or {})
     if task is not None:
         meta["task"] = str(task)
@@ -151,7 +154,14 @@ def restore(model: AdaptedModel, file: TaskFile) -> None:
                 model.adapters.load_task_state(key, file.role("adapter."))
                 for i, fusion in enumerate(model.fusions(file.task)):
                     copy_state(fusion.state_dict(), file.role(f"fusion.{i}."), f"fusion {key} in layer {i}")
-        shared, state = file.role("shared."), model.state_dict()
+        shared = file.role("shared.")
+        if quantized := meta.get("quantized"):  # the base was stored quantized: so must the model's be
+            if getattr(model.backbone, "quantize", None) != quantized:
+                raise UserError(f"saved with model.quantize={quantized}, the model has "
+                                f"model.quantize={getattr(model.backbone, 'quantize', None)}")
+            model.quantize_frozen_backbone()
+            load_quantized(model, shared)
+        state = model.state_dict()
         copy_state({k: state[k] for k in shared if k in state}, shared, "shared")
     except UserError as e:
         raise UserError(f"{file.path}: {e}") from None

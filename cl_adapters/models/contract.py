@@ -4,7 +4,9 @@ built around it, so a missing field is one clear error instead of an AttributeEr
 - ``family``: its injection preset (``"bert"``, ``"mlp"``, ...), or None (then give ``adapter.targets``);
 - ``pretrained``: True if its weights come trained (adapter strategies then never train it);
 - ``inputs``: ``"float"`` (images, features) or ``"token ids"`` (right-padded int64, text);
-- ``out_features``: the width of the (B, out_features) features its forward returns.
+- ``out_features``: the width of the (B, out_features) features its forward returns;
+- optionally ``quantize`` (``"nf4"``, ``"int8"`` or None) and ``quantized`` (the kind once its Linears are
+  stored quantized, else None): ``AdaptedModel`` quantizes such a backbone when it stops training.
 """
 
 from __future__ import annotations

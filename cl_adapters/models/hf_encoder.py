@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from cl_adapters.errors import UserError
-from cl_adapters.models.quantize import quantize_linears
+from cl_adapters.models.quantize import check_kind, quantize_linears
 
 POOLINGS = ("mean", "cls")
 
@@ -40,6 +40,7 @@ class HFEncoder(nn.Module):
 
         if pooling not in POOLINGS:
             raise UserError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
+        check_kind(quantize)
         self.name_or_path = name_or_path or default_encoder_path()
         try:
             self.model = AutoModel.from_pretrained(self.name_or_path)
@@ -50,7 +51,7 @@ class HFEncoder(nn.Module):
         self.pooling = pooling
         self.pad_token_id = config.pad_token_id if config.pad_token_id is not None else 0
         self.out_features = config.hidden_size
-        self.quantized = quantize
+        self.quantize = self.quantized = quantize  # a pretrained base is quantized as it loads
         if quantize is not None:
             quantize_linears(self.model, quantize)
             self.requires_grad_(False)

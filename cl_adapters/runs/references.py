@@ -48,11 +48,18 @@ def reference_strategy(cfg: DictConfig, protocol: str) -> DictConfig:
     return ref
 
 
+def reference_model(cfg: DictConfig) -> dict:
+    """The backbone config a reference trains: the run's, in full precision (a reference trains the
+    whole backbone, a quantized base cannot train: quantized and fp32 runs share their references)."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    return {k: v for k, v in model.items() if k != "quantize"}
+
+
 def key_fields(cfg: DictConfig, protocol: str) -> dict:
     """What a reference depends on (device and eval batch size change nothing but speed)."""
     s = cfg.strategy
     fields = {"protocol": protocol, "stream": OmegaConf.to_container(cfg.stream, resolve=True),  # its ${seed}, ${scenario}
-              "model": OmegaConf.to_container(cfg.model, resolve=True), "seed": cfg.seed,
+              "model": reference_model(cfg), "seed": cfg.seed,
               "eval_stream": cfg.eval_stream, "strategy": s.get("_target_"), "optimizer": reference_optimizer(cfg),
               "epochs": s.epochs, "batch_size": s.batch_size, "precision": s.get("precision")}  # null (fp32): dropped
     return without_nulls(OmegaConf.to_container(OmegaConf.create(fields), resolve=True))  # see without_nulls

@@ -38,7 +38,8 @@ from cl_adapters.models.contract import check_inputs
 from cl_adapters.outputs import ProgressBar, plot_fusion_attention, plot_task_id_confusion, write_json_atomic
 from cl_adapters.outputs.results import json_safe
 from cl_adapters.runs import plugin_state
-from cl_adapters.runs.references import REFERENCES, ReferenceCache, reference_optimizer, reference_strategy
+from cl_adapters.runs.references import (REFERENCES, ReferenceCache, reference_model, reference_optimizer,
+                                         reference_strategy)
 from cl_adapters.runs.resume import Checkpoints
 from cl_adapters.runs.rundir import RunDir, new_run_id
 
@@ -301,6 +302,7 @@ def _references(cfg: DictConfig, cache: ReferenceCache, out_dir: Path, results: 
                     ref_cfg = copy.deepcopy(cfg)
                     with open_dict(ref_cfg):
                         ref_cfg.strategy = reference_strategy(cfg, protocol)
+                        ref_cfg.model = reference_model(cfg)
                         ref_cfg.plugins = {}
                     run(ref_cfg, out_dir / "references" / protocol)
                     entry = cache.load(protocol, cfg)
