@@ -62,6 +62,39 @@ def test_every_experience_starts_with_a_fresh_optimizer(make_cfg):
     assert torch.is_tensor(next(iter(strategy.optimizer.state.values()))["exp_avg"])
 
 
+def test_every_plugin_is_called_on_each_step_event_it_acts_on(make_cfg):
+    """Step callbacks go only to the plugins that override them (Avalanche calls every no-op too), in order."""
+    from cl_adapters.strategies.continual import STEP_EVENTS
+
+    calls = []
+
+    class Recorder(SupervisedPlugin):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def before_forward(self, strategy, **kwargs):
+            calls.append((self.name, "before_forward"))
+
+        def after_eval_forward(self, strategy, **kwargs):
+            calls.append((self.name, "after_eval_forward"))
+
+    class Silent(SupervisedPlugin):
+        pass
+
+    strategy = instantiate(make_cfg(*QUICK, "strategy.batch_size=128").strategy, backbone=MLP((1, 8, 8)),
+                           monitors=[Recorder("a"), Silent(), Recorder("b")])
+    exp = split_digits(n_tasks=5, seed=0).train_stream[0]
+    strategy.train(exp)
+    steps = 3 * -(-len(exp.dataset) // 128)
+    assert calls == [(name, "before_forward") for _ in range(steps) for name in "ab"]
+    assert strategy._listeners["before_forward"] == strategy.plugins[:3:2]
+    assert not any(isinstance(p, Silent) for event in STEP_EVENTS for p in strategy._listeners[event])
+    calls.clear()
+    strategy.eval([split_digits(n_tasks=5, seed=0).test_stream[0]])
+    assert calls == [(name, "after_eval_forward") for name in "ab"]  # one batch of 256 test samples
+
+
 def held_by(cfg, plugin) -> float:
     """How far the backbone moves on split digits' second task with ``plugin``, relative to without it."""
     stream = split_digits(n_tasks=5, seed=0).train_stream

@@ -27,7 +27,7 @@ def relevant_adapters(model: AdaptedModel, task: int, data, samples: int = 256) 
     model.eval()
     try:
         scores = [_ncm_accuracy(torch.cat([model.features(chunk, Route.whole(Stack((key,)))).cpu()
-                                           for chunk in x.split(64)]), y) for key in keys[:own]]
+                                           for chunk in x.split(256)]), y) for key in keys[:own]]
     finally:
         model.train(training)
     best = sorted(range(own), key=lambda k: -scores[k])[: model.fusion.top_k]  # ties: the earlier adapter

@@ -14,6 +14,7 @@ task's training data; two-stage AdapterFusion splits it between its stages (``fu
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import warnings
@@ -22,6 +23,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from avalanche.benchmarks.utils.utils import concat_datasets
+from avalanche.core import BaseSGDPlugin
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
@@ -32,6 +34,9 @@ from cl_adapters.strategies.batches import TensorBatches
 
 PROTOCOLS = ("sequential", "joint", "single_task")
 PRECISIONS = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
+STEP_EVENTS = ("before_training_iteration", "before_forward", "after_forward", "before_backward", "after_backward",
+               "before_update", "after_update", "after_training_iteration",
+               "before_eval_iteration", "before_eval_forward", "after_eval_forward", "after_eval_iteration")
 FINITE_CHECK_EVERY = 50  # training steps between reads of the losses (a NaN stops the run within this many)
 
 
@@ -100,10 +105,54 @@ class ContinualStrategy(SupervisedTemplate):
     def _before_training_exp(self, **kwargs):
         super()._before_training_exp(**kwargs)  # the loader, then the plugins' (Replay: its own loader)
         self.dataloader = TensorBatches.wrap(self.dataloader)
+        self._find_listeners()
 
     def _before_eval_exp(self, **kwargs):
         super()._before_eval_exp(**kwargs)
         self.dataloader = TensorBatches.wrap(self.dataloader)
+        self._find_listeners()
+
+    # Avalanche calls every plugin on every step event, no-ops included (8 calls a training step per plugin):
+    # here only the plugins that act on an event are called, in their order.
+    def _find_listeners(self) -> None:
+        self._listeners = {event: [p for p in self.plugins if _acts_on(p, event)] for event in STEP_EVENTS}
+
+    def _notify(self, event: str, kwargs: dict) -> None:
+        for plugin in self._listeners[event]:
+            getattr(plugin, event)(self, **kwargs)
+
+    def _before_training_iteration(self, **kwargs):
+        self._notify("before_training_iteration", kwargs)
+
+    def _before_forward(self, **kwargs):
+        self._notify("before_forward", kwargs)
+
+    def _after_forward(self, **kwargs):
+        self._notify("after_forward", kwargs)
+
+    def _before_backward(self, **kwargs):
+        self._notify("before_backward", kwargs)
+
+    def _after_backward(self, **kwargs):
+        self._notify("after_backward", kwargs)
+
+    def _before_update(self, **kwargs):
+        self._notify("before_update", kwargs)
+
+    def _after_update(self, **kwargs):
+        self._notify("after_update", kwargs)
+
+    def _before_eval_iteration(self, **kwargs):
+        self._notify("before_eval_iteration", kwargs)
+
+    def _before_eval_forward(self, **kwargs):
+        self._notify("before_eval_forward", kwargs)
+
+    def _after_eval_forward(self, **kwargs):
+        self._notify("after_eval_forward", kwargs)
+
+    def _after_eval_iteration(self, **kwargs):
+        self._notify("after_eval_iteration", kwargs)
 
     def train_dataset_adaptation(self, **kwargs):
         super().train_dataset_adaptation(**kwargs)
@@ -156,7 +205,7 @@ class ContinualStrategy(SupervisedTemplate):
         self._fit_task(experience)
 
     def _after_training_iteration(self, **kwargs):
-        super()._after_training_iteration(**kwargs)
+        self._notify("after_training_iteration", kwargs)
         self._steps_left -= 1
         if self._steps_left == 0:
             self.stop_training()
@@ -191,8 +240,10 @@ class ContinualStrategy(SupervisedTemplate):
             return self.model(self.mb_x, self.mb_task_id if task is None else task)
 
     def autocast(self):
-        """``strategy.precision``'s autocast (a no-op for fp32)."""
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+        """``strategy.precision``'s autocast (none for fp32: even a disabled one costs every forward)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def backward(self):
         """fp16: the loss scaled against underflow, the gradients unscaled before plugins read them."""
@@ -207,7 +258,8 @@ class ContinualStrategy(SupervisedTemplate):
     def criterion(self):
         loss = super().criterion()
         if self.is_training:
-            loss = loss + self.model.penalty()
+            if torch.is_tensor(penalty := self.model.penalty()):  # (0.0 without one: no op to add)
+                loss = loss + penalty
             self._losses.append((loss.detach(), self.clock.train_exp_epochs, self.clock.train_epoch_iterations))
             if len(self._losses) == FINITE_CHECK_EVERY:
                 self._check_finite()
@@ -237,6 +289,14 @@ class _Unmeasured(EvaluationPlugin):
 
     def _update_metrics_and_loggers(self, strategy, callback):
         return []
+
+
+def _acts_on(plugin, event: str) -> bool:
+    """Whether ``plugin``'s ``event`` callback does anything: not the plugin base class's no-op, nor the
+    evaluator without metrics."""
+    if isinstance(plugin, _Unmeasured) or not hasattr(plugin, event):
+        return False
+    return event in vars(plugin) or getattr(type(plugin), event, None) is not getattr(BaseSGDPlugin, event)
 
 
 def _check_plugins(plugins: Sequence, model: nn.Module, protocol: str) -> None:
