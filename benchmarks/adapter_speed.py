@@ -38,7 +38,7 @@ from cl_adapters.models import AdaptedModel, HFEncoder, default_encoder_path  # 
 BATCH, LENGTH, R = 32, 128, 24  # r = 384 / 16, AdapterHub's default reduction factor
 OUT = Path(__file__).parent / "results"
 TRAIN = ["full_ft", "ours_pfeiffer", "adapterhub_pfeiffer", "ours_houlsby", "adapterhub_houlsby", "ours_parallel",
-         "ours_compacter", "adapterhub_compacter", "peft_lora"]
+         "ours_compacter", "adapterhub_compacter", "peft_lora", "ours_pfeiffer_nodropout", "ours_houlsby_nodropout"]
 INFER = ["bare", "ours_pfeiffer", "adapterhub_pfeiffer", "ours_houlsby", "adapterhub_houlsby", "ours_compacter",
          "adapterhub_compacter"]
 OURS = {"pfeiffer": AdapterConfig("pfeiffer", r=R), "houlsby": AdapterConfig("houlsby", r=R, activation="silu"),
@@ -64,9 +64,11 @@ def build(name: str) -> nn.Module:
     """A model whose forward maps token ids to logits, with exactly the intended parameters trainable."""
     torch.manual_seed(0)
     kind, _, placement = name.partition("_")
+    placement, _, variant = placement.partition("_")  # nodropout: model.dropout=0 (a method choice)
     if kind in ("full", "bare", "ours"):
         adapter = OURS[placement] if kind == "ours" else None
-        model = AdaptedModel(HFEncoder(), adapter, train_backbone="all" if kind == "full" else "never")
+        encoder = HFEncoder(dropout=0.0 if variant == "nodropout" else None)
+        model = AdaptedModel(encoder, adapter, train_backbone="all" if kind == "full" else "never")
         model.add_task(0, classes=2)
         return _Task0(model)
     from transformers import AutoModel

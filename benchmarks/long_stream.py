@@ -5,7 +5,8 @@
 
 Permuted MNIST, 50 tasks of 2,000 training / 500 test samples, MLP 784-256-256, batch 64, 2 epochs per task,
 task-IL. Each configuration runs in its own process, one after another (per-task adapters, light
-AdapterFusion over all earlier adapters and over the top 3 (``fusion.top_k=3``), full fine-tuning); after
+AdapterFusion over all earlier adapters, over the top 3 of all (``fusion.top_k=3``) and over the top 3 of the 6
+nearest tasks (``fusion.candidates=6``), full fine-tuning); after
 each task it records the task's training seconds, the model's parameter bytes and the process's resident
 memory (RSS now, not its peak). The final model is scored on every task (ACC; BWT is 0 for the per-task
 methods). Writes benchmarks/results/long_stream.{md,json,png}.
@@ -30,6 +31,7 @@ CONFIGS = {
     "adapter": ["strategy=adapter"],
     "fusion_all": ["strategy=adapter_fusion", "fusion=light"],
     "fusion_top3": ["strategy=adapter_fusion", "fusion=light", "fusion.top_k=3"],
+    "fusion_top3_near6": ["strategy=adapter_fusion", "fusion=light", "fusion.top_k=3", "fusion.candidates=6"],
     "full_ft": ["strategy=full_ft"],
 }
 
@@ -73,8 +75,11 @@ def measure(name: str, tasks: int, train: int, test: int) -> dict:
 def summary(row: dict, window: int) -> dict:
     s = row["train_seconds"]
     early, late = statistics.median(s[1 : 1 + window]), statistics.median(s[-window:])
+    later = range(len(s) // 5, len(s))  # the last four fifths: a bounded cost has no slope there
+    slope = statistics.linear_regression(list(later), [s[i] for i in later]).slope if len(later) > 1 else 0.0
     grows = [b - a for a, b in zip(row["param_bytes"], row["param_bytes"][1:])]
     return {"task2_s": s[1], "last_s": s[-1], "early_median_s": early, "late_median_s": late, "late_vs_early": late / early,
+            "slope_ms_per_task": 1000 * slope,
             "param_mib_first": row["param_bytes"][0] / 2**20, "param_mib_last": row["param_bytes"][-1] / 2**20,
             "param_kib_per_task": statistics.median(grows) / 1024 if grows else 0.0,
             "rss_mib_first": row["rss_bytes"][0] / 2**20, "rss_mib_last": row["rss_bytes"][-1] / 2**20,
@@ -101,20 +106,27 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="4 tasks of 200 samples (a smoke test)")
     parser.add_argument("--out", default=str(OUT), help="folder for long_stream.{md,json,png}")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each configuration (per-task medians)")
     parser.add_argument("--config", choices=sorted(CONFIGS), help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
     tasks, train, test = (4, 200, 100) if args.quick else (50, 2000, 500)
     if args.config:
         print(json.dumps(measure(args.config, tasks, train, test)))
         return
-    rows = {}
-    for name in CONFIGS:  # one process each, one after another: RSS and timings of that config alone
-        child = subprocess.run([sys.executable, __file__, "--config", name, *(["--quick"] if args.quick else [])],
-                               check=True, stdout=subprocess.PIPE, text=True)
-        rows[name] = json.loads(child.stdout.strip().splitlines()[-1])
+    repeats = 1 if args.quick else args.repeats
+    runs = {name: [] for name in CONFIGS}
+    for r in range(repeats):  # one process each, one after another (RSS and timings of that config alone),
+        names = list(CONFIGS)  # the order rotated each round
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            child = subprocess.run([sys.executable, __file__, "--config", name, *(["--quick"] if args.quick else [])],
+                                   check=True, stdout=subprocess.PIPE, text=True)
+            runs[name].append(json.loads(child.stdout.strip().splitlines()[-1]))
+    rows = {name: {**made[0], "train_seconds": [statistics.median(t) for t in zip(*(m["train_seconds"] for m in made))],
+                   "train_seconds_runs": [m["train_seconds"] for m in made]} for name, made in runs.items()}
     window = 1 if args.quick else 5
     results = {**environment("cl-adapters", "torch", "avalanche-lib"),
-               "setup": {"tasks": tasks, "train_per_task": train, "test_per_task": test, "window": window},
+               "setup": {"tasks": tasks, "train_per_task": train, "test_per_task": test, "window": window,
+                         "repeats": repeats},
                "rows": rows, "summary": {name: summary(row, window) for name, row in rows.items()}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -128,15 +140,17 @@ def markdown(res: dict) -> str:
     s, w = res["setup"], res["setup"]["window"]
     lines = [f"# A long stream: {s['tasks']} permuted-MNIST tasks ({s['train_per_task']:,} train / {s['test_per_task']:,} "
              "test samples each, MLP 784-256-256, batch 64, 2 epochs, task-IL)", "", environment_line(res),
-             f"Each configuration in its own process, one after another. Early / late: median training seconds of tasks "
-             f"2-{1 + w} / the last {w}; RSS is the process's resident memory after the task (not its peak). "
-             "Curves: long_stream.png.", "",
-             "| config | task 2 s | last task s | early median s | late median s | late / early | parameters MiB "
-             "(first -> last) | + KiB per task | RSS MiB (first -> last) | ACC (final) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"Each configuration in its own process, one after another, {s.get('repeats', 1)} times (configs rotated); "
+             f"per task the median of the runs. Early / late: median training seconds of tasks 2-{1 + w} / the last {w}; "
+             "slope: least-squares growth of a task's seconds over the last four fifths of the stream; RSS is the "
+             "process's resident memory after the task (not its peak). Curves: long_stream.png.", "",
+             "| config | task 2 s | last task s | early median s | late median s | late / early | slope ms/task | "
+             "parameters MiB (first -> last) | + KiB per task | RSS MiB (first -> last) | ACC (final) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in res["summary"].items():
         lines.append(f"| {name} | {r['task2_s']:.2f} | {r['last_s']:.2f} | {r['early_median_s']:.2f} | {r['late_median_s']:.2f} "
-                     f"| {r['late_vs_early']:.2f}x | {r['param_mib_first']:.1f} -> {r['param_mib_last']:.1f} "
+                     f"| {r['late_vs_early']:.2f}x | {r.get('slope_ms_per_task', 0):+.2f} "
+                     f"| {r['param_mib_first']:.1f} -> {r['param_mib_last']:.1f} "
                      f"| {r['param_kib_per_task']:.0f} | {r['rss_mib_first']:.0f} -> {r['rss_mib_last']:.0f} | {r['acc']:.4f} |")
     return "\n".join(lines) + "\n"
 

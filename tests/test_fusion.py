@@ -72,7 +72,7 @@ def test_fresh_fusion_is_close_to_the_average_of_its_adapters():
 
 
 @pytest.mark.parametrize("kwargs", [dict(rank=0), dict(mode="both"), dict(temperature=0.0), dict(regularization=-1.0),
-                                    dict(top_k=0), dict(top_k=True)])
+                                    dict(top_k=0), dict(top_k=True), dict(candidates=4), dict(top_k=3, candidates=2)])
 def test_bad_fusion_values_are_refused(kwargs):
     with pytest.raises(UserError, match="fusion."):
         FusionConfig(**kwargs)
@@ -243,6 +243,55 @@ def test_top_k_fuses_the_earlier_adapters_that_best_separate_the_tasks_classes(d
         assert len(chosen) == 3 and chosen[-1] == str(i) and sorted(chosen[:2]) == sorted(best), (scores, chosen)
         assert all(f.keys == chosen for f in model.fusions(i)) and model.fusion_over[i] == chosen
     assert [accuracy.last[j] for j in range(5)] == diagonal
+
+
+def test_candidates_probe_only_the_tasks_with_the_nearest_data_and_survive_a_resume(digits, make_cfg, tmp_path,
+                                                                                    monkeypatch):
+    """fusion.candidates=2 with top_k=1: every task keeps its data signature (the centroid of its probe
+    samples through the bare backbone, taken after it trained); from the fourth task on only the 2 earlier
+    tasks with the nearest signatures are probed, and the best of those is fused. A resumed run chooses
+    the same: the signatures are in the checkpoints."""
+    from cl_adapters.models import fusion_choice
+    from cl_adapters.runs.resume import Checkpoints
+
+    probed, ncm = [], fusion_choice._ncm_accuracy
+    monkeypatch.setattr(fusion_choice, "_ncm_accuracy", lambda f, y: probed.append(1) or ncm(f, y))
+    torch.manual_seed(0)
+    strategy = ContinualStrategy(
+        backbone=MLP((1, 8, 8), hidden=(32, 32)),
+        model=lambda b: AdaptedModel(b, AdapterConfig(r=8), fusion=FusionConfig(rank=8, top_k=1, candidates=2)),
+        optimizer=lambda params: torch.optim.AdamW(params, lr=1e-2), epochs=1, batch_size=32,
+    )
+    model = strategy.model
+    for i, experience in enumerate(digits.train_stream):
+        centroid = fusion_choice.data_signature(model, experience.dataset)
+        distance = {k: float(torch.dist(model.signatures[k], centroid)) for k in range(i)}
+        probed.clear()
+        strategy.train(experience)
+        assert sorted(model.signatures) == list(range(i + 1))
+        torch.testing.assert_close(model.signatures[i], fusion_choice.data_signature(model, experience.dataset), rtol=0, atol=0)
+        if i >= 3:
+            nearest = sorted(distance, key=distance.get)[:2]
+            chosen = model.fusion_over[i]
+            assert len(probed) == 2 and len(chosen) == 2 and int(chosen[0]) in nearest and chosen[1] == str(i)
+
+    overrides = ("strategy=adapter_fusion", "fusion.top_k=1", "fusion.candidates=2", "strategy.epochs=2")
+    whole = run(make_cfg(*overrides), tmp_path / "whole")
+    save = Checkpoints.save
+
+    def killed_after_task_3(self, task, *args):
+        path = save(self, task, *args)
+        if task == 2:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(Checkpoints, "save", killed_after_task_3)
+    with pytest.raises(KeyboardInterrupt):
+        run(make_cfg(*overrides), tmp_path / "cut")
+    monkeypatch.setattr(Checkpoints, "save", save)
+    resumed = run(make_cfg(*overrides), tmp_path / "cut")
+    assert resumed["run"]["resumed_after_task"] == [2] and resumed["accuracy_matrix"] == whole["accuracy_matrix"]
+    assert [a["adapters"] for a in resumed["fusion_attention"].values()] == [a["adapters"] for a in whole["fusion_attention"].values()]
 
 
 def _ncm(features, labels):

@@ -245,3 +245,17 @@ def test_mam_on_minilm_as_shipped(minilm):
         for task in (0, 1):
             torch.testing.assert_close(mixed[t == task], model(x[t == task], task), rtol=1e-4, atol=1e-5)
         assert not torch.allclose(model(x, 0), model(x, 1), atol=1e-3)
+
+
+def test_dropout_sets_every_dropout_probability_of_the_encoder(tiny_bert):
+    """model.dropout=0: a frozen encoder without dropout (a method choice): two training-mode forwards agree;
+    null keeps the checkpoint's own (0.1 here), so they differ."""
+    ids = torch.randint(1, 100, (4, 12), generator=torch.Generator().manual_seed(0))
+    kept, off = HFEncoder(name_or_path=tiny_bert).train(), HFEncoder(name_or_path=tiny_bert, dropout=0.0).train()
+    assert kept.model.config.hidden_dropout_prob == 0.1 and off.model.config.attention_probs_dropout_prob == 0.0
+    assert not torch.equal(kept(ids), kept(ids))
+    assert torch.equal(off(ids), off(ids))
+    torch.testing.assert_close(off(ids), kept.eval()(ids))  # the same weights: eval mode has no dropout either
+    for bad in (1.0, -0.1, "0.1", True):
+        with pytest.raises(UserError, match="model.dropout must be in .0, 1. or null"):
+            HFEncoder(name_or_path=tiny_bert, dropout=bad)

@@ -110,6 +110,8 @@ class AdaptedModel(MultiTaskModule):
         self.task_id_counts: Counter = Counter()  # (true task, routed task) -> samples, while routing
         self.adapter_override: str | None = None  # while set, every sample goes through this adapter
         self.fusion_over: dict[int, list[str]] = {}  # task -> the adapters its fusion mixes (fusion.top_k)
+        self.signatures: dict[int, torch.Tensor] = {}  # task -> its data signature (fusion.candidates)
+        self._signing = None  # (task, its training data) until the task has trained
         self.fusion = fusion
         self.stack_on = stack_on
         if stack_on is not None:
@@ -157,6 +159,8 @@ class AdaptedModel(MultiTaskModule):
             from cl_adapters.models.fusion_choice import relevant_adapters  # a policy run on this model
 
             self.fusion_over[task] = relevant_adapters(self, task, data)
+        if self.fusion is not None and self.fusion.candidates is not None and data is not None:
+            self._signing = (task, data)
         if self._fusable(task) and self.fusion.mode == "joint":
             self._add_fusion(task)
         self.set_trainable(task)
@@ -242,11 +246,21 @@ class AdaptedModel(MultiTaskModule):
         for key, head in self.heads.items():  # class means are fitted, not trained: their head trains with the backbone
             head.requires_grad_((key == self.head_key(task) or key in seen) and (self.classifier == "linear" or train_base))
 
+    def end_task_training(self) -> None:
+        """After a task's training, before its evaluation (the strategy calls it): what is settled on the
+        backbone later tasks see. With ``model.quantize`` a backbone that trains no more is stored quantized
+        from now on, so every accuracy is read from the base later tasks see (BWT stays exactly 0); with
+        ``fusion.candidates`` the task's data signature is taken."""
+        self.quantize_frozen_backbone()
+        if self._signing is not None:
+            from cl_adapters.models.fusion_choice import data_signature
+
+            task, data = self._signing
+            self.signatures[task], self._signing = data_signature(self, data), None
+
     def quantize_frozen_backbone(self) -> None:
-        """With ``model.quantize``, once the backbone trains no more, its own Linear weights are stored
-        quantized from then on (``quantize.py``). The strategy calls this after each task's training and
-        before that task's evaluation, so every accuracy is read from the base later tasks see: a
-        from-scratch backbone (train_backbone=first) is quantized after task 1, and BWT stays exactly 0."""
+        """With ``model.quantize``, once the backbone trains no more (a from-scratch one after task 1, with
+        train_backbone=first), its own Linear weights are stored quantized (``quantize.py``)."""
         kind = getattr(self.backbone, "quantize", None)
         if kind and not self.backbone.quantized:  # (a base that would train after it is refused above)
             quantize_linears(self.backbone, kind, only=self._base_linears)
@@ -268,8 +282,9 @@ class AdaptedModel(MultiTaskModule):
                 self.heads[key].fit(self.features(x, route).flatten(1), y)
 
     def fitted_state(self, task: int) -> list[torch.Tensor]:
-        """What ``fit_task`` keeps for ``task`` (router prototypes; its NCM head's means and counts)."""
+        """What is fitted for ``task`` (router prototypes; its NCM head's means and counts; its data signature)."""
         kept = list(self.router.task_state(task).values()) if self.router is not None else []
+        kept += [self.signatures[task]] if task in self.signatures else []
         return kept + (list(self.heads[self.head_key(task)].buffers()) if self.classifier == "ncm" else [])
 
     def owns_adapter(self, task: int) -> bool:
@@ -297,6 +312,15 @@ class AdaptedModel(MultiTaskModule):
             return None
         return {"adapters": fusions[0].keys, "layers": self.adapters.layer_names,
                 "weights": [f.mean_attention() for f in fusions]}
+
+    def to(self, *args, **kwargs):
+        """Avalanche moves the model to its device a few times every experience, and ``nn.Module.to`` walks
+        every module of a long stream's model each time: nothing to do if every tensor is there already."""
+        device, dtype, _, memory_format = torch._C._nn._parse_to(*args, **kwargs)
+        if device is not None and dtype is None and memory_format is None \
+                and all(t.device == device for t in (*self.parameters(), *self.buffers())):
+            return self
+        return super().to(*args, **kwargs)
 
     # -- forward --------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, task_labels: torch.Tensor | int | Route | None) -> torch.Tensor | dict:

@@ -6,6 +6,7 @@ A task file holds what one task alone owns, by role, and what its writer adds:
     adapter.<name>          its adapter, as the method's ``task_state`` (names without the task key)
     fusion.<layer>.<name>   its fusion in each adapted layer
     router.<name>           what the router keeps of the task (``task_state``: e.g. its class prototypes)
+    signature               its data signature (``fusion.candidates``: which earlier adapters a fusion probes)
     shared.<state name>     what no single task owns (the backbone, a shared adapter, other tasks' heads
                             that trained on): all of it in an export's ``base.safetensors``, what changed
                             during the task in a run's checkpoint chain (``runs/resume.py``)
@@ -76,6 +77,16 @@ def _configs(model: AdaptedModel) -> dict[str, str]:
     return {"adapter": describe(model.adapter_config), "fusion": describe(model.fusion)}
 
 
+def _set_fields(config: str | None):
+    """A stored config without its null fields: one saved before a field with a null default was added
+    (``fusion.candidates``) is the same config."""
+    try:
+        value = json.loads(config) if config else None
+    except ValueError:
+        return config
+    return {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
+
+
 def own_tensors(model: AdaptedModel, task: int) -> dict[str, torch.Tensor]:
     """What ``task`` alone owns, by role: its head, adapter and fusion (those it has of its own), and what
     the router keeps of it."""
@@ -83,6 +94,8 @@ def own_tensors(model: AdaptedModel, task: int) -> dict[str, torch.Tensor]:
     tensors = {f"head.{k}": v for k, v in model.heads[key].state_dict().items()} if model.head_per_task else {}
     if model.router is not None:
         tensors |= {f"router.{k}": v for k, v in model.router.task_state(task).items()}
+    if task in model.signatures:
+        tensors["signature"] = model.signatures[task]
     if model.owns_adapter(task):
         tensors |= {f"adapter.{k}": v for k, v in model.adapters.task_state(key).items()}
         for i, fusion in enumerate(model.fusions(task)):
@@ -150,6 +163,8 @@ def restore(model: AdaptedModel, file: TaskFile) -> None:
                 copy_state(model.heads[key].state_dict(), file.role("head."), f"head {key}")
             if model.router is not None:
                 model.router.load_task_state(file.task, file.role("router."))
+            if "signature" in file.tensors:
+                model.signatures[file.task] = file.tensors["signature"]
             if model.owns_adapter(file.task):
                 model.adapters.load_task_state(key, file.role("adapter."))
                 for i, fusion in enumerate(model.fusions(file.task)):
@@ -168,7 +183,7 @@ def restore(model: AdaptedModel, file: TaskFile) -> None:
     except (KeyError, ValueError) as e:  # a file that verifies but whose contents the model cannot take
         raise UserError(f"{file.path}: does not fit the model ({type(e).__name__}: {e})") from None
     for name, saved in _configs(model).items():
-        if meta.get(name) != saved:
+        if _set_fields(meta.get(name)) != _set_fields(saved):
             raise UserError(f"{file.path}: saved with {name} config {meta.get(name)}, the model has {saved}")
 
 

@@ -2,7 +2,9 @@
 
 Inputs are right-padded token ids (B, L); the attention mask is ``ids != pad``, and each batch is
 cut to its longest sequence, so short texts do not pay for ``max_length``. ``quantize`` (nf4 | int8)
-stores the pretrained Linear weights quantized (``quantize.py``); such a base never trains.
+stores the pretrained Linear weights quantized (``quantize.py``); such a base never trains. ``dropout``
+sets every dropout probability of the encoder (null: the checkpoint's own): 0 is a method choice that
+makes a frozen encoder's training steps cheaper (no dropout masks to draw) and changes what adapters learn.
 """
 
 from __future__ import annotations
@@ -34,16 +36,23 @@ class HFEncoder(nn.Module):
     inputs = "token ids"
 
     def __init__(self, input_shape: tuple[int, ...] | None = None, name_or_path: str | None = None, pooling: str = "mean",
-                 quantize: str | None = None):
+                 quantize: str | None = None, dropout: float | None = None):
         super().__init__()
-        from transformers import AutoModel
+        from transformers import AutoConfig, AutoModel
 
         if pooling not in POOLINGS:
             raise UserError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
+        if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1):
+            raise UserError(f"model.dropout must be in [0, 1) or null (the checkpoint's own), got {dropout!r}")
         check_kind(quantize)
         self.name_or_path = name_or_path or default_encoder_path()
         try:
-            self.model = AutoModel.from_pretrained(self.name_or_path)
+            config = AutoConfig.from_pretrained(self.name_or_path)
+            if dropout is not None:  # every dropout probability of the architecture (hidden, attention, ...)
+                for name, value in list(vars(config).items()):
+                    if "dropout" in name and isinstance(value, float):
+                        setattr(config, name, float(dropout))
+            self.model = AutoModel.from_pretrained(self.name_or_path, config=config)
         except (OSError, ValueError) as e:  # a missing folder, a bad id, or a hub id with no network
             raise UserError(f"model.name_or_path={self.name_or_path!r} could not be loaded: {str(e).splitlines()[0]}") from e
         config = self.model.config

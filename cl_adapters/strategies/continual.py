@@ -201,7 +201,7 @@ class ContinualStrategy(SupervisedTemplate):
                     self._stop_training = False  # set by the stage's last step
         finally:
             self.train_epochs = epochs
-        self.model.quantize_frozen_backbone()
+        self.model.end_task_training()
         self._fit_task(experience)
 
     def _after_training_iteration(self, **kwargs):

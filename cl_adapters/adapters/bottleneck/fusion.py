@@ -46,6 +46,9 @@ class FusionConfig:
     top_k: int | None = field(default=None, metadata={
         "help": "fuse the task's adapter and the k earlier adapters whose features best separate its classes "
                 "(None: every earlier adapter); bounds a fusion's cost on long streams"})
+    candidates: int | None = field(default=None, metadata={
+        "help": "with top_k: probe only this many earlier adapters, those of the tasks with the nearest data "
+                "signatures (None: all; choosing then costs a pass per earlier adapter)"})
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -60,6 +63,10 @@ class FusionConfig:
             raise UserError(f"fusion.regularization must be >= 0, got {self.regularization!r}")
         if self.top_k is not None and (not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 1):
             raise UserError(f"fusion.top_k must be a positive integer or null, got {self.top_k!r}")
+        if self.candidates is not None and (self.top_k is None or not isinstance(self.candidates, int)
+                                            or isinstance(self.candidates, bool) or self.candidates < self.top_k):
+            raise UserError(f"fusion.candidates must be an integer >= fusion.top_k (set top_k too) or null, "
+                            f"got {self.candidates!r} with top_k={self.top_k!r}")
 
 
 class Fusion(nn.Module):
