@@ -4,7 +4,8 @@ stream, as Hydra multiruns with the joblib launcher, then the comparison report 
 
     python benchmarks/suite.py split_mnist              # also: split_digits, permuted_mnist, sentiment,
                                                         # split_mnist_class_il, sentiment_domain_il,
-                                                        # sentiment_toolbox, split_digits_quantized,
+                                                        # sentiment_toolbox, sentiment_dropout,
+                                                        # split_digits_quantized,
                                                         # permuted_mnist_domain_il, <split_digits|split_mnist|
                                                         # permuted_mnist>_tuned,
                                                         # van_de_ven_split_mnist(_class_il)
@@ -28,10 +29,11 @@ from omegaconf import OmegaConf
 from tune import SUITES as TUNABLE  # the streams benchmarks/tune.py tunes
 
 ROOT = Path(__file__).resolve().parent.parent
-SEEDS = {"sentiment": 3, "sentiment_domain_il": 3, "sentiment_toolbox": 3, "van_de_ven_split_mnist": 3,  # minutes per run
+SEEDS = {"sentiment": 3, "sentiment_domain_il": 3, "sentiment_toolbox": 3, "sentiment_dropout": 3,  # minutes per run
+         "van_de_ven_split_mnist": 3,
          "van_de_ven_split_mnist_class_il": 3}
 REFERENCES = ("references", ["strategy=single_task,joint"])
-WITHOUT_REFERENCES = {"sentiment_toolbox"}  # compares bases and adapter kinds of the same methods: no references
+WITHOUT_REFERENCES = {"sentiment_toolbox", "sentiment_dropout"}  # compares variants of the same methods: no references
 PEFT = ("strategies", ["strategy=adapter,adapter_fusion,lora,lora_per_task,bitfit,full_ft"])
 LIGHT_FUSION = ("fusion_light", ["strategy=adapter_fusion", "fusion=light"])
 PLUGINS = ("plugins", ["strategy=full_ft,lora", "plugins=[ewc],[replay],[lwf]"])
@@ -87,6 +89,9 @@ SUITES = {  # suite -> [(sweep name, overrides)], run in this order
         ("quantized", ["experiment=sentiment", *SENTIMENT_SMALL, "strategy=adapter,lora_per_task,adapter_fusion",
                        "model.quantize=null,nf4,int8"]),  # ... and adapters combined with LoRA / prefixes
         ("combined", ["experiment=sentiment", *SENTIMENT_SMALL, "strategy=adapter", "adapter=mam,lora_pfeiffer"]),
+    ],
+    "sentiment_dropout": [  # MiniLM task-IL, small: the frozen encoder with its dropout (0.1) or without (a method choice)
+        ("dropout", ["experiment=sentiment", *SENTIMENT_SMALL, "strategy=adapter", "model.dropout=null,0.0"]),
     ],
     "split_digits_quantized": [  # the MLP trained on task 1 in fp32, then frozen as stored: fp32, NF4 or int8
         ("references", ["experiment=split_digits", "strategy=single_task,joint"]),  # fp32: shared by every base

@@ -95,7 +95,7 @@ def test_speed_targets_table_reads_the_three_benchmarks_and_marks_each_target(tm
 
 
 @pytest.mark.parametrize("suite", ["split_digits", "split_mnist", "permuted_mnist", "sentiment", "split_mnist_class_il",
-                                   "sentiment_domain_il", "sentiment_toolbox", "split_digits_quantized",
+                                   "sentiment_domain_il", "sentiment_toolbox", "sentiment_dropout", "split_digits_quantized",
                                    "permuted_mnist_domain_il", "split_mnist_tuned",
                                    "split_digits_tuned", "permuted_mnist_tuned",
                                    "van_de_ven_split_mnist", "van_de_ven_split_mnist_class_il"])
