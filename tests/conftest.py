@@ -28,6 +28,33 @@ def make_cfg(tmp_path):
     return _compose
 
 
+@pytest.fixture
+def whole_and_resumed(make_cfg, tmp_path, monkeypatch):
+    """Run the overrides whole, then again killed after task ``after`` and resumed: (whole, resumed) results."""
+    from cl_adapters.runs.resume import Checkpoints
+    from cl_adapters.runs.run import run
+
+    def _runs(*overrides: str, after: int = 1) -> tuple[dict, dict]:
+        whole = run(make_cfg(*overrides), tmp_path / "whole")
+        save = Checkpoints.save
+
+        def killed(self, task, *args):
+            path = save(self, task, *args)
+            if task == after:
+                raise KeyboardInterrupt
+            return path
+
+        with monkeypatch.context() as patch:
+            patch.setattr(Checkpoints, "save", killed)
+            with pytest.raises(KeyboardInterrupt):
+                run(make_cfg(*overrides), tmp_path / "cut")
+        resumed = run(make_cfg(*overrides), tmp_path / "cut")
+        assert resumed["run"]["resumed_after_task"] == [after]
+        return whole, resumed
+
+    return _runs
+
+
 @pytest.fixture(scope="session")
 def digits():
     from cl_adapters.streams import split_digits

@@ -245,14 +245,13 @@ def test_top_k_fuses_the_earlier_adapters_that_best_separate_the_tasks_classes(d
     assert [accuracy.last[j] for j in range(5)] == diagonal
 
 
-def test_candidates_probe_only_the_tasks_with_the_nearest_data_and_survive_a_resume(digits, make_cfg, tmp_path,
+def test_candidates_probe_only_the_tasks_with_the_nearest_data_and_survive_a_resume(digits, whole_and_resumed,
                                                                                     monkeypatch):
     """fusion.candidates=2 with top_k=1: every task keeps its data signature (the centroid of its probe
     samples through the bare backbone, taken after it trained); from the fourth task on only the 2 earlier
     tasks with the nearest signatures are probed, and the best of those is fused. A resumed run chooses
     the same: the signatures are in the checkpoints."""
     from cl_adapters.models import fusion_choice
-    from cl_adapters.runs.resume import Checkpoints
 
     probed, ncm = [], fusion_choice._ncm_accuracy
     monkeypatch.setattr(fusion_choice, "_ncm_accuracy", lambda f, y: probed.append(1) or ncm(f, y))
@@ -275,22 +274,9 @@ def test_candidates_probe_only_the_tasks_with_the_nearest_data_and_survive_a_res
             chosen = model.fusion_over[i]
             assert len(probed) == 2 and len(chosen) == 2 and int(chosen[0]) in nearest and chosen[1] == str(i)
 
-    overrides = ("strategy=adapter_fusion", "fusion.top_k=1", "fusion.candidates=2", "strategy.epochs=2")
-    whole = run(make_cfg(*overrides), tmp_path / "whole")
-    save = Checkpoints.save
-
-    def killed_after_task_3(self, task, *args):
-        path = save(self, task, *args)
-        if task == 2:
-            raise KeyboardInterrupt
-        return path
-
-    monkeypatch.setattr(Checkpoints, "save", killed_after_task_3)
-    with pytest.raises(KeyboardInterrupt):
-        run(make_cfg(*overrides), tmp_path / "cut")
-    monkeypatch.setattr(Checkpoints, "save", save)
-    resumed = run(make_cfg(*overrides), tmp_path / "cut")
-    assert resumed["run"]["resumed_after_task"] == [2] and resumed["accuracy_matrix"] == whole["accuracy_matrix"]
+    whole, resumed = whole_and_resumed("strategy=adapter_fusion", "fusion.top_k=1", "fusion.candidates=2",
+                                       "strategy.epochs=2", after=2)
+    assert resumed["accuracy_matrix"] == whole["accuracy_matrix"]
     assert [a["adapters"] for a in resumed["fusion_attention"].values()] == [a["adapters"] for a in whole["fusion_attention"].values()]
 
 
