@@ -1,15 +1,16 @@
 """A long stream: per-task training time and memory over 50 permuted-MNIST tasks.
 
-    .venv/bin/python benchmarks/long_stream.py            # ~15 min on 2 CPU cores
-    .venv/bin/python benchmarks/long_stream.py --quick    # a smoke run (4 tasks)
+    .venv/bin/python benchmarks/long_stream.py            # ~10 min on 2 CPU cores (3 runs of each config)
+    .venv/bin/python benchmarks/long_stream.py --quick    # a smoke run (4 tasks, 1 run)
 
 Permuted MNIST, 50 tasks of 2,000 training / 500 test samples, MLP 784-256-256, batch 64, 2 epochs per task,
-task-IL. Each configuration runs in its own process, one after another (per-task adapters, light
-AdapterFusion over all earlier adapters, over the top 3 of all (``fusion.top_k=3``) and over the top 3 of the 6
-nearest tasks (``fusion.candidates=6``), full fine-tuning); after
-each task it records the task's training seconds, the model's parameter bytes and the process's resident
-memory (RSS now, not its peak). The final model is scored on every task (ACC; BWT is 0 for the per-task
-methods). Writes benchmarks/results/long_stream.{md,json,png}.
+task-IL. Configurations: per-task adapters, light AdapterFusion over all earlier adapters, over the top 3 of
+all (``fusion.top_k=3``) and over the top 3 of the 6 nearest tasks (``fusion.candidates=6``), full
+fine-tuning. Each runs in its own process, one after another, ``--repeats`` times with the order rotated
+(per task the median of the runs: single runs vary by ~30% a task here); after each task it records the
+task's training seconds, the model's parameter bytes and the process's resident memory (RSS now, not its
+peak). The final model is scored on every task (ACC; BWT is 0 for the per-task methods). Writes
+benchmarks/results/long_stream.{md,json,png}.
 """
 
 from __future__ import annotations
