@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from contextlib import contextmanager
+from itertools import chain
 
 import torch
 from avalanche.models import MultiTaskModule
@@ -111,7 +112,6 @@ class AdaptedModel(MultiTaskModule):
         self.adapter_override: str | None = None  # while set, every sample goes through this adapter
         self.fusion_over: dict[int, list[str]] = {}  # task -> the adapters its fusion mixes (fusion.top_k)
         self.signatures: dict[int, torch.Tensor] = {}  # task -> its data signature (fusion.candidates)
-        self._signing = None  # (task, its training data) until the task has trained
         self.fusion = fusion
         self.stack_on = stack_on
         if stack_on is not None:
@@ -159,8 +159,6 @@ class AdaptedModel(MultiTaskModule):
             from cl_adapters.models.fusion_choice import relevant_adapters  # a policy run on this model
 
             self.fusion_over[task] = relevant_adapters(self, task, data)
-        if self.fusion is not None and self.fusion.candidates is not None and data is not None:
-            self._signing = (task, data)
         if self._fusable(task) and self.fusion.mode == "joint":
             self._add_fusion(task)
         self.set_trainable(task)
@@ -246,17 +244,16 @@ class AdaptedModel(MultiTaskModule):
         for key, head in self.heads.items():  # class means are fitted, not trained: their head trains with the backbone
             head.requires_grad_((key == self.head_key(task) or key in seen) and (self.classifier == "linear" or train_base))
 
-    def end_task_training(self) -> None:
-        """After a task's training, before its evaluation (the strategy calls it): what is settled on the
-        backbone later tasks see. With ``model.quantize`` a backbone that trains no more is stored quantized
-        from now on, so every accuracy is read from the base later tasks see (BWT stays exactly 0); with
-        ``fusion.candidates`` the task's data signature is taken."""
+    def end_task_training(self, task: int, data) -> None:
+        """After ``task``'s training on ``data``, before its evaluation (the strategy calls it): what is
+        settled on the backbone later tasks see. With ``model.quantize`` a backbone that trains no more is
+        stored quantized from now on, so every accuracy is read from the base later tasks see (BWT stays
+        exactly 0); with ``fusion.candidates`` the task's data signature is taken."""
         self.quantize_frozen_backbone()
-        if self._signing is not None:
+        if self.fusion is not None and self.fusion.candidates is not None:
             from cl_adapters.models.fusion_choice import data_signature
 
-            task, data = self._signing
-            self.signatures[task], self._signing = data_signature(self, data), None
+            self.signatures[task] = data_signature(self, data)
 
     def quantize_frozen_backbone(self) -> None:
         """With ``model.quantize``, once the backbone trains no more (a from-scratch one after task 1, with
@@ -318,7 +315,7 @@ class AdaptedModel(MultiTaskModule):
         every module of a long stream's model each time: nothing to do if every tensor is there already."""
         device, dtype, _, memory_format = torch._C._nn._parse_to(*args, **kwargs)
         if device is not None and dtype is None and memory_format is None \
-                and all(t.device == device for t in (*self.parameters(), *self.buffers())):
+                and all(t.device == device for t in chain(self.parameters(), self.buffers())):
             return self
         return super().to(*args, **kwargs)
 

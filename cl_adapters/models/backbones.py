@@ -1,7 +1,7 @@
 """From-scratch backbones for image streams. Each exposes ``family`` (its injection preset),
 ``pretrained``, ``inputs`` (what it takes) and ``out_features``, and maps (B, C, H, W) images to
 (B, out_features) features. ``quantize`` (nf4 | int8): its Linear weights are stored quantized once it
-stops training (after the first task: ``AdaptedModel.freeze_backbone``)."""
+stops training (after the first task: ``AdaptedModel.quantize_frozen_backbone``)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,8 @@ A task file holds what one task alone owns, by role, and what its writer adds:
                             during the task in a run's checkpoint chain (``runs/resume.py``)
     anything else           the writer's own (the chain: RNG and CL-plugin state)
 
-Metadata: the format, the task, its fused adapters, the kind of a quantized base (``quantized``), every head's and task's label ids, the adapter and
+Metadata: the format, the task, its fused adapters, the kind of a quantized base (``quantized``), every
+head's and task's label ids, the adapter and
 fusion configs (they must match the model loading the file: a fusion's output depends on its
 temperature, and a silent mismatch is how a reloaded fusion loses accuracy), the writer's fields, and
 ``digest``, sha256 over all of it. An export is a folder: ``base.safetensors`` + ``task-<t>.safetensors``

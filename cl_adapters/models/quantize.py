@@ -4,7 +4,7 @@ dequantized on the fly in its forward; gradients flow through to whatever sits b
 LoRAs), the quantized weights never train. Adapters, LoRAs and heads stay in full precision.
 
 A pretrained base is quantized when it loads (``HFEncoder``); a from-scratch one when it stops training
-(``AdaptedModel.freeze_backbone``: after its first task), and its checkpoints then hold the quantized
+(``AdaptedModel.quantize_frozen_backbone``: after its first task), and its checkpoints then hold the quantized
 tensors, which ``load_quantized`` puts back.
 """
 

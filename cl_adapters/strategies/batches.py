@@ -90,7 +90,16 @@ class _Rows:
 
     def __getitem__(self, samples: list[int]) -> list[torch.Tensor]:
         i = torch.as_tensor(samples)
-        return [t.index_select(0, i if index is None else index.index_select(0, i)) for t, index in self.columns]
+        composed = {}  # the batch's rows in each index, once (inputs and labels share their index's memory)
+
+        def rows(index):
+            if index is None:
+                return i
+            if index.data_ptr() not in composed:
+                composed[index.data_ptr()] = index.index_select(0, i)
+            return composed[index.data_ptr()]
+
+        return [t.index_select(0, rows(index)) for t, index in self.columns]
 
 
 class TensorBatches:

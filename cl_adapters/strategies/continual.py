@@ -201,7 +201,7 @@ class ContinualStrategy(SupervisedTemplate):
                     self._stop_training = False  # set by the stage's last step
         finally:
             self.train_epochs = epochs
-        self.model.end_task_training()
+        self.model.end_task_training(int(experience.task_labels[0]), experience.dataset)
         self._fit_task(experience)
 
     def _after_training_iteration(self, **kwargs):
