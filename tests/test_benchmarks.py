@@ -176,3 +176,14 @@ def test_a_readme_table_puts_references_first_drops_single_task_and_signs_what_h
         "| joint (reference) | 0.6500 ± 0.0500 | +0.0000 ± 0.0000 | - | 10 / 10 | 40 |",
         "| adapter@learned | 0.7000 ± 0.0100 | +0.0020 ± 0.0010 | 0.9500 ± 0.0040 | 1,200 / 300 | 1,501 |",
         "| ncm | 0.6000 ± 0.0200 | -0.1000 ± 0.0300 | - | 10 / 0 | 40 |"]
+
+
+@pytest.mark.slow
+def test_adapter_profile_benchmark_smoke(tmp_path):
+    script = ROOT / "benchmarks" / "adapter_profile.py"
+    subprocess.run([sys.executable, str(script), "--quick", "--out", str(tmp_path)], check=True, timeout=1200)
+    pairs = json.loads((tmp_path / "adapter_profile.json").read_text())["pairs"]
+    assert set(pairs) == {"inference: ours_pfeiffer vs bare", "inference: ours_houlsby vs bare",
+                          "training: ours_houlsby vs adapterhub_houlsby", "training: ours_pfeiffer vs adapterhub_pfeiffer"}
+    for pair in pairs.values():  # each operator's difference is its two times' difference
+        assert all(abs(o["ms"] - o["base_ms"] - o["diff_ms"]) < 1e-9 for o in pair["operators"]) and pair["operators"]

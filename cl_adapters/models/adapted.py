@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 from contextlib import contextmanager
-from itertools import chain
 
 import torch
 from avalanche.models import MultiTaskModule
@@ -17,6 +16,7 @@ from cl_adapters.errors import UserError
 from cl_adapters.models.contract import check_backbone
 from cl_adapters.models.heads import Head, PrototypeHead
 from cl_adapters.models.quantize import quantize_linears
+from cl_adapters.models.walks import all_on, parameters, set_training
 from cl_adapters.streams.base import SCENARIOS
 
 BACKBONE_POLICIES = ("auto", "first", "all", "never")
@@ -225,24 +225,27 @@ class AdaptedModel(MultiTaskModule):
         return self.fusion.regularization * sum(f.value_penalty() for f in fusions) if fusions else 0.0
 
     def set_trainable(self, task: int) -> None:
-        """``requires_grad`` on exactly what trains on ``task`` (see the class docstring)."""
+        """``requires_grad`` on exactly what trains on ``task`` (see the class docstring), in one pass over the
+        parameters: a long stream's model has thousands, and this runs at every task and stage."""
         train_base = self.train_backbone == "all" or (self.train_backbone == "first" and not self.trained_tasks)
-        self.requires_grad_(train_base)
+        trains = {}  # id(parameter) -> whether it trains, where that is not train_base; later entries win
         if self.train_biases and not train_base:
-            for name, p in self.backbone.named_parameters():
-                if name.endswith("bias"):
-                    p.requires_grad_(True)
+            trains.update((id(p), True) for name, p in self.backbone.named_parameters() if name.endswith("bias"))
         if self.adapters is not None:
             own, fusions = self.adapter_key(task), self.fusions(task)
             train_adapter = not (fusions and self.fusion.mode == "two_stage")
-            for key in self.adapters.keys():
-                for p in self.adapters.parameters(key):
-                    p.requires_grad_(key == own and train_adapter)
-            for fusion in fusions:  # earlier tasks' fusions were frozen with the backbone above
-                fusion.requires_grad_(True)
+            # with the whole backbone frozen, the other adapters are frozen with it: not listed one by one
+            for key in self.adapters.keys() if train_base or self.train_biases else [own]:
+                trains.update((id(p), key == own and train_adapter) for p in self.adapters.parameters(key))
+            # earlier tasks' fusions are frozen with the backbone
+            trains.update((id(p), True) for fusion in fusions for p in fusion.parameters())
         seen = {self.head_key(t) for t in self.trained_tasks} if self.shares_training else set()
         for key, head in self.heads.items():  # class means are fitted, not trained: their head trains with the backbone
-            head.requires_grad_((key == self.head_key(task) or key in seen) and (self.classifier == "linear" or train_base))
+            train_head = (key == self.head_key(task) or key in seen) and (self.classifier == "linear" or train_base)
+            if train_head != train_base:
+                trains.update((id(p), train_head) for p in head.parameters())
+        for p in parameters(self):
+            p.requires_grad_(trains.get(id(p), train_base))
 
     def end_task_training(self, task: int, data) -> None:
         """After ``task``'s training on ``data``, before its evaluation (the strategy calls it): what is
@@ -265,7 +268,7 @@ class AdaptedModel(MultiTaskModule):
 
     def trains(self) -> bool:
         """Whether anything trains on the current task (strategy=ncm after its first task: nothing)."""
-        return any(p.requires_grad for p in self.parameters())
+        return any(p.requires_grad for p in parameters(self))
 
     @torch.no_grad()
     def fit_task(self, task: int, batches) -> None:
@@ -310,12 +313,18 @@ class AdaptedModel(MultiTaskModule):
         return {"adapters": fusions[0].keys, "layers": self.adapters.layer_names,
                 "weights": [f.mean_attention() for f in fusions]}
 
+    def train(self, mode: bool = True):
+        """``nn.Module.train`` in one flat pass (``walks.py``): Avalanche and the fusion choice switch modes a few
+        times a task, and a long stream's model has thousands of modules."""
+        set_training(self, mode)
+        self.training = mode
+        return self
+
     def to(self, *args, **kwargs):
-        """Avalanche moves the model to its device a few times every experience, and ``nn.Module.to`` walks
-        every module of a long stream's model each time: nothing to do if every tensor is there already."""
+        """Avalanche moves the model to its device a few times every experience: nothing to do if every
+        tensor is there already (``nn.Module.to`` would walk every module of a long stream's model)."""
         device, dtype, _, memory_format = torch._C._nn._parse_to(*args, **kwargs)
-        if device is not None and dtype is None and memory_format is None \
-                and all(t.device == device for t in chain(self.parameters(), self.buffers())):
+        if device is not None and dtype is None and memory_format is None and all_on(self, device):
             return self
         return super().to(*args, **kwargs)
 

@@ -17,6 +17,7 @@ import torch
 
 from cl_adapters.adapters.route import Route, Stack
 from cl_adapters.models.adapted import AdaptedModel, task_key
+from cl_adapters.strategies.batches import tensor_samples
 
 SAMPLES = 256  # of the task's training samples, spread over its data
 
@@ -54,9 +55,14 @@ def data_signature(model: AdaptedModel, data) -> torch.Tensor:
 def probe_samples(model: AdaptedModel, data) -> tuple[torch.Tensor, torch.Tensor]:
     """Up to ``SAMPLES`` of ``data``'s samples, evenly spread, as they are without augmentation."""
     data = data.eval() if hasattr(data, "eval") else data  # no augmentation (nor its random numbers)
-    rows = [data[i] for i in range(0, len(data), max(len(data) // SAMPLES, 1))][:SAMPLES]
-    x = torch.stack([torch.as_tensor(row[0]) for row in rows]).to(model._adaptation_device)
-    return x, torch.as_tensor([int(row[1]) for row in rows])
+    picked = list(range(0, len(data), max(len(data) // SAMPLES, 1)))[:SAMPLES]
+    gathered = tensor_samples(data, picked)  # an in-memory stream's rows at once
+    if gathered is not None:
+        x, y = gathered[0], gathered[1]
+    else:
+        rows = [data[i] for i in picked]
+        x, y = torch.stack([torch.as_tensor(row[0]) for row in rows]), torch.as_tensor([int(row[1]) for row in rows])
+    return x.to(model._adaptation_device), y
 
 
 def _centroid(model: AdaptedModel, x: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,13 @@ def tensor_rows(dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | No
     return None if columns is None else tuple(_materialized(c) for c in columns)
 
 
+def tensor_samples(dataset, indices: list[int]) -> list[torch.Tensor] | None:
+    """Samples ``indices`` of ``dataset`` (inputs, labels, task labels), each column gathered at once; ``None``
+    where the dataset is not plain tensors."""
+    columns = tensor_columns(dataset)
+    return None if columns is None else _Rows(columns)[indices]
+
+
 def _transforms(flat) -> bool:
     """Whether the dataset transforms what it returns (its active group, or a frozen one)."""
     groups = [g for g in (flat._transform_groups, flat._frozen_transform_groups) if g is not None]

@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cl_adapters.errors import UserError
+from cl_adapters.models.walks import parameters
 from cl_adapters.strategies.batches import TensorBatches
 
 PROTOCOLS = ("sequential", "joint", "single_task")
@@ -230,8 +231,9 @@ class ContinualStrategy(SupervisedTemplate):
         stream's earlier adapters) would only be skipped, every step."""
         if len(self.optimizer.param_groups) != 1:  # a user's groups: Avalanche's update
             return super().make_optimizer(reset_optimizer_state=True, **kwargs)
-        self.optimized_param_id = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
-        self.optimizer.param_groups[0]["params"] = list(self.optimized_param_id.values())
+        params = [p for p in parameters(self.model) if p.requires_grad]
+        self.optimized_param_id = {}  # Avalanche's name -> parameter map, read only by its own make_optimizer
+        self.optimizer.param_groups[0]["params"] = params
         self.optimizer.state = defaultdict(dict)
 
     def forward(self):
