@@ -1,6 +1,6 @@
-"""The speed-at-scale targets, measured: one table from the loop, adapter and long-stream benchmarks.
+"""The speed-at-scale targets, measured: one table from the loop, adapter, profile and long-stream benchmarks.
 
-    .venv/bin/python benchmarks/speed_targets.py --run    # runs the three (~30 min on 2 cores), then the table
+    .venv/bin/python benchmarks/speed_targets.py --run    # runs the four (~35 min on 2 cores), then the table
     .venv/bin/python benchmarks/speed_targets.py          # the table from their committed results
 
 Each row is a ratio taken within one benchmark's run (configurations in rotation in one process, or one
@@ -17,7 +17,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
-BENCHMARKS = ("loop_speed", "adapter_speed", "long_stream")
+BENCHMARKS = ("loop_speed", "adapter_speed", "adapter_profile", "long_stream")
 
 
 def rows(results: Path) -> list[tuple[str, str, str, bool | None]]:
@@ -39,6 +39,14 @@ def rows(results: Path) -> list[tuple[str, str, str, bool | None]]:
         out.append((f"same, ours vs AdapterHub, {kind.title()}", f"{ours / hub:.2f}x", ">= 1.05x", ours / hub >= 1.05))
         overhead = infer[f"ours_{kind}"]["overhead_vs_bare"]
         out.append((f"MiniLM inference overhead of one adapter, {kind.title()}", f"{overhead:+.1%}", "<= +3%", overhead <= 0.03))
+    profile = json.loads((results / "adapter_profile.json").read_text())["pairs"]
+    for kind in ("pfeiffer", "houlsby"):  # no target of its own: where the end-to-end overhead above comes from
+        own = profile[f"inference: ours_{kind} vs bare"]
+        out.append((f"(profile) inference, {kind.title()}: the adapter's own operators, share of the bare model's step",
+                    f"{own['own_ms'] / own['total_ms'][0]:+.1%}", "-", None))
+        pair = profile[f"training: ours_{kind} vs adapterhub_{kind}"]
+        out.append((f"(profile) training, {kind.title()}: operators only ours / only AdapterHub's run, share of its step",
+                    f"{pair['own_ms'] / pair['total_ms'][1]:.1%} / {pair['base_own_ms'] / pair['total_ms'][0]:.1%}", "-", None))
     for name, target in (("adapter", 1.10), ("fusion_top3_near6", 1.25), ("fusion_top3", None), ("fusion_all", None),
                          ("full_ft", None)):
         ratio = long[name]["late_vs_early"]  # fusion over all and full_ft: shown, no target (all: grows with N)
@@ -49,7 +57,8 @@ def rows(results: Path) -> list[tuple[str, str, str, bool | None]]:
 
 def markdown(table: list[tuple[str, str, str, bool | None]]) -> str:
     lines = ["# Speed at scale: targets and where they stand", "",
-             "From benchmarks/results/{loop_speed,adapter_speed,long_stream}.json (machine, versions and dates there).", "",
+             "From benchmarks/results/{loop_speed,adapter_speed,adapter_profile,long_stream}.json (machine, versions and "
+             "dates there); the (profile) rows, from adapter_profile.md, show what the adapters' own operators cost.", "",
              "| measure | now | target | met |", "| --- | --- | --- | --- |"]
     lines += [f"| {m} | {now} | {target} | {'-' if met is None else 'yes' if met else 'no'} |" for m, now, target, met in table]
     return "\n".join(lines) + "\n"
@@ -57,7 +66,7 @@ def markdown(table: list[tuple[str, str, str, bool | None]]) -> str:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--run", action="store_true", help="run the three benchmarks first (one after another)")
+    parser.add_argument("--run", action="store_true", help="run the four benchmarks first (one after another)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="their results folder and this table's")
     args = parser.parse_args()
     if args.run:

@@ -185,5 +185,6 @@ def test_adapter_profile_benchmark_smoke(tmp_path):
     pairs = json.loads((tmp_path / "adapter_profile.json").read_text())["pairs"]
     assert set(pairs) == {"inference: ours_pfeiffer vs bare", "inference: ours_houlsby vs bare",
                           "training: ours_houlsby vs adapterhub_houlsby", "training: ours_pfeiffer vs adapterhub_pfeiffer"}
-    for pair in pairs.values():  # each operator's difference is its two times' difference
-        assert all(abs(o["ms"] - o["base_ms"] - o["diff_ms"]) < 1e-9 for o in pair["operators"]) and pair["operators"]
+    bare = pairs["inference: ours_houlsby vs bare"]
+    assert bare["base_own_ms"] == 0.0 and bare["own_ms"] > 0  # the bare model runs nothing the adapted one does not
+    assert any("silu" in o["op"] for o in bare["operators"])  # Houlsby's activation, only in the adapted model
