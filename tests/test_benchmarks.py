@@ -77,21 +77,28 @@ def test_long_stream_benchmark_smoke(tmp_path):
     assert (tmp_path / "long_stream.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_speed_targets_table_reads_the_three_benchmarks_and_marks_each_target(tmp_path):
+def test_speed_targets_table_reads_the_benchmarks_and_marks_each_target(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from speed_targets import markdown, rows
 
     train = {f"{who}_{kind}": {"vs_full_ft": v} for kind, (ours, hub) in {"pfeiffer": (1.5, 1.4), "houlsby": (1.3, 1.3)}.items()
              for who, v in (("ours", ours), ("adapterhub", hub))}
     infer = {"ours_pfeiffer": {"overhead_vs_bare": 0.02}, "ours_houlsby": {"overhead_vs_bare": 0.05}}
-    long = {n: {"late_vs_early": v} for n, v in {"adapter": 1.05, "fusion_top3_near6": 1.3, "fusion_top3": 1.5, "fusion_all": 3.0,
-                                                  "full_ft": 1.0}.items()}
+    long = {n: {"late_vs_early": v, "slope_ms_per_task": 0.5} for n, v in {"adapter": 1.05, "fusion_top3_near6": 1.3,
+                                                                         "fusion_top3": 1.5, "fusion_all": 3.0, "full_ft": 1.0}.items()}
+    pairs = {f"inference: ours_{k} vs bare": {"own_ms": 2.0, "total_ms": [100.0, 105.0]} for k in ("pfeiffer", "houlsby")}
+    pairs |= {f"training: ours_{k} vs adapterhub_{k}": {"own_ms": 1.0, "base_own_ms": 4.0, "total_ms": [200.0, 100.0]}
+              for k in ("pfeiffer", "houlsby")}
     for name, data in {"loop_speed": {"rows": {"platform": {"vs_bare_tensors": 0.95, "vs_bare_dataloader": 0.99}}},
-                       "adapter_speed": {"train": train, "inference": infer}, "long_stream": {"summary": long}}.items():
+                       "adapter_speed": {"train": train, "inference": infer}, "long_stream": {"summary": long},
+                       "adapter_profile": {"pairs": pairs}}.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(data))
     met = [m for *_, m in rows(tmp_path)]
-    assert met == [True, False, True, True, True, False, False, False, True, False, None, None, None]
-    assert "| MiniLM inference overhead of one adapter, Houlsby | +5.0% | <= +3% | no |" in markdown(rows(tmp_path))
+    assert met == [True, False, True, True, True, False, False, False] + [None] * 4 + [True, False, None, None, None]
+    table = markdown(rows(tmp_path))
+    assert "| MiniLM inference overhead of one adapter, Houlsby | +5.0% | <= +3% | no |" in table
+    assert "share of the bare model's step | +2.0% |" in table and "| 1.0% / 2.0% |" in table  # ours of ours, theirs of theirs
+    assert "| 1.05x (slope +0.50 ms/task) | <= 1.10x | yes |" in table
 
 
 @pytest.mark.parametrize("suite", ["split_digits", "split_mnist", "permuted_mnist", "sentiment", "split_mnist_class_il",
