@@ -17,7 +17,6 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-import torch  # noqa: E402
 from adapter_speed import OUT, arguments, build, environment, environment_line, inferer, trainer, write  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
@@ -40,18 +39,19 @@ def operator_ms(step, steps: int) -> dict[str, float]:
 def compare(steps: dict, rounds: int, per_round: int) -> dict:
     """The two configurations profiled in alternation; an operator at a shape only one of them runs is that
     one's own work (an adapter's GEMMs are shaped by its bottleneck), the rest is shared."""
-    (base, a), (other, b) = steps.items()
+    base, other = steps
     runs = {base: Counter(), other: Counter()}
     for r in range(rounds):
         for name in ((base, other) if r % 2 == 0 else (other, base)):
             runs[name].update({op: ms / rounds for op, ms in operator_ms(steps[name], per_round).items()})
     a, b = runs[base], runs[other]
-    own = {op: b[op] for op in b if op not in a}
-    theirs = {op: a[op] for op in a if op not in b}
-    shown = sorted(own, key=own.get, reverse=True)[:SHOWN]
+    own, theirs = {op: b[op] for op in b if op not in a}, {op: a[op] for op in a if op not in b}
     return {"total_ms": [sum(a.values()), sum(b.values())], "own_ms": sum(own.values()), "base_own_ms": sum(theirs.values()),
-            "operators": [{"op": op, "ms": own[op]} for op in shown],
-            "base_operators": [{"op": op, "ms": theirs[op]} for op in sorted(theirs, key=theirs.get, reverse=True)[:SHOWN]]}
+            "operators": largest(own), "base_operators": largest(theirs)}
+
+
+def largest(ms: dict[str, float]) -> list[dict]:
+    return [{"op": op, "ms": ms[op]} for op in sorted(ms, key=ms.get, reverse=True)[:SHOWN]]
 
 
 def main():
