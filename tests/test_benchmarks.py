@@ -78,6 +78,17 @@ def test_long_stream_benchmark_smoke(tmp_path):
     assert (tmp_path / "long_stream.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_long_stream_control_leaves_the_streams_random_numbers_as_they_were():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import torch
+    from long_stream import control_seconds
+
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    assert control_seconds() > 0
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_speed_targets_table_reads_the_benchmarks_and_marks_each_target(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from speed_targets import markdown, rows
