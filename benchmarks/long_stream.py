@@ -121,11 +121,11 @@ def plot(rows: dict, path: Path) -> None:
     from cl_adapters.outputs.plots import pyplot, save_figure
 
     fig, (time_ax, memory_ax) = pyplot().subplots(1, 2, figsize=(11, 4), layout="constrained")
-    for name, row in rows.items():
-        tasks = range(1, len(row["train_seconds"]) + 1)
-        time_ax.plot(tasks, row["train_seconds"], label=name)
-        memory_ax.plot(tasks, [b / 2**20 for b in row["rss_bytes"]], label=f"{name} (RSS)")
-        memory_ax.plot(tasks, [b / 2**20 for b in row["param_bytes"]], linestyle=":", label=f"{name} (parameters)")
+    for i, (name, row) in enumerate(rows.items()):
+        tasks, color = range(1, len(row["train_seconds"]) + 1), f"C{i}"  # one colour per configuration
+        time_ax.plot(tasks, row["train_seconds"], color=color, label=name)
+        memory_ax.plot(tasks, [b / 2**20 for b in row["rss_bytes"]], color=color, label=f"{name} (RSS)")
+        memory_ax.plot(tasks, [b / 2**20 for b in row["param_bytes"]], color=color, linestyle=":", label=f"{name} (parameters)")
     time_ax.set(xlabel="task", ylabel="training seconds", title="training time per task")
     memory_ax.set(xlabel="after task", ylabel="MiB", yscale="log", title="memory")
     time_ax.legend(fontsize=7)
