@@ -237,8 +237,7 @@ class AdaptedModel(MultiTaskModule):
             # with the whole backbone frozen, the other adapters are frozen with it: not listed one by one
             for key in self.adapters.keys() if train_base or self.train_biases else [own]:
                 trains.update((id(p), key == own and train_adapter) for p in self.adapters.parameters(key))
-            # earlier tasks' fusions are frozen with the backbone
-            trains.update((id(p), True) for fusion in fusions for p in fusion.parameters())
+            trains.update((id(p), True) for fusion in fusions for p in fusion.parameters())  # earlier ones: frozen with the base
         seen = {self.head_key(t) for t in self.trained_tasks} if self.shares_training else set()
         for key, head in self.heads.items():  # class means are fitted, not trained: their head trains with the backbone
             train_head = (key == self.head_key(task) or key in seen) and (self.classifier == "linear" or train_base)

@@ -58,7 +58,7 @@ def probe_samples(model: AdaptedModel, data) -> tuple[torch.Tensor, torch.Tensor
     picked = list(range(0, len(data), max(len(data) // SAMPLES, 1)))[:SAMPLES]
     gathered = tensor_samples(data, picked)  # an in-memory stream's rows at once
     if gathered is not None:
-        x, y = gathered[0], gathered[1]
+        x, y, _ = gathered
     else:
         rows = [data[i] for i in picked]
         x, y = torch.stack([torch.as_tensor(row[0]) for row in rows]), torch.as_tensor([int(row[1]) for row in rows])
