@@ -4,6 +4,7 @@ write the system refuses (disk full, read-only or missing folder) is one UserErr
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success it replaces ``path`` (an empty folder, or an
+    earlier one the caller has checked may go) in two renames, so a failure halfway leaves ``path`` as it was."""
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+        os.chmod(tmp, 0o777 & ~UMASK)
+        yield tmp
+        old = tmp.with_name(f"{tmp.name}.old")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        raise write_error(path, e) from e
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_error(path: Path, error: OSError) -> UserError:

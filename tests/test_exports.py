@@ -121,7 +121,7 @@ def test_adapterhub_loads_each_task_and_reproduces_its_features(tiny_bert, tmp_p
     model.eval()
     x = ids()
     mask = x != 0
-    folders = save_adapterhub(model, tmp_path)
+    folders = save_adapterhub(model, tmp_path / "new" / "hub")  # a folder that does not exist yet
     for task, folder in enumerate(folders):
         assert {"adapter_config.json", "pytorch_adapter.bin", "head.safetensors"} <= {p.name for p in folder.iterdir()}
         hub = AutoModel.from_pretrained(tiny_bert)

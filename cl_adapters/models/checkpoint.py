@@ -17,7 +17,12 @@ head's and task's label ids, the adapter and
 fusion configs (they must match the model loading the file: a fusion's output depends on its
 temperature, and a silent mismatch is how a reloaded fusion loses accuracy), the writer's fields, and
 ``digest``, sha256 over all of it. An export is a folder: ``base.safetensors`` + ``task-<t>.safetensors``
-per task. Loading into a model built from the same config reproduces its outputs exactly.
+per task, bound together: every file carries the export's id, and the base records each task file's digest
+(``tasks``), so a task file of another export is refused. Loading into a model built from the same config
+reproduces its outputs exactly; a model tensor that no file holds, or a task without its file, is refused.
+
+The digests are plain sha256: they catch corruption, truncation and files mixed up between runs or
+exports, not a deliberate edit by someone who recomputes them (that would need a keyed signature).
 """
 
 from __future__ import annotations
@@ -143,10 +148,27 @@ def read(path: str | Path) -> TaskFile:
         raise ValueError("its contents do not match its digest (corrupt or edited)")
     try:
         task = int(metadata["task"]) if "task" in metadata else None
-        json.loads(metadata["heads"]), json.loads(metadata["task_classes"]), json.loads(metadata["trained_tasks"])
+        _check_shapes(metadata)
     except (KeyError, ValueError, TypeError) as e:
-        raise ValueError(f"malformed metadata ({e})") from e
+        raise ValueError(f"malformed metadata ({type(e).__name__}: {e})") from e
     return TaskFile(path, task, tensors, metadata, stored)
+
+
+def _check_shapes(metadata: dict[str, str]) -> None:
+    """The JSON fields ``restore`` reads have the types it reads them as (TypeError names the field)."""
+    def class_lists(value) -> bool:
+        return isinstance(value, dict) and all(isinstance(c, list) and all(isinstance(i, int) for i in c)
+                                               for c in value.values())
+
+    def task_ids(value) -> bool:
+        return isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value)
+
+    fields = {"heads": class_lists, "task_classes": class_lists, "trained_tasks": task_ids,
+              "tasks": lambda v: isinstance(v, dict) and all(isinstance(d, str) for d in v.values()),
+              "fusion_over": lambda v: v is None or isinstance(v, list)}
+    for name, ok in fields.items():
+        if (name in metadata or name in ("heads", "task_classes", "trained_tasks")) and not ok(json.loads(metadata[name])):
+            raise TypeError(f"{name} is not what a cl-adapters file holds there")
 
 
 def restore(model: AdaptedModel, file: TaskFile) -> None:
@@ -181,7 +203,7 @@ def restore(model: AdaptedModel, file: TaskFile) -> None:
         copy_state({k: state[k] for k in shared if k in state}, shared, "shared")
     except UserError as e:
         raise UserError(f"{file.path}: {e}") from None
-    except (KeyError, ValueError) as e:  # a file that verifies but whose contents the model cannot take
+    except (KeyError, ValueError, TypeError, AttributeError) as e:  # it verifies, but the model cannot take it
         raise UserError(f"{file.path}: does not fit the model ({type(e).__name__}: {e})") from None
     for name, saved in _configs(model).items():
         if _set_fields(meta.get(name)) != _set_fields(saved):
@@ -213,26 +235,53 @@ def load_task(model: AdaptedModel, path: str | Path) -> int:
     return file.task
 
 
-def save(model: AdaptedModel, directory: str | Path) -> Path:
-    """``base.safetensors`` (everything no single task owns) and ``task-<t>.safetensors`` per trained task."""
-    directory = Path(directory)
+def save(model: AdaptedModel, directory: str | Path, export_id: str = "") -> dict[str, str]:
+    """``task-<t>.safetensors`` per trained task, then ``base.safetensors`` (everything no single task owns,
+    and each task file's digest); every file carries ``export_id``. Returns file name -> digest."""
+    directory, meta = Path(directory), {"export_id": export_id}
+    digests = {task_file(directory, t).name: write(task_file(directory, t), model, t, metadata=meta)
+               for t in model.trained_tasks}
     owned = {name for t in model.trained_tasks for name in model.task_state_names(t)}
-    write(directory / BASE, model, shared={k: v for k, v in model.state_dict().items() if k not in owned})
-    for t in model.trained_tasks:
-        write(task_file(directory, t), model, t)
-    return directory
+    tasks = {str(t): digests[task_file(directory, t).name] for t in model.trained_tasks}
+    digests[BASE] = write(directory / BASE, model, shared={k: v for k, v in model.state_dict().items() if k not in owned},
+                          metadata=meta | {"tasks": json.dumps(tasks)})
+    return digests
+
+
+def read_base(directory: Path) -> TaskFile:
+    """An export's base file, with every task file it names present (a task without its file is refused)."""
+    base = read_checked(directory / BASE)
+    if base.task is not None:
+        raise UserError(f"{base.path}: a task's file, not a base file")
+    if missing := [t for t in json.loads(base.metadata["trained_tasks"]) if not task_file(directory, t).is_file()]:
+        raise UserError(f"{directory}: the base holds tasks {missing} whose files are missing ({task_file(directory, missing[0]).name})")
+    return base
+
+
+def read_task(base: TaskFile, task: int) -> TaskFile:
+    """Task ``task``'s file beside ``base``, refused unless it is the one the base was written with."""
+    file = read_checked(task_file(base.path.parent, task))
+    expected = json.loads(base.metadata.get("tasks", "null"))
+    if file.task != task or (expected is not None and expected.get(str(task)) != file.digest):
+        raise UserError(f"{file.path}: not the task file {base.path.name} was written with (another export's, or edited)")
+    return file
+
+
+def check_complete(model: AdaptedModel, loaded: set[str], tasks: list[int], source: Path) -> None:
+    """Every tensor of ``model`` was loaded (``loaded``) or belongs to one of ``tasks``: a tensor no file
+    holds would keep its random initial value."""
+    owned = {name for t in tasks for name in model.task_state_names(t)}
+    if missing := sorted(set(model.state_dict()) - owned - loaded):
+        raise UserError(f"{source}: no file holds {len(missing)} of the model's tensors ({', '.join(missing[:3])})")
 
 
 def load(model: AdaptedModel, directory: str | Path) -> AdaptedModel:
     """Load what ``save`` wrote into a model built from the same config (before any task)."""
-    directory = Path(directory)
-    base = read_checked(directory / BASE)
+    base = read_base(Path(directory))
     trained = json.loads(base.metadata["trained_tasks"])
     for t in trained:
-        restore(model, read_checked(task_file(directory, t)))
+        restore(model, read_task(base, t))
     restore(model, base)
-    owned = {name for t in trained for name in model.task_state_names(t)}
-    if missing := sorted(set(model.state_dict()) - owned - set(base.role("shared."))):
-        raise UserError(f"{directory / BASE} does not match the model: it lacks {missing[:4]}")
+    check_complete(model, set(base.role("shared.")), trained, base.path)
     model.trained_tasks[:] = trained
     return model

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from cl_adapters.errors import UserError
+from cl_adapters.hub import from_pretrained
 from cl_adapters.models.quantize import check_kind, quantize_linears
 
 POOLINGS = ("mean", "cls")
@@ -47,12 +48,12 @@ class HFEncoder(nn.Module):
         check_kind(quantize)
         self.name_or_path = name_or_path or default_encoder_path()
         try:
-            config = AutoConfig.from_pretrained(self.name_or_path)
+            config = from_pretrained(AutoConfig, self.name_or_path)
             if dropout is not None:  # every dropout probability of the architecture (hidden, attention, ...)
                 for name, value in list(vars(config).items()):
                     if "dropout" in name and isinstance(value, float):
                         setattr(config, name, float(dropout))
-            self.model = AutoModel.from_pretrained(self.name_or_path, config=config)
+            self.model = from_pretrained(AutoModel, self.name_or_path, config=config)
         except (OSError, ValueError) as e:  # a missing folder, a bad id, or a hub id with no network
             raise UserError(f"model.name_or_path={self.name_or_path!r} could not be loaded: {str(e).splitlines()[0]}") from e
         config = self.model.config

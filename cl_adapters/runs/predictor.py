@@ -21,7 +21,7 @@ import torch
 from cl_adapters.errors import UserError
 from cl_adapters.models import checkpoint
 from cl_adapters.models.adapted import task_key
-from cl_adapters.runs.inference import RUN_CONFIG, build_model
+from cl_adapters.runs.inference import RUN_CONFIG, build_model, read_export
 
 
 class Predictor:
@@ -32,18 +32,16 @@ class Predictor:
         if not isinstance(capacity, int) or capacity < 1:
             raise UserError(f"capacity must be a positive integer, got {capacity!r}")
         self.capacity = capacity
-        try:
-            info = json.loads((self.directory / RUN_CONFIG).read_text())
-            config, input_shape = info["config"], info["input_shape"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{self.directory / RUN_CONFIG}: not a cl-adapters export's run config ({e}); write one "
-                            "with export(run_dir, out_dir)") from None
-        self.model = build_model(config, input_shape, self.directory / RUN_CONFIG, allow)
+        info = read_export(self.directory)
+        self.model = build_model(info["config"], info["input_shape"], self.directory / RUN_CONFIG, allow)
         if self.model.fusion is not None:
             raise UserError("an AdapterFusion run's tasks read each other's adapters: serve it whole with load_run")
-        base = checkpoint.read_checked(self.directory / checkpoint.BASE)
-        self.tasks: list[int] = json.loads(base.metadata["trained_tasks"])
-        checkpoint.restore(self.model, base)  # the backbone and what is shared; every head, empty until its task loads
+        self.base = checkpoint.read_base(self.directory)
+        if self.base.digest != info["files"][checkpoint.BASE]:
+            raise UserError(f"{self.base.path}: not the base {RUN_CONFIG} was written with (another export's, or edited)")
+        self.tasks: list[int] = json.loads(self.base.metadata["trained_tasks"])
+        checkpoint.restore(self.model, self.base)  # the backbone and what is shared; every head, empty until its task loads
+        checkpoint.check_complete(self.model, set(self.base.role("shared.")), self.tasks, self.base.path)
         self.resident: OrderedDict[int, None] = OrderedDict()  # least recently used first
         self.model.trained_tasks[:] = []
         self.model.eval().to(device)
@@ -59,7 +57,7 @@ class Predictor:
                 continue
             while len(self.resident) >= self.capacity:
                 self._drop(next(t for t in self.resident if t not in tasks))
-            checkpoint.restore(self.model, checkpoint.read_checked(checkpoint.task_file(self.directory, task)))
+            checkpoint.restore(self.model, checkpoint.read_task(self.base, task))
             self.resident[task] = None
 
     def _drop(self, task: int) -> None:

@@ -70,10 +70,28 @@ def read_link(path: Path) -> Link:
     if file.task is None or "run_id" not in meta:
         raise ValueError("not a run's checkpoint (an exported model?)")
     try:
-        return Link(file, meta["run_id"], meta["previous"], json.loads(meta["record"]),
+        link = Link(file, meta["run_id"], meta["previous"], json.loads(meta["record"]),
                     json.loads(meta["config"]) if "config" in meta else None)
+        _check_record(link)
     except (KeyError, ValueError, TypeError) as e:
-        raise ValueError(f"malformed metadata ({e})") from e
+        raise ValueError(f"malformed metadata ({type(e).__name__}: {e})") from e
+    return link
+
+
+def _check_record(link: Link) -> None:
+    """What the chain's readers take from a link has the type they read it as (TypeError names the field)."""
+    record, shape = link.record, link.record.get("input_shape") if isinstance(link.record, dict) else None
+    checks = {
+        "record": isinstance(record, dict),
+        "record.input_shape": isinstance(shape, list) and all(isinstance(n, int) and n > 0 for n in shape),
+        "record.results": isinstance(record.get("results"), dict) and isinstance(record["results"].get("accuracy_matrix", []), list),
+        "record.rng": isinstance(record.get("rng"), dict),
+        "config": link.config is None or (isinstance(link.config, dict) and isinstance(link.config.get("model"), dict)
+                                          and isinstance(link.config.get("strategy"), dict)
+                                          and isinstance(link.config["strategy"].get("model"), dict)),
+    } if isinstance(record, dict) else {"record": False}
+    if bad := [name for name, ok in checks.items() if not ok]:
+        raise TypeError(f"{bad[0]} is not what a run's checkpoint holds there")
 
 
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
@@ -165,10 +183,17 @@ class Checkpoints:
         return links
 
     def load(self, model, links: list[Link]) -> None:
-        """Rebuild tasks 0..i's parts in ``model`` and load the links' weights, task 0's first."""
+        """Rebuild tasks 0..i's parts in ``model`` and load the links' weights, task 0's first; refused if a
+        task it claims trained has no link, or a tensor of the model is in none of them."""
+        trained = json.loads(links[-1].file.metadata["trained_tasks"])
+        if unlinked := sorted(set(trained) - {link.task for link in links}):
+            raise UserError(f"{links[-1].path}: it says tasks {unlinked} were trained, but the chain holds no file for them")
+        loaded: set[str] = set()
         for link in links:
             checkpoint.restore(model, link.file)
-        model.trained_tasks[:] = json.loads(links[-1].file.metadata["trained_tasks"])
+            loaded |= link.file.role("shared.").keys()
+        checkpoint.check_complete(model, loaded, trained, links[0].path)
+        model.trained_tasks[:] = trained
 
     def resume(self, model, plugins: list = ()) -> dict | None:
         """Restore the newest good link into ``model`` (just built, before any training), the CL plugins'

@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import cl_adapters  # noqa: F401  (applies the environment shims before torchvision can load)
@@ -38,6 +37,7 @@ from cl_adapters.models.contract import check_inputs
 from cl_adapters.outputs import ProgressBar, plot_fusion_attention, plot_task_id_confusion, write_json_atomic
 from cl_adapters.outputs.results import json_safe
 from cl_adapters.runs import plugin_state
+from cl_adapters.runs.build import build
 from cl_adapters.runs.references import (REFERENCES, ReferenceCache, reference_model, reference_optimizer,
                                          reference_strategy)
 from cl_adapters.runs.resume import Checkpoints
@@ -81,12 +81,12 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
                     "cpu_capability": torch.backends.cpu.get_cpu_capability()},  # AVX2 | AVX512: results differ
         "metric_definitions": DEFINITIONS,
     })
-    loggers.extend(_build(c, "logger") for c in cfg.logger.values())
+    loggers.extend(build(c, "logger") for c in cfg.logger.values())
     if protocol in REFERENCES:
         _check_reference(cfg, protocol)
     RNGManager.set_random_seeds(cfg.seed)
     out = out_dir / "results.json"
-    scenario = _build(cfg.stream, "stream")
+    scenario = build(cfg.stream, "stream")
     if cfg.eval_stream not in scenario.streams:
         raise UserError(f"eval_stream={cfg.eval_stream!r} is not a stream of this scenario {sorted(scenario.streams)}")
     if (kind := getattr(scenario, "kind", "task_il")) != cfg.scenario:
@@ -97,15 +97,15 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     sample = train_stream[0].dataset[0][0]
     input_shape = tuple(sample.shape)
     backbone_class = None
-    with contextlib.suppress(ImportError, ValueError, AttributeError):  # no or an unknown target: _build reports it
+    with contextlib.suppress(ImportError, ValueError, AttributeError):  # no or an unknown target: build reports it
         backbone_class = get_class(cfg.model._target_)
     check_inputs(backbone_class, sample)
-    backbone = _build(cfg.model, "model", input_shape=input_shape)
-    plugins = [_build(node, f"plugins.{name}") for name, node in cfg.plugins.items()]
+    backbone = build(cfg.model, "model", input_shape=input_shape)
+    plugins = [build(node, f"plugins.{name}") for name, node in cfg.plugins.items()]
     for name, plugin in zip(cfg.plugins, plugins):
         plugin_state.check_settings(name, plugin)
     accuracy, costs, attention = AccuracyPlugin(), CostPlugin(), FusionAttention()
-    strategy = _build(cfg.strategy, "strategy", backbone=backbone, plugins=plugins,
+    strategy = build(cfg.strategy, "strategy", backbone=backbone, plugins=plugins,
                       monitors=[accuracy, costs, attention, ProgressBar(T, cfg.progress == "epoch")])
     cache = ReferenceCache(cfg.references.dir)
     references = {} if protocol in REFERENCES else _references(cfg, cache, out_dir, results)
@@ -174,6 +174,8 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
             print(f"resumed from {checkpoints.dir} after task {done}/{T} (run {checkpoints.run_id})")
         else:
             checkpoints.clear()
+    else:
+        _leave_no_other_chain(cfg, out_dir)
     write_json_atomic(out, results)  # before training: an unwritable run dir fails now, not after task 1
     for i, experience in enumerate(train_stream):
         if i < done:
@@ -266,6 +268,18 @@ def _check_run_options(cfg: DictConfig) -> None:
             raise UserError(f"{key} must be an integer{' >= 0' if key == 'probe_samples' else ''}, got {value!r}")
 
 
+def _leave_no_other_chain(cfg: DictConfig, out_dir: Path) -> None:
+    """A run without checkpoints must not leave another run's chain beside its results (loading the dir
+    would serve those weights as this run's): resume=false removes it, resume=true refuses to run over it."""
+    checkpoints = Checkpoints(out_dir)
+    if not checkpoints.files():
+        return
+    if cfg.resume:
+        raise UserError(f"{checkpoints.dir} holds another run's checkpoints and checkpoint=false would leave them beside "
+                        "this run's results: resume that run (checkpoint=true), start over (resume=false) or use another run dir")
+    checkpoints.clear()
+
+
 def _restore(measured: dict, results: dict, R: np.ndarray, monitors: list) -> int:
     """Put what a checkpoint measured back in place (rows of R, metrics; each monitor restores its own
     records); returns the tasks done."""
@@ -344,20 +358,3 @@ def choices_router(cfg: DictConfig) -> str:
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     target = str(cfg.router.get("_target_", "?")).rpartition(".")[2]  # composed without Hydra: OracleRouter -> oracle
     return choices.get("router") or target.removesuffix("Router").lower()
-
-
-def _build(node: DictConfig, name: str, **kwargs):
-    """instantiate() with user mistakes (the constructor's own UserError, an unknown target, arguments
-    it does not take) turned into one UserError naming the config group; anything else is not a user
-    mistake and goes on as itself, traceback and all."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as e:
-        cause = e
-        while cause.__cause__ is not None and not isinstance(cause, UserError):
-            cause = cause.__cause__
-        if isinstance(cause, UserError):
-            raise cause from None
-        if cause is e or isinstance(cause, (TypeError, ImportError)):  # Hydra's own message, or a bad call
-            raise UserError(f"{name}: {' '.join(str(cause).split())}") from e
-        raise cause

@@ -19,6 +19,7 @@ from sklearn.model_selection import train_test_split
 
 from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
+from cl_adapters.hub import from_pretrained
 from cl_adapters.streams.base import check_scenario, subsample, task_stream
 
 DOMAINS = ("rotten_tomatoes", "imdb", "tweets")
@@ -72,7 +73,7 @@ def load_tokenizer(name_or_path: str | None = None):
     if name.startswith(("/", ".", "~")) and not Path(name).expanduser().is_dir():
         raise UserError(f"stream.tokenizer (the encoder's, model.name_or_path): no such folder {name}")
     try:
-        return AutoTokenizer.from_pretrained(name)
+        return from_pretrained(AutoTokenizer, name)
     except (OSError, ValueError) as e:  # a bad hub id, or no network
         raise UserError(f"stream.tokenizer={name!r} could not be loaded: {str(e).splitlines()[0]}") from e
 

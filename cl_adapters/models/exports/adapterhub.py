@@ -110,6 +110,7 @@ def save_adapterhub(model: AdaptedModel, out_dir: str | Path) -> list[Path]:
     for task in model.trained_tasks:
         name, key, folder = f"task_{task}", model.adapter_key(task), Path(out_dir) / f"task-{task}"
         hub.add_adapter(name, config=config)
+        folder.mkdir(parents=True, exist_ok=True)  # AdapterHub makes only the last folder of the path
         with torch.no_grad():
             for theirs, ours in places:
                 theirs.adapters[name].adapter_down[0].load_state_dict(ours.adapters[key].down.state_dict())
