@@ -72,7 +72,7 @@ def load_runs(dirs: list[str | Path]) -> tuple[list[dict], list[str]]:
     two runs of the same setup and seed are listed instead."""
     found, missing = {}, []
     for d in dirs:
-        for job in sorted({p.parent for p in Path(d).rglob(".hydra")} | {p.parent for p in Path(d).rglob("results.json")}):
+        for job in sorted({p.parent for name in (".hydra", "results.json", "error.txt") for p in Path(d).rglob(name)}):
             if job.parent.name == "references" and (job.parent.parent / "results.json").exists():
                 continue  # a reference trained inside a run (references.compute=true)
             path, error = job / "results.json", job / "error.txt"
