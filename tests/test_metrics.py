@@ -1,3 +1,4 @@
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -73,6 +74,12 @@ def test_probe_fwt_is_the_mean_gain_over_the_initial_models_probe():
     assert set(summarize(R, P=[None, 0.8, 0.9], P0=[None, 0.7, 0.95])) == {"acc", "bwt", "forgetting", "fwt_probe"}
 
 
+def test_probe_fwt_leaves_out_the_tasks_without_a_probe():
+    assert fwt_probe([None, None, 0.9], [None, None, 0.95]) == pytest.approx(-0.05)
+    assert fwt_probe([None, None, None], [None, None, None]) is None
+    assert "fwt_probe" not in summarize(R, P=[None, None, None], P0=[None, None, None])
+
+
 class Features(torch.nn.Module):
     """A stand-in model whose features are the inputs, optionally with their product (what makes XOR linear)."""
 
@@ -109,3 +116,17 @@ def test_probe_fwt_in_a_run_and_gem_fwt_only_with_a_shared_head(make_cfg, tmp_pa
     cil = run(make_cfg("stream=split_digits", "strategy=full_ft", "scenario=class_il", "strategy.epochs=1",
                        "probe_samples=0"), tmp_path / "cil")
     assert "fwt" in cil["metrics"] and "fwt_probe" not in cil["metrics"] and "probe" not in cil
+
+
+def test_one_class_tasks_have_no_probe_and_the_run_completes(make_cfg, tmp_path):
+    """stream.n_tasks=10 on digits: one class per task, on which no linear probe can be fitted. The run completes
+    with the probe's entries None, each with its reason, and FWT (probe) not applicable."""
+    run(make_cfg("stream.n_tasks=10", "strategy.epochs=1"), tmp_path / "run")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["run"]["status"] == "complete"
+    assert results["probe"]["initial"] == results["probe"]["before_task"] == [None] * 10
+    assert sorted(results["probe"]["skipped"], key=int) == [str(j) for j in range(1, 10)]
+    assert results["probe"]["skipped"]["9"] == "task 9's probe samples have one class (0): a probe needs two"
+    assert "fwt_probe" not in results["metrics"]
+    assert results["not_applicable"]["fwt_probe"] == ("no task after the first has two classes to fit a linear probe on "
+                                                      "(probe.skipped)")

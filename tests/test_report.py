@@ -211,27 +211,65 @@ def test_wandb_report_when_wandb_is_unreachable_saves_nothing(tmp_path, monkeypa
         main([str(tmp_path), "--wandb"])
 
 
-@pytest.mark.parametrize("defect", ["truncated", "no run key", "empty costs", "not an object", "binary"])
+def nested(depth: int):
+    return [nested(depth - 1)] if depth else 0
+
+
+BAD = {  # defect -> (the good record changed: text or bytes, what the report says of the file)
+    "truncated": (lambda r: json.dumps(r)[:100], "unreadable, not valid JSON (Unterminated string"),
+    "binary": (lambda r: b"\xff\xfe\x00garbage", "unreadable, 'utf-8' codec can't decode"),
+    "not an object": (lambda r: "[1, 2]", "unreadable, no run.status"),
+    "no run key": (lambda r: json.dumps({k: v for k, v in r.items() if k != "run"}), "unreadable, no run.status"),
+    "deep JSON": (lambda r: json.dumps(r)[:-1] + ', "extra": ' + "[" * 100_000 + "]" * 100_000 + "}",
+                  "unreadable, nested too deeply to parse"),
+    "deep config": (lambda r: json.dumps({**r, "config": {"seed": 0, "deep": nested(600)}}),
+                    "left out, config must be an object nested at most 32 deep, got {"),
+    "empty costs": (lambda r: json.dumps({**r, "costs": []}), "left out, costs must be a non-empty list of objects"),
+    "infinite train_seconds": (lambda r: json.dumps({**r, "costs": [{**r["costs"][0], "train_seconds": float("inf")}]}),
+                               "left out, costs must be a non-empty list of objects"),
+    "ragged accuracy_matrix": (lambda r: json.dumps({**r, "accuracy_matrix": [[0.5], [0.6, 0.5]]}),
+                               "left out, accuracy_matrix must be a square, non-empty list of rows of accuracies in "
+                               "[0, 1], null only above the diagonal, got [[0.5], [0.6, 0.5]]"),
+    "string accuracy_matrix": (lambda r: json.dumps({**r, "accuracy_matrix": "0.5"}),
+                               "left out, accuracy_matrix must be a square, non-empty list"),
+    "empty accuracy_matrix": (lambda r: json.dumps({**r, "accuracy_matrix": []}),
+                              "left out, accuracy_matrix must be a square, non-empty list"),
+    "accuracy above 1": (lambda r: json.dumps({**r, "accuracy_matrix": [[1.5, None], [0.6, 0.5]]}),
+                         "left out, accuracy_matrix must be a square, non-empty list"),
+    "unknown scenario": (lambda r: json.dumps({**r, "scenario": "open_world"}),
+                         "left out, scenario must be one of task_il, class_il, domain_il, got 'open_world'"),
+    "machine as a list": (lambda r: json.dumps({**r, "machine": ["Linux", 2]}),
+                          "left out, machine must be an object with platform, cpus, torch_threads, device, or null, "
+                          "got ['Linux', 2]"),
+    "seed as a string": (lambda r: json.dumps({**r, "config": {"seed": "0"}}), "left out, config.seed must be an integer"),
+    "absurd acc": (lambda r: json.dumps({**r, "metrics": {**r["metrics"], "acc": 1e308}}),
+                   "left out, metrics.acc must be an accuracy in [0, 1], got 1e+308"),
+    "infinite acc": (lambda r: json.dumps({**r, "metrics": {**r["metrics"], "acc": float("inf")}}),
+                     "left out, metrics.acc must be an accuracy in [0, 1], got inf"),
+    "NaN bwt and a string forgetting": (
+        lambda r: json.dumps({**r, "metrics": {**r["metrics"], "bwt": float("nan"), "forgetting": "0.1"}}),
+        "left out, metrics.bwt must be a difference of accuracies in [-1, 1] or null, got nan; metrics.forgetting must be "
+        "a difference of accuracies in [-1, 1] or null, got '0.1'"),
+}
+
+
+@pytest.mark.parametrize("defect", list(BAD))
 def test_one_bad_results_file_is_listed_and_the_rest_reported(tmp_path, capsys, defect):
+    """Whatever is wrong in one results.json (what the report reads of a complete run, checked against
+    ``report.RECORD``), the report is written from the others and lists the file with the reason, naming the field.
+    Non-finite or impossible numbers leave the run out too: averaged with the other seeds, they would make the
+    row's mean and interval as wrong as they are."""
     write(tmp_path / "good", "adapter", 0, 0.9, 0.0)
     write(tmp_path / "bad", "full_ft", 0, 0.5, -0.1)
     bad = tmp_path / "bad" / "results.json"
-    results = json.loads(bad.read_text())
-    if defect == "truncated":
-        bad.write_text(bad.read_text()[:100])
-    elif defect == "no run key":
-        bad.write_text(json.dumps({k: v for k, v in results.items() if k != "run"}))
-    elif defect == "empty costs":
-        bad.write_text(json.dumps({**results, "costs": []}))
-    elif defect == "not an object":
-        bad.write_text("[1, 2]")
-    else:
-        bad.write_bytes(b"\xff\xfe\x00garbage")
+    change, reason = BAD[defect]
+    text = change(json.loads(bad.read_text()))
+    bad.write_bytes(text) if isinstance(text, bytes) else bad.write_text(text)
     main([str(tmp_path), "--out", str(tmp_path / "report")])
     out, err = capsys.readouterr()
     assert "| digits | adapter | 0 | 0.9000 |" in out and "full_ft" not in out
-    assert f"not included: {bad}: unreadable, " in err
-    assert f"{bad}: unreadable" in (tmp_path / "report" / "report.md").read_text()
+    assert f"not included: {bad}: {reason}" in err
+    assert f"- {bad}: {reason}" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_an_unwritable_report_folder_is_one_line(tmp_path, capsys):

@@ -65,6 +65,38 @@ def test_a_killed_joblib_sweep_stops_its_workers_runs(tmp_path):
     assert [r["run"]["status"] for r in results()] == ["interrupted", "interrupted"]
 
 
+KILLER = """import os, signal
+
+
+class KillOnSeed1:  # a logger: called after each task's results.json is written
+    def log_task(self, task, results):
+        if results["config"]["seed"] == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def log_summary(self, results):
+        pass
+
+    def log_failure(self, results):
+        pass
+"""
+
+
+def test_a_killed_joblib_worker_ends_its_own_job_only(tmp_path):
+    """A worker process that dies (SIGKILL: what the out-of-memory killer sends) ends its job, recorded
+    "interrupted" with the reason; the job running beside it and the one queued after it complete, the
+    report is written and the exit status is 1."""
+    (tmp_path / "killer.py").write_text(KILLER)  # the folder you run from is importable
+    cmd = [sys.executable, "-m", "cl_adapters", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1,2",
+           "strategy.epochs=1", "logger=console", "+logger.killer._target_=killer.KillOnSeed1", "hydra.sweep.dir=sweep"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    runs = [json.loads(p.read_text())["run"] for p in sorted((tmp_path / "sweep").glob("*/results.json"))]
+    reason = "its worker process died (exit SIGKILL(-9)): killed, out of memory or crashed; the same command resumes it"
+    assert [r["status"] for r in runs] == ["complete", "interrupted", "complete"] and runs[1]["error"] == reason
+    assert f"[job 1] error: {reason}" in done.stderr
+    assert f"interrupted after 1 task(s): {reason}" in (tmp_path / "sweep" / "report" / "report.md").read_text()
+
+
 @pytest.mark.slow
 def test_a_sweeps_console_is_one_status_line_per_job(tmp_path):
     """Jobs in parallel do not interleave their output: each writes job.log; the console gets a line when a

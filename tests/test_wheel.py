@@ -20,7 +20,8 @@ def test_a_built_wheel_runs_from_any_folder(tmp_path):
     for name in ("pyproject.toml", "README.md"):  # a copy: the build writes build/ and *.egg-info beside it
         src.mkdir(exist_ok=True)
         shutil.copy(ROOT / name, src)
-    shutil.copytree(ROOT / "cl_adapters", src / "cl_adapters", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("cl_adapters", "hydra_plugins"):
+        shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist),
                     str(src)], check=True, capture_output=True, timeout=300)
     (wheel,) = dist.glob("cl_adapters-*.whl")

@@ -76,13 +76,14 @@ def fwt(R, b) -> float:
     return float(np.mean([R[j - 1, j] - b[j] for j in range(1, T)]))
 
 
-def fwt_probe(P, P0) -> float:
+def fwt_probe(P, P0) -> float | None:
     """``P``, ``P0``: per task, the probe accuracy after the previous task and on the initial model (entry 0,
-    the first task's, is unused: nothing came before it)."""
-    P, P0 = np.asarray(P[1:], dtype=float), np.asarray(P0[1:], dtype=float)
-    if P.shape != P0.shape:
-        raise ValueError(f"P and P0 must have one entry per task, got {len(P) + 1} and {len(P0) + 1}")
-    return float(np.mean(P - P0)) if len(P) else 0.0
+    the first task's, is unused: nothing came before it). A task without a probe (None: one class) is left
+    out of the mean; None if no task has one."""
+    if len(P) != len(P0):
+        raise ValueError(f"P and P0 must have one entry per task, got {len(P)} and {len(P0)}")
+    gains = [p - p0 for p, p0 in zip(P[1:], P0[1:]) if p is not None and p0 is not None]
+    return float(np.mean(gains)) if gains else None
 
 
 def transfer_vs_single(R, S) -> float:
@@ -100,8 +101,8 @@ def summarize(R, b=None, S=None, J=None, P=None, P0=None) -> dict[str, float]:
     out = {"acc": acc(R), "bwt": bwt(R), "forgetting": forgetting(R)}
     if b is not None:
         out["fwt"] = fwt(R, b)
-    if P is not None and len(R) > 1:
-        out["fwt_probe"] = fwt_probe(P[: len(R)], P0[: len(R)])
+    if P is not None and (gain := fwt_probe(P[: len(R)], P0[: len(R)])) is not None:
+        out["fwt_probe"] = gain
     if S is not None:
         out["transfer_vs_single"] = transfer_vs_single(R, S)
     if J is not None:

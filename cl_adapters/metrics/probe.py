@@ -7,7 +7,8 @@ the model's head: a logistic regression (scikit-learn, standardised features) is
 of task j's training data and scored on its eval data, once on the features task j starts from after task
 j-1, once on the initial model's. "The features task j starts from" are the backbone's with the shared
 adapter if there is one; a fresh per-task adapter or LoRA starts as the identity, so per-task methods
-start from the bare backbone.
+start from the bare backbone. A task whose probe samples have one class (a stream of one-class tasks)
+cannot be probed: its entries are None, with the reason in ``skipped``.
 """
 
 from __future__ import annotations
@@ -23,15 +24,17 @@ from cl_adapters.adapters.route import NO_ROUTE
 
 
 def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
-    """Accuracy of a logistic-regression probe fitted on (train_x, train_y), scored on (test_x, test_y)."""
+    """Accuracy of a logistic-regression probe fitted on (train_x, train_y), scored on (test_x, test_y);
+    ``train_y`` needs two classes at least."""
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     return float(probe.fit(train_x, train_y).score(test_x, test_y))
 
 
 class LinearProbe:
     """The probe accuracy of each task j >= 1: ``initial[j]`` on the model before training, ``before[j]``
-    after task j-1 (None until measured). The probe's training samples are at most ``samples`` per task,
-    a subset fixed by ``seed`` and the task; the run's RNG is untouched."""
+    after task j-1 (None until measured, or if it cannot be: ``skipped[j]`` says why). The probe's training
+    samples are at most ``samples`` per task, a subset fixed by ``seed`` and the task; the run's RNG is
+    untouched."""
 
     def __init__(self, train_stream, eval_stream, samples: int, seed: int, batch_size: int, device):
         self.train_stream, self.eval_stream = train_stream, eval_stream
@@ -39,8 +42,11 @@ class LinearProbe:
         T = len(train_stream)
         self.initial: list[float | None] = [None] * T
         self.before: list[float | None] = [None] * T
+        self.skipped: dict[int, str] = {}
 
-    def measure(self, model, task: int) -> float:
+    def measure(self, model, task: int) -> float | None:
+        if task in self.skipped:  # its labels, not the model, decided that
+            return None
         train = self.train_stream[task].dataset.eval()
         n = len(train)
         if n > self.samples:
@@ -54,6 +60,9 @@ class LinearProbe:
                 test_x, test_y = self._features(model, self.eval_stream[task].dataset.eval())
         finally:
             model.train(was_training)
+        if len(classes := np.unique(train_y)) < 2:
+            self.skipped[task] = f"task {task}'s probe samples have one class ({classes[0]}): a probe needs two"
+            return None
         return probe_accuracy(train_x, train_y, test_x, test_y)
 
     def _features(self, model, dataset) -> tuple[np.ndarray, np.ndarray]:

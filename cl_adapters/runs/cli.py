@@ -32,6 +32,7 @@ from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError, one_line
 from cl_adapters.runs.run import run
 from cl_adapters.runs.rundir import RunDirBusy
+from cl_adapters.runs.sweep import use_joblib_launcher
 
 NO_USER_CONF = "provider=hydra.searchpath in main"  # Hydra's warning that ./conf does not exist
 
@@ -121,6 +122,7 @@ def cli() -> None:  # the console script
     # ./conf is optional: no warning where it does not exist (here, and in a sweep's worker processes)
     warnings.filterwarnings("ignore", message=NO_USER_CONF)
     os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), f"ignore:{NO_USER_CONF}"]))
+    use_joblib_launcher()
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         return main()
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors to us instead of printing them

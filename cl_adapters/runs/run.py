@@ -159,6 +159,9 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     if not gem:
         results["not_applicable"] = {"fwt": "a fresh head per task: R[j-1, j] would read task j through its untrained "
                                             "head (tasks not trained yet are not evaluated)"}
+    if probe is not None and len(probe.skipped) == T - 1:
+        results.setdefault("not_applicable", {})["fwt_probe"] = ("no task after the first has two classes to fit a "
+                                                                 "linear probe on (probe.skipped)")
     checkpoints, done = None, 0
     if cfg.checkpoint:
         checkpoints = Checkpoints(out_dir, results["config"], input_shape, run_id=results["run"]["id"])
@@ -199,7 +202,8 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
             metrics |= summarize_without_labels(R[:n, :n], R_til[:n, :n], Q[:n, :n] if model.router is not None else None)
         results.update(accuracy_matrix=json_safe(R.tolist()), costs=costs.tasks, metrics=metrics)
         if probe is not None:
-            results["probe"] = {"samples": cfg.probe_samples, "initial": probe.initial, "before_task": probe.before}
+            results["probe"] = {"samples": cfg.probe_samples, "initial": probe.initial, "before_task": probe.before,
+                                "skipped": probe.skipped}
         if attention.attention:
             results["fusion_attention"] = attention.attention
             if i == T - 1:
