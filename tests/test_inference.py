@@ -175,3 +175,42 @@ def test_a_stacked_run_forgets_nothing_and_loads_back(make_cfg, tmp_path):
         samples = list(experience.dataset)
         x, y = torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples])
         assert int((predict(model, x, task) == y).sum()) / len(y) == R[-1][task]
+
+
+SERVED_WITHOUT_LABELS = [("class_il", f"router={r}") for r in ("oracle", "entropy", "prototype", "prototype_mahalanobis",
+                                                                 "prototype_adapted", "learned")] + [
+    ("class_il", "strategy=ncm"), ("domain_il", "router=prototype")]
+
+
+@pytest.fixture(scope="module", params=SERVED_WITHOUT_LABELS, ids=lambda p: f"{p[0]}-{p[1].split('=')[1]}")
+def unlabelled_run(request, tmp_path_factory):
+    """A tiny class- or domain-IL run (2 tasks of split_digits, one epoch), its results and its export."""
+    from hydra import compose, initialize_config_dir
+
+    from cl_adapters import CONFIG_DIR
+
+    scenario, choice = request.param
+    out = tmp_path_factory.mktemp("unlabelled")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["logger=console", f"references.dir={out}/refs", "strategy.epochs=1",
+                                           "probe_samples=0", "stream.n_tasks=2", "stream.class_order=[0,1,2,3]",
+                                           "stream.train_per_task=100",
+                                           f"scenario={scenario}", choice])
+    results = run(cfg, out / "run")
+    return out / "run", results, scenario, export(out / "run", out / "export")
+
+
+def test_given_task_labels_are_used_in_every_scenario(unlabelled_run):
+    """With task labels, predict takes each sample's own task (no router), as Predictor does: per task, the
+    accuracy the run measured with labels (accuracy_matrix_til), on a batch mixing every task."""
+    from cl_adapters.runs.predictor import Predictor
+    from cl_adapters.streams import split_digits
+
+    run_dir, results, scenario, exported = unlabelled_run
+    samples = [s for e in split_digits(2, [0, 1, 2, 3], scenario=scenario).test_stream for s in e.dataset]
+    x, y, t = (torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples]),
+               torch.tensor([s[2] for s in samples]))
+    labels = predict(load_run(run_dir), x, t)
+    assert torch.equal(labels, Predictor(exported).predict(x, t))
+    accuracy = [int((labels == y)[t == task].sum()) / int((t == task).sum()) for task in (0, 1)]
+    assert accuracy == results["accuracy_matrix_til"][-1]

@@ -396,7 +396,7 @@ class AdaptedModel(MultiTaskModule):
         """True where a column is one of the sample's own task's classes."""
         mask = torch.zeros_like(out, dtype=torch.bool)
         for key, idx in route:
-            mask[slice(None) if idx is None else idx, self.task_classes[int(key)]] = True
+            mask[slice(None) if idx is None else idx[:, None], self.task_classes[int(key)]] = True
         return mask
 
     def _width(self, keys: list[str]) -> int:

@@ -97,14 +97,16 @@ def load_run(run_dir: str | Path, device: str = "cpu", allow: Iterable[str] = ()
 
 @torch.no_grad()
 def predict(model: AdaptedModel, x: torch.Tensor, task_labels: torch.Tensor | int | None = None) -> torch.Tensor:
-    """Class ids: within each sample's task (its own adapter and head) given ``task_labels`` (task-IL);
+    """Class ids: given ``task_labels``, within each sample's task (its own adapter and head, or its task's
+    classes of a shared head) in every scenario, as ``accuracy_matrix_til`` measured a class/domain-IL run;
     without them (a class/domain-IL run), through the router's task or the one shared head."""
     if task_labels is None:
         return model.classify(x).argmax(1)
     asked = {int(t) for t in torch.as_tensor(task_labels).reshape(-1).tolist()}
     if unknown := sorted(asked - set(model.trained_tasks)):
         raise UserError(f"task(s) {unknown} were not trained in this model (it holds tasks {model.trained_tasks})")
-    return model(x, task_labels).argmax(1)
+    with model.given_task_labels():  # the labels given pick the task, not a router
+        return model(x, task_labels).argmax(1)
 
 
 RUN_CONFIG = "config.json"  # in a cl-adapters export: the run's config and input shape, the files' digests
