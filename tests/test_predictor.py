@@ -178,15 +178,12 @@ def text_export(tmp_path_factory, tiny_bert):
     from omegaconf import OmegaConf
 
     from cl_adapters import CONFIG_DIR
-    from cl_adapters.models import checkpoint
-    from cl_adapters.runs.inference import RUN_CONFIG, build_model
+    from cl_adapters.runs.inference import build_model, save_export
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         config = OmegaConf.to_container(compose("config", overrides=["model=hf_encoder", f"model.name_or_path={tiny_bert}"]),
                                         resolve=True)
-    out = checkpoint.save(build_model(config, [16]), tmp_path_factory.mktemp("text") / "export")
-    (out / RUN_CONFIG).write_text(json.dumps({"config": config, "input_shape": [16]}))
-    return out
+    return save_export(build_model(config, [16]), config, [16], tmp_path_factory.mktemp("text") / "export")
 
 
 @pytest.mark.parametrize("line, message", [

@@ -129,18 +129,21 @@ def export(run_dir: str | Path, out_dir: str | Path, allow: Iterable[str] = (), 
     model, links = _load(run_dir, allow)
     with atomic_folder(out_dir) as staged:
         if format == "cl-adapters":
-            _save(model, links, staged)
+            save_export(model, links[0].config, links[-1].record["input_shape"], staged, run=links[0].run_id)
         else:
             FORMATS[format](model, staged)
             write_json_atomic(staged / MARKER, {"format": format, "run": links[0].run_id, "source": str(run_dir)})
     return out_dir
 
 
-def _save(model: AdaptedModel, links: list, out_dir: Path) -> None:
+def save_export(model: AdaptedModel, config: dict, input_shape, out_dir: Path, run: str = "") -> Path:
+    """``model`` (built from ``config`` for inputs of ``input_shape``) as a cl-adapters export in ``out_dir``:
+    its ``checkpoint.save`` files and the ``config.json`` that binds them (what ``export`` writes)."""
     export_id = new_run_id()
-    record = {"format": EXPORT_FORMAT, "export_id": export_id, "run": links[0].run_id, "config": links[0].config,
-              "input_shape": links[-1].record["input_shape"], "files": checkpoint.save(model, out_dir, export_id)}
-    write_json_atomic(out_dir / RUN_CONFIG, {**record, "digest": _digest(record)})
+    record = {"format": EXPORT_FORMAT, "export_id": export_id, "run": run, "config": config,
+              "input_shape": list(input_shape), "files": checkpoint.save(model, out_dir, export_id)}
+    write_json_atomic(Path(out_dir) / RUN_CONFIG, {**record, "digest": _digest(record)})
+    return Path(out_dir)
 
 
 def _digest(record: dict) -> str:
