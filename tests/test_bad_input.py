@@ -48,7 +48,26 @@ def bad_stream(kind: str, seed: int = 0, **_):
         ([*BAD_STREAM, "+stream.kind=labels"], "task 1 train labels go up to 4, outside the task's 2 classes"),
         ([*BAD_STREAM, "+stream.kind=empty"], "task 1 train is empty"),
         ([*BAD_STREAM, "+stream.kind=classes"], "n_classes lists 3 tasks, the stream has 2"),
-        (["seed=abc"], "seed must be an integer, got 'abc'"),
+        (["seed=abc"], "seed must be an integer in [0, 2**32 - 1], got 'abc'"),
+        (["seed=100000000000000000000"], "seed must be an integer in [0, 2**32 - 1], got 100000000000000000000"),
+        (["seed=-1"], "seed must be an integer in [0, 2**32 - 1], got -1"),
+        (["~seed"], "seed is missing from the config (removed by ~seed?)"),
+        (["~stream"], "stream is missing from the config (removed by ~stream?)"),
+        (["~device"], "strategy.device cannot be resolved: Interpolation key 'device' not found"),
+        (["device=null"], "device must be cpu, cuda, cuda:<index>, mps or auto, got None"),
+        (["device=tpu"], "device must be cpu, cuda, cuda:<index>, mps or auto, got 'tpu'"),
+        (["device=cuda:99"], "device=cuda:99: this machine has "),
+        (["model.dropout=-0.1"], "model.dropout must be in [0, 1), got -0.1"),
+        (["model.dropout=1.0"], "model.dropout must be in [0, 1), got 1.0"),
+        (["model.dropout=true"], "model.dropout must be in [0, 1), got True"),
+        (["model=patch_transformer", "model.dropout=abc"], "model.dropout must be in [0, 1), got 'abc'"),
+        (["scenario=class_il", "router=prototype", "router.shrinkage=abc"], "router.shrinkage must be in [0, 1], got 'abc'"),
+        (["scenario=class_il", "router=learned", "router.C=abc"], "router.C must be positive, got 'abc'"),
+        (["router=prototype"], "router=prototype does nothing with scenario=task_il, where every test sample comes with"),
+        (["scenario=class_il", "router=entropy", "strategy=full_ft"],
+         "router=entropy does nothing with this strategy: it has no per-task adapters to route between"),
+        (["scenario=domain_il", "router=oracle", "strategy=lora"], "router=oracle does nothing with this strategy"),
+        (["fusion.top_k=-5"], "fusion.top_k must be a positive integer or null, got -5"),  # strategy=adapter: no fusion
         (["checkpoint=maybe"], "checkpoint must be true or false, got 'maybe'"),
         (["resume=maybe"], "resume must be true or false, got 'maybe'"),
         (["strategy.optimizer.lr=fast"], "strategy.optimizer.lr='fast' is not a number"),
@@ -74,3 +93,17 @@ def test_malformed_input_is_one_line_naming_the_culprit(make_cfg, tmp_path, over
     assert culprit in str(error.value) and "\n" not in str(error.value)
     run_info = json.loads((tmp_path / "results.json").read_text())["run"]  # every failure is recorded
     assert run_info["status"] == "failed" and run_info["error"] == str(error.value)
+
+
+@pytest.mark.parametrize("device,gpus,culprit", [
+    ("cuda", 0, "device=cuda: this machine has no cuda device"),
+    ("cuda:7", 2, "device=cuda:7: this machine has only cuda:0 to cuda:1"),
+    ("mps", 0, "device=mps: this machine has no mps device"),
+])
+def test_a_device_this_machine_lacks_is_one_line(make_cfg, tmp_path, monkeypatch, device, gpus, culprit):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(UserError) as error:
+        run(make_cfg("strategy.epochs=1", f"device={device}"), tmp_path)
+    assert str(error.value).startswith(culprit) and "\n" not in str(error.value)

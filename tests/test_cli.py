@@ -27,6 +27,9 @@ def cli(*args, cwd):
                            "targets; to add a key: +adapter.rr=...)"),
         (["seed=[1"], "error: no viable alternative at input '[1'"),
         (["stream.n_tasks=3"], "stream.n_tasks=3 must divide the 10 classes evenly"),
+        (["=5"], "error: =5: an override needs a key (key=value, e.g. seed=1)"),
+        (["stream=5"], "error: stream=5: stream is a config group, its value an option name (stream=<name>; see --help)"),
+        (["device=cuda:99"], "device=cuda:99: this machine has "),
     ],
 )
 def test_bad_input_gives_one_clear_line(tmp_path, args, culprit):
@@ -66,3 +69,14 @@ def test_a_run_dir_hydra_cannot_create_is_one_line(tmp_path):
     proc = cli("hydra.run.dir=taken/run", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == ["error: cannot write taken/run: Not a directory (the run or sweep dir)"]
+
+
+def test_fusion_settings_for_a_strategy_without_fusion_are_a_one_line_warning(tmp_path):
+    """Not refused: a sweep over strategies gives its fusion=... to all of them (the sentiment suite)."""
+    proc = cli("strategy=adapter", "fusion=light", "fusion.top_k=3", "strategy.epochs=1", "stream.n_tasks=2",
+               "stream.class_order=[0,1,2,3]", "probe_samples=0", "checkpoint=false", "hydra.run.dir=.", "logger=console",
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: fusion=light fusion.top_k=3 does nothing: strategy=adapter has no fusion "
+                        "(strategy=adapter_fusion has)"]

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,7 @@ def test_the_allowlist_covers_every_shipped_config_and_nothing_else():
 
     shipped = {line.split(":", 1)[1].strip() for p in Path(CONFIG_DIR).rglob("*.yaml")
                for line in p.read_text().splitlines() if line.strip().startswith("_target_:")}
-    shipped.discard("cl_adapters.runs.sweep.SweepSummary")  # Hydra's callback, never stored with a run
+    shipped -= {"cl_adapters.runs.sweep.SweepSummary", "cl_adapters.runs.cli.RunDirLock"}  # Hydra's callbacks, never stored
     assert all(allowlist.allowed(t) for t in shipped)
     assert allowlist.allowed("avalanche.training.plugins.EWCPlugin")  # runs stored before our EWC still load
     assert allowlist.allowed("torch.optim.SGD") and not allowlist.allowed("torch.optim.lr_scheduler.LambdaLR")
@@ -113,6 +114,47 @@ def test_a_second_process_into_a_live_run_dir_is_refused(make_cfg, tmp_path):
         proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "is in use by another run" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "results.json").exists() and not (tmp_path / "error.txt").exists()  # nothing touched
+    assert not (tmp_path / ".hydra").exists()  # refused before Hydra writes its files
+
+
+def test_a_live_run_dir_stays_its_own_with_its_lock_file_deleted(tmp_path):
+    """Two real processes: a live run (held in its stream), its .lock deleted, a second run into its dir is
+    refused, and everything of the live run (Hydra's .hydra/ files too) stays byte for byte."""
+    (tmp_path / "held.py").write_text("import pathlib, time\n\ndef stream(ready, **_):\n"
+                                      "    pathlib.Path(ready).touch()\n    time.sleep(600)\n")
+    cli = [sys.executable, "-m", "cl_adapters", "hydra.run.dir=run", "logger=console"]
+    live = subprocess.Popen([*cli, "stream._target_=held.stream", f"+stream.ready={tmp_path / 'ready'}"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            if (tmp_path / "ready").exists() or live.poll() is not None:
+                break
+            time.sleep(0.5)
+        assert (tmp_path / "ready").exists() and RunDir.is_busy(tmp_path / "run")
+        (tmp_path / "run" / ".lock").unlink()
+        files = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+        assert {p.relative_to(tmp_path / "run").as_posix() for p in files} >= {".hydra/config.yaml", ".hydra/overrides.yaml"}
+        proc = subprocess.run([*cli, *QUICK, "seed=1"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {Path('run')} is in use by another run (")
+        assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == files
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_file_at_checkpoint_stops_a_rerun_before_it_replaces_the_results(copy_of, finished, make_cfg):
+    run_dir = copy_of()
+    shutil.rmtree(run_dir / "checkpoint")
+    (run_dir / "checkpoint").write_text("a file where the checkpoint folder should be")
+    before = json.loads((run_dir / "results.json").read_text())
+    with pytest.raises(UserError) as error:
+        run(make_cfg(*QUICK, f"references.dir={finished.parent}/refs"), run_dir)
+    assert str(error.value) == (f"{run_dir / 'checkpoint'} is not a folder: move it away (the run's checkpoints go "
+                                "there), or run with checkpoint=false")
+    after = json.loads((run_dir / "results.json").read_text())
+    attempt = after["run"].pop("last_attempt")
+    assert after == before and attempt["status"] == "failed" and attempt["error"] == str(error.value)
 
 
 def test_the_lock_of_a_killed_process_is_taken_over(make_cfg, tmp_path):

@@ -15,6 +15,16 @@ from cl_adapters.errors import UserError
 from cl_adapters.models.quantize import check_kind
 
 
+def check_dropout(dropout, null: str | None = None) -> float | None:
+    """``model.dropout``, a probability in [0, 1): at 1 every activation is zeroed and nothing trains, and
+    a bool is a typo that torch would take as 0 or 1. ``null``: what null means, where it is allowed."""
+    if dropout is None and null is not None:
+        return None
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise UserError(f"model.dropout must be in [0, 1){f' or null ({null})' if null else ''}, got {dropout!r}")
+    return dropout
+
+
 class MLPBlock(nn.Module):
     def __init__(self, d_in: int, d_out: int, dropout: float):
         super().__init__()
@@ -34,6 +44,7 @@ class MLP(nn.Module):
                  quantize: str | None = None):
         super().__init__()
         self.quantize, self.quantized = check_kind(quantize), None
+        dropout = check_dropout(dropout)
         if not hidden or min(hidden) <= 0:
             raise UserError(f"model.hidden must be positive widths, got {list(hidden)}")
         widths = [math.prod(input_shape), *hidden]
@@ -117,6 +128,7 @@ class PatchTransformer(nn.Module):
     ):
         super().__init__()
         self.quantize, self.quantized = check_kind(quantize), None
+        dropout = check_dropout(dropout)
         if len(input_shape) != 3:
             raise UserError(f"model=patch_transformer needs (C, H, W) images, got shape {tuple(input_shape)}")
         c, h, w = input_shape

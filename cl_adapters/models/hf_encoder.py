@@ -17,6 +17,7 @@ from torch import nn
 
 from cl_adapters.errors import UserError
 from cl_adapters.hub import from_pretrained
+from cl_adapters.models.backbones import check_dropout
 from cl_adapters.models.quantize import check_kind, quantize_linears
 
 POOLINGS = ("mean", "cls")
@@ -43,8 +44,7 @@ class HFEncoder(nn.Module):
 
         if pooling not in POOLINGS:
             raise UserError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
-        if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1):
-            raise UserError(f"model.dropout must be in [0, 1) or null (the checkpoint's own), got {dropout!r}")
+        check_dropout(dropout, null="the checkpoint's own")
         check_kind(quantize)
         self.name_or_path = name_or_path or default_encoder_path()
         try:

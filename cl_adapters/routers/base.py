@@ -37,6 +37,11 @@ class Stateless:
         pass
 
 
+def is_number(value) -> bool:
+    """A real number from the config (a string or a bool there is a typo)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def every_task(model, x: torch.Tensor) -> tuple[list[int], Route, torch.Tensor]:
     """(trained tasks, a route sending copy i of the batch through task i's adapter, the copies): N tasks
     scored in one forward of N x B samples (the per-sample routing of the adapter layers)."""

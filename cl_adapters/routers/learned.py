@@ -12,6 +12,7 @@ from sklearn.linear_model import LogisticRegression
 
 from cl_adapters.adapters.route import NO_ROUTE
 from cl_adapters.errors import UserError
+from cl_adapters.routers.base import is_number
 
 
 class LearnedRouter:
@@ -19,9 +20,9 @@ class LearnedRouter:
     ``C``: inverse L2 strength of the logistic regression, fitted on standardised features."""
 
     def __init__(self, memory: int = 500, C: float = 1.0):
-        if not (isinstance(memory, int) and memory > 0):
+        if isinstance(memory, bool) or not (isinstance(memory, int) and memory > 0):
             raise UserError(f"router.memory must be a positive integer, got {memory!r}")
-        if not C > 0:
+        if not is_number(C) or not C > 0:
             raise UserError(f"router.C must be positive, got {C!r}")
         self.memory, self.C = memory, C
         self.tasks: dict[int, dict[str, torch.Tensor]] = {}  # task -> {"features": (<= memory, d)}

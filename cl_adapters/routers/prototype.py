@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from cl_adapters.adapters.route import NO_ROUTE, Route
 from cl_adapters.errors import UserError
-from cl_adapters.routers.base import every_task
+from cl_adapters.routers.base import every_task, is_number
 
 FEATURES, METRICS = ("backbone", "adapted"), ("cosine", "mahalanobis")
 
@@ -25,7 +25,7 @@ class PrototypeRouter:
             raise UserError(f"router.features must be one of {FEATURES}, got {features!r}")
         if metric not in METRICS:
             raise UserError(f"router.metric must be one of {METRICS}, got {metric!r}")
-        if not 0.0 <= shrinkage <= 1.0:
+        if not is_number(shrinkage) or not 0.0 <= shrinkage <= 1.0:
             raise UserError(f"router.shrinkage must be in [0, 1], got {shrinkage!r}")
         self.features, self.metric, self.shrinkage = features, metric, shrinkage
         self.tasks: dict[int, dict[str, torch.Tensor]] = {}  # task -> classes, means (and scatter, count)

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException, MissingConfigException
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import CompactHydraException, HydraException, MissingConfigException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -31,7 +33,7 @@ from cl_adapters import CONFIG_DIR
 from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError, one_line
 from cl_adapters.runs.run import run
-from cl_adapters.runs.rundir import RunDirBusy
+from cl_adapters.runs.rundir import RunDir, RunDirBusy
 from cl_adapters.runs.sweep import use_joblib_launcher
 
 NO_USER_CONF = "provider=hydra.searchpath in main"  # Hydra's warning that ./conf does not exist
@@ -115,6 +117,28 @@ def _failed(error: Exception, out_dir: Path, multirun: bool, tag: str = "") -> f
     sys.exit(2 if isinstance(error, UserError) else 1)
 
 
+class RunDirLock(Callback):
+    """Hydra writes ``.hydra/`` into the run dir (a sweep: ``multirun.yaml`` into its dir) before ``main``
+    runs; this callback (``conf/config.yaml``) takes the dir's lock first, so a run refused there (another
+    live run's dir) leaves it untouched."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        _reserve(config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        _reserve(config.hydra.sweep.dir)
+
+
+def _reserve(path: str) -> None:
+    try:
+        RunDir.reserve(path)
+    except RunDirBusy as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)  # not an exception: Hydra turns a callback's exceptions into warnings
+    except UserError:
+        pass  # a dir that cannot be created: Hydra's own attempt says so
+
+
 def cli() -> None:  # the console script
     """The ``cl-adapters`` command: ``main``, with what fails in Hydra itself (an option or key that does
     not exist, an override it cannot parse, a run dir it cannot create) as one line naming the culprit,
@@ -127,13 +151,36 @@ def cli() -> None:  # the console script
         return main()
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors to us instead of printing them
     try:
+        _check_overrides(sys.argv[1:])
         main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     except CompactHydraException as e:
         print(f"error: {_hydra_error(e)}", file=sys.stderr)
         sys.exit(2)
     except OSError as e:  # Hydra creates the run dir and writes .hydra/ before the run starts
         print(f"error: cannot write {e.filename}: {e.strerror or e} (the run or sweep dir)", file=sys.stderr)
         sys.exit(2)
+
+
+def _check_overrides(args: list[str]) -> None:
+    """What Hydra fails on with a bare ValueError that names nothing: an override without a key (``=5``) and
+    a config group given something other than an option name (``stream=5``)."""
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            override = parser.parse_override(arg)
+        except HydraException:  # Hydra says what it cannot parse
+            continue
+        key, value = override.key_or_group, override.value()
+        if not key:
+            raise UserError(f"{arg}: an override needs a key (key=value, e.g. seed=1)")
+        group = any((Path(root) / key).is_dir() for root in (CONFIG_DIR, "conf"))
+        if group and not override.is_sweep_override() and not isinstance(value, (str, list, dict, type(None))):
+            raise UserError(f"{arg}: {key} is a config group, its value an option name ({key}=<name>; see --help)")
 
 
 def _hydra_error(e: CompactHydraException) -> str:

@@ -18,6 +18,7 @@ the same chain, and instantiates the stored config only through ``allowlist.chec
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import sys
@@ -130,6 +131,9 @@ class Checkpoints:
     def files(self) -> dict[int, Path]:
         """task -> its file; anything else in the folder is not ours and is left alone."""
         if not self.dir.is_dir():
+            if os.path.lexists(self.dir):  # no checkpoint could be written there: stop before anything is
+                raise UserError(f"{self.dir} is not a folder: move it away (the run's checkpoints go there), "
+                                "or run with checkpoint=false")
             return {}
         return {int(m[1]): p for p in self.dir.iterdir() if (m := NAME.match(p.name))}
 

@@ -11,6 +11,8 @@ import copy
 import json
 import os
 import platform
+import re
+import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -20,6 +22,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 import cl_adapters  # noqa: F401  (applies the environment shims before torchvision can load)
 from cl_adapters.errors import UserError, one_line
@@ -45,6 +48,8 @@ from cl_adapters.runs.rundir import RunDir, new_run_id
 
 COMPOSITIONS = {"average": averaged_adapter}  # name -> its context on the model
 VERSIONS = ("cl-adapters", "torch", "avalanche-lib", "hydra-core", "numpy", "scikit-learn")
+RUN_KEYS = ("stream", "model", "strategy", "logger", "plugins", "references", "seed", "scenario", "checkpoint", "resume",
+            "progress", "eval_stream", "compositions", "probe_samples")  # what a run reads at the top level
 
 
 def run(cfg: DictConfig, out_dir: str | Path) -> dict:
@@ -257,7 +262,9 @@ def _record_failure(out: Path, results: dict, error: BaseException, loggers: lis
 
 
 def _check_run_options(cfg: DictConfig) -> None:
-    """Top-level options that nothing else checks (a typo must not silently mean false)."""
+    """Top-level options that nothing else checks (a typo must not silently mean false), and settings that
+    would do nothing with the rest of the config."""
+    _check_complete(cfg)
     for key in ("checkpoint", "resume", "references.compute"):
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, bool):
@@ -266,10 +273,57 @@ def _check_run_options(cfg: DictConfig) -> None:
         raise UserError(f"compositions must be a list of {list(COMPOSITIONS)}, got {cfg.compositions!r}")
     if cfg.progress not in ("task", "epoch"):
         raise UserError(f"progress must be task or epoch, got {cfg.progress!r}")
-    for key in ("seed", "probe_samples"):
+    for key, valid in (("seed", range(2**32)), ("probe_samples", range(sys.maxsize))):  # numpy's seeds: < 2**32
         value = cfg[key]
-        if isinstance(value, bool) or not isinstance(value, int) or (key == "probe_samples" and value < 0):
-            raise UserError(f"{key} must be an integer{' >= 0' if key == 'probe_samples' else ''}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value not in valid:
+            raise UserError(f"{key} must be an integer {'in [0, 2**32 - 1]' if key == 'seed' else '>= 0'}, got {value!r}")
+    _check_router(cfg)
+    _check_fusion(cfg)
+
+
+def _check_complete(cfg: DictConfig) -> None:
+    """Every key a run reads is there (``~stream`` removes one) and every interpolation resolves (``~device``
+    leaves ``strategy.device: ${device}`` pointing at nothing)."""
+    if missing := [key for key in RUN_KEYS if key not in cfg]:
+        raise UserError(f"{missing[0]} is missing from the config (removed by ~{missing[0]}?): every run needs it")
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except (InterpolationResolutionError, MissingMandatoryValue) as e:
+        raise UserError(f"{e.full_key} cannot be resolved: {str(e).splitlines()[0]}") from None
+
+
+def _check_router(cfg: DictConfig) -> None:
+    """A router picks each test sample's per-task adapter and head where the scenario gives no task label;
+    set anywhere else it would do nothing."""
+    model = cfg.strategy.get("model") or {}
+    if model.get("router") is None:
+        return
+    router = f"router={choices_router(cfg)}" if cfg.get("router") is not None else "strategy.model.router"
+    if model.get("scenario", cfg.scenario) == "task_il":
+        raise UserError(f"{router} does nothing with scenario=task_il, where every test sample comes with its task "
+                        "label: a router is for scenario=class_il | domain_il")
+    if model.get("adapter") is None or not model.get("per_task", True):
+        raise UserError(f"{router} does nothing with {_strategy_name(cfg)}: it has no per-task adapters to route "
+                        "between (a router is for strategy=adapter | adapter_fusion | lora_per_task)")
+
+
+def _check_fusion(cfg: DictConfig) -> None:
+    """``fusion`` configures strategy=adapter_fusion. With a strategy without fusion its values are still
+    checked, and fusion settings on the command line are a one-line warning, not refused: a sweep over
+    strategies gives its fusion=... to every one of them (benchmarks/suite.py's sentiment suite)."""
+    if (cfg.strategy.get("model") or {}).get("fusion") is not None or cfg.get("fusion") is None:
+        return
+    _build(cfg.fusion, "fusion")
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    given = [o for o in overrides if re.match(r"\+*fusion[.=]", o)]
+    if given and cfg.strategy.get("protocol", "sequential") not in REFERENCES:  # none has fusion, by design
+        print(f"warning: {' '.join(given)} does nothing: {_strategy_name(cfg)} has no fusion (strategy=adapter_fusion "
+              "has)", file=sys.stderr)
+
+
+def _strategy_name(cfg: DictConfig) -> str:
+    name = _choices(cfg)["strategy"]
+    return "this strategy" if name == "?" else f"strategy={name}"
 
 
 def _leave_no_other_chain(cfg: DictConfig, out_dir: Path) -> None:

@@ -1,7 +1,9 @@
-"""A run directory belongs to one live process at a time: ``RunDir`` holds an exclusive lock on
-``<run dir>/.lock`` for the run's lifetime. The lock is the kernel's (``flock``), so a process that is
-killed releases it and the next run takes it over; a second live process is refused with who holds it.
-Holding the lock also makes it safe to delete the temporary files a killed writer left behind.
+"""A run directory belongs to one live process at a time: ``RunDir`` holds an exclusive lock on the
+directory itself for the run's lifetime, and ``<run dir>/.lock`` says who holds it. The lock is the
+kernel's (``flock``), so a process that is killed releases it and the next run takes it over; a second
+live process is refused with who holds it, also when ``.lock`` was deleted (a lock on that file would
+then be a lock on a new file). Holding the lock also makes it safe to delete the temporary files a killed
+writer left behind. ``RunDir.reserve`` takes it early: the CLI, before Hydra writes ``.hydra/`` there.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import time
 import uuid
 from pathlib import Path
 
-from cl_adapters.atomic import write_error
+from cl_adapters.atomic import atomic_path, write_error
 from cl_adapters.errors import UserError
 
 LOCK = ".lock"
 TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # what atomic.atomic_path names its temporary files
+_reserved: dict[Path, int] = {}  # run dir (resolved) -> its locked descriptor, for the run this process starts there
 
 
 class RunDirBusy(UserError):
@@ -44,47 +47,62 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._file = None
+        self._fd: int | None = None
 
     def __enter__(self) -> RunDir:
-        lock = self.path / LOCK
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._file = open(lock, "a+")
-        except OSError as e:
-            raise write_error(lock, e) from e
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(lock)
-            self._file.close()
-            raise RunDirBusy(f"{self.path} is in use by another run ({holder}); wait for it to finish, "
-                             "or use another run dir (hydra.run.dir=...)") from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                     "since": time.strftime("%Y-%m-%dT%H:%M:%S")}))
-        self._file.flush()
+        self._fd = _reserved.pop(self.path.resolve(), None)
+        if self._fd is None:
+            self._fd = _lock(self.path)
         remove_temp_files(self.path, self.path / "checkpoint")
         return self
 
     def __exit__(self, *exc) -> None:
-        fcntl.flock(self._file, fcntl.LOCK_UN)
-        self._file.close()
+        os.close(self._fd)  # releases the lock
+
+    @staticmethod
+    def reserve(path: str | Path) -> None:
+        """Lock ``path`` now, for the run this process starts there next (its ``RunDir`` takes the lock over)."""
+        key = Path(path).resolve()
+        if key not in _reserved:
+            _reserved[key] = _lock(Path(path))
 
     @staticmethod
     def is_busy(path: str | Path) -> bool:
         """Whether a live process holds ``path``'s lock (readers use it before cleaning up)."""
-        lock = Path(path) / LOCK
-        if not lock.exists():
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
             return False
-        with open(lock) as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(f, fcntl.LOCK_UN)
-        return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+
+def _lock(path: Path) -> int:
+    """The locked directory's descriptor; ``.lock`` written with who holds it."""
+    lock = path / LOCK
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        raise write_error(lock, e) from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with atomic_path(lock) as tmp:
+            tmp.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                       "since": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+    except BlockingIOError:
+        os.close(fd)
+        raise RunDirBusy(f"{path} is in use by another run ({_holder(lock)}); wait for it to finish, "
+                         "or use another run dir (hydra.run.dir=...)") from None
+    except UserError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _holder(lock: Path) -> str:

@@ -70,8 +70,7 @@ class ContinualStrategy(SupervisedTemplate):
             raise UserError(f"strategy.protocol must be one of {PROTOCOLS}, got {protocol!r}")
         if precision not in PRECISIONS:
             raise UserError(f"strategy.precision must be null (fp32), bf16 or fp16, got {precision!r}")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = _check_device(device)
         model = model(backbone)
         _check_plugins(plugins, model, protocol)
         try:
@@ -299,6 +298,25 @@ def _acts_on(plugin, event: str) -> bool:
     if isinstance(plugin, _Unmeasured) or not hasattr(plugin, event):
         return False
     return event in vars(plugin) or getattr(type(plugin), event, None) is not getattr(BaseSGDPlugin, event)
+
+
+def _check_device(device) -> str:
+    """The device to train on, checked against this machine: one line, not an error deep in torch when the
+    model moves there (auto: cuda where there is one, else cpu)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device) if isinstance(device, str) else None
+    except RuntimeError:
+        kind = None
+    if kind is None or kind.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"device must be cpu, cuda, cuda:<index>, mps or auto, got {device!r}")
+    count = {"cuda": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+             "mps": int(torch.backends.mps.is_available())}.get(kind.type)
+    if count is not None and (kind.index or 0) >= count:
+        have = f"only {kind.type}:0 to {kind.type}:{count - 1}" if count else f"no {kind.type} device"
+        raise UserError(f"device={device}: this machine has {have} (device=auto: cuda where there is one, else cpu)")
+    return device
 
 
 def _check_plugins(plugins: Sequence, model: nn.Module, protocol: str) -> None:
