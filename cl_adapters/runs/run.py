@@ -313,7 +313,7 @@ def _check_fusion(cfg: DictConfig) -> None:
     strategies gives its fusion=... to every one of them (benchmarks/suite.py's sentiment suite)."""
     if (cfg.strategy.get("model") or {}).get("fusion") is not None or cfg.get("fusion") is None:
         return
-    _build(cfg.fusion, "fusion")
+    build(cfg.fusion, "fusion")
     overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     given = [o for o in overrides if re.match(r"\+*fusion[.=]", o)]
     if given and cfg.strategy.get("protocol", "sequential") not in REFERENCES:  # none has fusion, by design
