@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from cl_adapters.metrics import (LinearProbe, acc, bwt, forgetting, fwt, fwt_probe, intransigence, summarize,
-                                 transfer_vs_single)
+from cl_adapters.metrics import (DEFINITIONS, LinearProbe, acc, accuracy_curve, avg_incremental_acc, bwt, forgetting, fwt,
+                                 fwt_probe, intransigence, last_acc, summarize, transfer_vs_single)
 from cl_adapters.runs.run import run
 from cl_adapters.streams.base import task_dataset
 
@@ -59,6 +59,27 @@ def test_single_task_and_perfect_retention():
     assert bwt([[0.7]]) == 0.0 and forgetting([[0.7]]) == 0.0
     same = np.array([[0.9, 0.1], [0.9, 0.8]])
     assert bwt(same) == 0.0 and forgetting(same) == 0.0
+
+
+def test_accuracy_curve_weights_each_task_by_its_eval_samples():
+    """A_b pools the samples of tasks 0..b (LAMDA-PILOT's top-1 on all classes seen): unequal sizes, so it is not the
+    mean over tasks. R[b, j > b] (tasks not seen yet) is never read."""
+    n = [10, 30, 60]
+    # A_0 = 0.9; A_1 = (10*0.7 + 30*0.8) / 40 = 31/40; A_2 = (10*0.6 + 30*0.9 + 60*0.5) / 100 = 63/100
+    assert accuracy_curve(R, n) == pytest.approx([0.9, 0.775, 0.63])
+    assert avg_incremental_acc(R, n) == pytest.approx((0.9 + 0.775 + 0.63) / 3)
+    assert last_acc(R, n) == pytest.approx(0.63) and acc(R) == pytest.approx(2.0 / 3)  # the unweighted mean differs
+    assert accuracy_curve(R, [5, 5, 5]) == pytest.approx([0.9, 0.75, 2.0 / 3])  # equal sizes: last_acc = acc
+    unseen = R.copy()
+    unseen[np.triu_indices(3, 1)] = np.nan
+    assert accuracy_curve(unseen, n) == accuracy_curve(R, n)
+    assert summarize(R, sizes=n) == {"acc": acc(R), "bwt": bwt(R), "forgetting": forgetting(R),
+                                     "avg_incremental_acc": avg_incremental_acc(R, n), "last_acc": last_acc(R, n)}
+    assert {"avg_incremental_acc", "last_acc"} <= set(DEFINITIONS) and "task-IL" in DEFINITIONS["avg_incremental_acc"]
+    with pytest.raises(ValueError, match="one entry per task"):
+        accuracy_curve(R, [10, 30])
+    with pytest.raises(ValueError, match="sizes must be >= 0"):
+        accuracy_curve(R, [0, 30, 60])
 
 
 def test_summarize_keys_and_bad_shapes():
@@ -130,3 +151,36 @@ def test_one_class_tasks_have_no_probe_and_the_run_completes(make_cfg, tmp_path)
     assert "fwt_probe" not in results["metrics"]
     assert results["not_applicable"]["fwt_probe"] == ("no task after the first has two classes to fit a linear probe on "
                                                       "(probe.skipped)")
+
+
+def test_a_class_il_run_records_the_sample_weighted_accuracy_curve(make_cfg, tmp_path):
+    """results.json's A_b is R's row b weighted by the eval sizes it records, which are the test tasks' sizes (R's
+    entries are whole counts of them); Ā and A_B are the curve's mean and last value; the class order is the
+    stream's. Full fine-tuning forgets, so the weighting shows: A_B != ACC."""
+    from cl_adapters.outputs.report import load_runs, table
+    from cl_adapters.streams import split_digits
+
+    run(make_cfg("stream=split_digits", "scenario=class_il", "strategy=full_ft", "strategy.epochs=1", "probe_samples=0",
+                 "stream.class_order=random"), tmp_path / "run")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    stream = split_digits(class_order="random", seed=0, scenario="class_il")
+    n = results["eval_samples_per_task"]
+    assert n == [len(e.dataset) for e in stream.test_stream] and len(set(n)) > 1
+    R = np.array(results["accuracy_matrix"])
+    assert np.allclose(R * n, np.round(R * n), atol=1e-9)  # R[i, j] = correct / n_j
+    curve = results["accuracy_curve"]
+    assert curve == accuracy_curve(R, n) and len(curve) == 5
+    assert curve[-1] == pytest.approx(float(np.round(R[-1] * n).sum() / sum(n)))  # one pool of all test samples
+    m = results["metrics"]
+    assert m["avg_incremental_acc"] == pytest.approx(np.mean(curve)) and m["last_acc"] == curve[-1] != m["acc"]
+    assert results["class_order"] == [c for task in stream.classes_per_task for c in task] != list(range(10))
+    header = table(load_runs([tmp_path])[0]).splitlines()[2]
+    assert "| avg incremental acc Ā | last acc A_B |" in header
+
+
+def test_the_class_order_is_the_streams_class_ids_flattened_or_null():
+    from cl_adapters.runs.run import class_order
+
+    assert class_order(SimpleNamespace(classes_per_task=[[3, 1], [0, 2]])) == [3, 1, 0, 2]
+    assert class_order(SimpleNamespace(classes_per_task=[["negative", "positive"]])) is None  # a text stream's names
+    assert class_order(SimpleNamespace()) is None

@@ -11,8 +11,11 @@ from cl_adapters.outputs.report import load_runs, main, table
 
 
 def write(path, strategy, seed, acc, bwt, plugins=(), status="complete", transfer=None, fusion=None, stream="digits",
-          config=None, started="2026-11-24T10:00:00", model="mlp", not_applicable=None, references_missing=None):
+          config=None, started="2026-11-24T10:00:00", model="mlp", not_applicable=None, references_missing=None,
+          curve=None):
     metrics = {"acc": acc, "bwt": bwt, "forgetting": -bwt, "fwt": 0.0}
+    if curve is not None:  # A_b over two tasks
+        metrics |= {"avg_incremental_acc": sum(curve) / len(curve), "last_acc": curve[-1]}
     if not_applicable:
         metrics["fwt_probe"] = 0.01
     if transfer is not None:
@@ -30,6 +33,8 @@ def write(path, strategy, seed, acc, bwt, plugins=(), status="complete", transfe
         "costs": [{"trainable_params": 100, "bytes_per_task": 400, "train_seconds": 1.0},
                   {"trainable_params": 10, "bytes_per_task": 40, "train_seconds": 2.0}],
     }
+    if curve is not None:
+        results["accuracy_curve"] = curve
     path.mkdir(parents=True)
     (path / "results.json").write_text(json.dumps(results))
 
@@ -116,6 +121,48 @@ def test_report_files(sweep, tmp_path_factory, capsys):
     assert "not included:" in capsys.readouterr().err
 
 
+def test_the_accuracy_curve_is_in_the_table_the_csv_and_a_figure(tmp_path, monkeypatch):
+    """Ā and A_B next to ACC/BWT/forgetting (only where a run recorded them: not for runs from before), and
+    accuracy_curve.png with one line per row: its mean A_b over seeds."""
+    from cl_adapters.outputs import report
+
+    write(tmp_path / "0", "adapter", 0, 0.90, 0.0, curve=[1.0, 0.8])
+    write(tmp_path / "1", "adapter", 1, 0.80, 0.0, curve=[0.9, 0.7])
+    write(tmp_path / "2", "full_ft", 0, 0.70, -0.1)  # recorded before the curve: "-"
+    runs, _ = load_runs([tmp_path])
+    lines = table(runs).splitlines()
+    assert lines[2].split(" | ")[6:11] == ["BWT", "forgetting", "avg incremental acc Ā", "last acc A_B", "FWT (probe)"]
+    assert lines[4].split(" | ")[8:10] == ["0.8500 ± 0.6353", "0.7500 ± 0.6353"]  # Ā: 0.9 and 0.8; A_B: 0.8 and 0.7
+    assert lines[5].split(" | ")[8:10] == ["-", "-"]
+    out = tmp_path / "report"
+    main([str(tmp_path), "--out", str(out)])
+    records = list(csv.DictReader(open(out / "report.csv")))
+    assert float(records[0]["avg_incremental_acc"]) == pytest.approx(0.85) and float(records[0]["last_acc"]) == 0.75
+    assert (out / "accuracy_curve.png").read_bytes()[:4] == b"\x89PNG"
+    plotted = {}
+    monkeypatch.setattr(report, "report_figures", lambda mean_R, rows, out, curves: plotted.update(curves) or [])
+    report.plot(runs, out)
+    assert list(plotted) == [("task_il", "digits", "adapter")] and plotted["task_il", "digits", "adapter"].tolist() == [
+        0.95, 0.75]
+
+
+def test_runs_recorded_before_a_metric_was_defined_are_averaged_with_the_newer_ones(tmp_path):
+    """A definition added since (Ā, A_B) leaves an older run's setup as it was; a changed one does not."""
+    from cl_adapters.metrics import DEFINITIONS
+
+    older = {k: v for k, v in DEFINITIONS.items() if k not in ("avg_incremental_acc", "last_acc")}
+    write(tmp_path / "0", "adapter", 0, 0.9, 0.0, config={"lr": 0.1}, curve=[1.0, 0.9])
+    write(tmp_path / "1", "adapter", 1, 0.8, 0.0, config={"lr": 0.1})
+    write(tmp_path / "2", "adapter", 2, 0.7, 0.0, config={"lr": 0.1})
+    for i, definitions in enumerate([DEFINITIONS, older, {**older, "forgetting": "first value - last"}]):
+        path = tmp_path / str(i) / "results.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "metric_definitions": definitions}))
+    lines = table(load_runs([tmp_path])[0]).splitlines()[4:]
+    assert [line.split(" | ")[2:4] for line in lines] == [
+        ["adapter (metric_definitions.forgetting=first value - last)", "2"],
+        [f"adapter (metric_definitions.forgetting={DEFINITIONS['forgetting']})", "0,1"]]
+
+
 def test_no_runs_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no complete results.json"):
         main([str(tmp_path)])
@@ -194,7 +241,8 @@ def test_wandb_report_compares_exactly_the_sweeps_runs(tmp_path):
     assert grid.runsets[0].filters == """Metric("ID") in ['id0', 'id1']"""
     assert grid.runsets[0].groupby == ["config.run_name"]
     assert [p.title for p in grid.panels] == ["ACC", "BWT", "forgetting", "ACC vs trainable parameters per task",
-                                              "ACC as the stream goes on"]
+                                              "ACC as the stream goes on", "A_b: accuracy on all tasks seen so far"]
+    assert grid.panels[-1].y == ["accuracy_curve"]
 
 
 def test_wandb_report_when_wandb_is_unreachable_saves_nothing(tmp_path, monkeypatch):
@@ -242,6 +290,14 @@ BAD = {  # defect -> (the good record changed: text or bytes, what the report sa
                           "left out, machine must be an object with platform, cpus, torch_threads, device, or null, "
                           "got ['Linux', 2]"),
     "seed as a string": (lambda r: json.dumps({**r, "config": {"seed": "0"}}), "left out, config.seed must be an integer"),
+    "A_B above 1": (lambda r: json.dumps({**r, "metrics": {**r["metrics"], "last_acc": 1.5}}),
+                    "left out, metrics.last_acc must be an accuracy in [0, 1] or null, got 1.5"),
+    "negative Ā": (lambda r: json.dumps({**r, "metrics": {**r["metrics"], "avg_incremental_acc": -0.2}}),
+                   "left out, metrics.avg_incremental_acc must be an accuracy in [0, 1] or null, got -0.2"),
+    "accuracy_curve above 1": (lambda r: json.dumps({**r, "accuracy_curve": [0.5, 2.0]}),
+                               "left out, accuracy_curve must be a list of accuracies in [0, 1], got [0.5, 2.0]"),
+    "short accuracy_curve": (lambda r: json.dumps({**r, "accuracy_curve": [0.5]}),
+                             "left out, accuracy_curve must have one entry per row of accuracy_matrix (2), got 1"),
     "absurd acc": (lambda r: json.dumps({**r, "metrics": {**r["metrics"], "acc": 1e308}}),
                    "left out, metrics.acc must be an accuracy in [0, 1], got 1e+308"),
     "infinite acc": (lambda r: json.dumps({**r, "metrics": {**r["metrics"], "acc": float("inf")}}),

@@ -22,8 +22,15 @@ def cli(run_dir, *overrides):
     return subprocess.Popen(cmd, cwd=run_dir.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def matrix(run_dir):
-    return json.loads((run_dir / "results.json").read_text())["accuracy_matrix"]
+def measured(results: dict) -> dict:
+    """What a resumed run must reproduce bit for bit: R, the accuracy curve A_b and the eval sizes that weight
+    it, the class order, and the metrics (ACC, BWT, Ā, A_B, ...)."""
+    return {k: results[k] for k in ("accuracy_matrix", "accuracy_curve", "eval_samples_per_task", "class_order",
+                                    "metrics")}
+
+
+def saved(run_dir):
+    return measured(json.loads((run_dir / "results.json").read_text()))
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +38,7 @@ def uninterrupted(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("whole") / "run"
     out, _ = cli(run_dir).communicate(timeout=600)
     assert "results:" in out, out[-2000:]
-    return matrix(run_dir)
+    return saved(run_dir)
 
 
 def killed_after_two_tasks(run_dir):
@@ -44,6 +51,7 @@ def killed_after_two_tasks(run_dir):
     assert not (run_dir / "checkpoint" / "task-2.safetensors").exists()  # killed while training task 3
     results = json.loads((run_dir / "results.json").read_text())
     assert results["run"]["status"] == "running" and results["accuracy_matrix"][2][0] is None
+    assert len(results["accuracy_curve"]) == 2 and results["metrics"]["last_acc"] == results["accuracy_curve"][1]
 
 
 def test_a_killed_run_resumes_to_the_same_matrix(tmp_path, uninterrupted):
@@ -51,7 +59,7 @@ def test_a_killed_run_resumes_to_the_same_matrix(tmp_path, uninterrupted):
     killed_after_two_tasks(run_dir)
     out, _ = cli(run_dir).communicate(timeout=600)  # the same command in the same run dir resumes
     assert "resumed from" in out and "after task 2/4" in out, out[-2000:]
-    assert matrix(run_dir) == uninterrupted
+    assert saved(run_dir) == uninterrupted
     results = json.loads((run_dir / "results.json").read_text())
     assert results["run"]["status"] == "complete" and results["run"]["resumed_after_task"] == [1]
 
@@ -66,7 +74,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path, unin
     out, _ = cli(run_dir).communicate(timeout=600)
     assert "task-1.safetensors is unusable: its contents do not match its digest" in out, out[-2000:]
     assert "after task 1/4" in out
-    assert matrix(run_dir) == uninterrupted
+    assert saved(run_dir) == uninterrupted
 
 
 def test_resuming_with_another_config_is_refused(make_cfg, tmp_path):
@@ -92,7 +100,7 @@ def test_an_option_added_since_with_a_null_default_still_resumes(make_cfg, tmp_p
         del older.strategy.iterations  # as if written before the option existed
     first = run(older, tmp_path)
     again = run(make_cfg("strategy.epochs=1"), tmp_path)
-    assert "resumed from" in capsys.readouterr().out and again["accuracy_matrix"] == first["accuracy_matrix"]
+    assert "resumed from" in capsys.readouterr().out and measured(again) == measured(first)  # all restored
     newer = make_cfg("strategy.epochs=1")
     with open_dict(newer):
         newer.model.some_new_option = None
@@ -130,7 +138,7 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes(tmp_path, uninterrupted):
     (run_dir,) = tmp_path.glob("sweep/0_*")
     results = json.loads((run_dir / "results.json").read_text())
     assert results["run"]["status"] == "complete" and results["run"]["resumed_after_task"] in ([1], [2])
-    assert matrix(run_dir) == uninterrupted
+    assert saved(run_dir) == uninterrupted
     assert "preempted" in "".join(p.read_text() for p in tmp_path.glob("sweep/.submitit/*/*_log.err"))
 
 
@@ -160,7 +168,7 @@ def test_plugins_and_references_resume_to_the_same_matrix(whole_and_resumed, ove
     """EWC's (and online EWC's) importances, SI's anchor, importances and path integral, LwF's previous model
     and classes, the replay buffer, the joint reference's data so far: restored on resume."""
     whole, resumed = whole_and_resumed(*overrides, "strategy.epochs=2")
-    assert resumed["accuracy_matrix"] == whole["accuracy_matrix"]
+    assert measured(resumed) == measured(whole)
 
 
 def test_a_plugin_whose_state_is_not_checkpointed_refuses_to_resume(make_cfg, tmp_path):

@@ -36,7 +36,9 @@ def test_results_json_is_complete(adapter_run):
     saved = json.loads((out / "results.json").read_text())
     assert saved["run"]["status"] == "complete"
     assert np.array(saved["accuracy_matrix"]).shape == (5, 5) and len(saved["untrained_accuracy"]) == 5
-    assert set(saved["metrics"]) == {"acc", "bwt", "forgetting", "fwt_probe"}  # GEM's FWT: n/a, a head per task
+    assert set(saved["metrics"]) == {"acc", "bwt", "forgetting", "avg_incremental_acc", "last_acc",
+                                     "fwt_probe"}  # GEM's FWT: n/a, a head per task
+    assert len(saved["accuracy_curve"]) == len(saved["eval_samples_per_task"]) == 5 and saved["class_order"] == list(range(10))
     assert "fwt" in saved["not_applicable"] and saved["probe"]["initial"][0] is None and len(saved["probe"]["before_task"]) == 5
     assert saved["versions"]["torch"].startswith("2.13.0") and saved["config"]["strategy"]["epochs"] == 10
     costs = saved["costs"]

@@ -73,7 +73,11 @@ def test_offline_run_logs_each_task_and_the_summary(make_cfg, tmp_path):
     for i in range(5):
         assert [history[i][f"accuracy/task_{j}"] for j in range(i + 1)] == pytest.approx(R[i][: i + 1])
         assert history[i]["cost/trainable_params"] == results["costs"][i]["trainable_params"]
+        assert history[i]["accuracy_curve"] == pytest.approx(results["accuracy_curve"][i])
     assert summary["acc"] == pytest.approx(results["metrics"]["acc"]) and summary["bwt"] == 0.0
+    for key in ("avg_incremental_acc", "last_acc"):
+        assert summary[key] == pytest.approx(results["metrics"][key])
+    assert summary["accuracy_curve_table/_type"] == "table-file"
     assert summary["accuracy_matrix/_type"] == "table-file" and summary["accuracy_matrix_heatmap/_type"] == "image-file"
 
 
@@ -99,7 +103,7 @@ def test_a_failure_mid_run_stops_only_wandb(capsys):
 
     logger = WandbLogger()
     logger.run = Broken()
-    results = {"accuracy_matrix": [[0.5]], "metrics": {"acc": 0.5}, "costs": [{"trainable_params": 1}]}
+    results = {"accuracy_matrix": [[0.5]], "accuracy_curve": [0.5], "metrics": {"acc": 0.5}, "costs": [{"trainable_params": 1}]}
     logger.log_task(0, results)
     logger.log_task(0, results)
     assert logger.failed and capsys.readouterr().err.count("W&B logging failed (OSError: disk full)") == 1

@@ -1,13 +1,17 @@
 """Accuracy-matrix metrics (pure numpy), forward transfer by probe, uncertainty over seeds (seeds.py) and the Avalanche plugins that measure accuracy (accuracy.py), costs and fusion attention."""
 
 from cl_adapters.metrics.matrix import (
+    ACCURACIES,
     DEFINITIONS,
     acc,
+    accuracy_curve,
+    avg_incremental_acc,
     bwt,
     forgetting,
     fwt,
     fwt_probe,
     intransigence,
+    last_acc,
     summarize,
     summarize_without_labels,
     transfer_vs_single,
@@ -17,5 +21,6 @@ from cl_adapters.metrics.fusion import FusionAttention
 from cl_adapters.metrics.accuracy import AccuracyPlugin
 from cl_adapters.metrics.probe import LinearProbe
 
-__all__ = ["DEFINITIONS", "AccuracyPlugin", "LinearProbe", "CostPlugin", "cost_summary", "FusionAttention", "acc", "bwt", "forgetting", "fwt", "fwt_probe", "intransigence", "summarize", "summarize_without_labels",
-           "transfer_vs_single"]
+__all__ = ["ACCURACIES", "DEFINITIONS", "AccuracyPlugin", "LinearProbe", "CostPlugin", "cost_summary", "FusionAttention",
+           "acc", "accuracy_curve", "avg_incremental_acc", "bwt", "forgetting", "fwt", "fwt_probe", "intransigence",
+           "last_acc", "summarize", "summarize_without_labels", "transfer_vs_single"]

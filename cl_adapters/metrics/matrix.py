@@ -4,7 +4,9 @@
 BWT and FWT as in GEM (Lopez-Paz & Ranzato 2017), forgetting as in Chaudhry et al. 2018 (max over
 the rows since the task was trained, not Avalanche's first-value convention). GEM's FWT needs a head that exists before its
 task is trained (a shared head: class/domain-IL without per-task heads); ``fwt_probe`` is forward transfer
-by linear probe (``probe.py``), defined for every model.
+by linear probe (``probe.py``), defined for every model. The accuracy curve ``A_b`` (``accuracy_curve``) is
+the class-incremental protocol of the pretrained-model literature (PyCIL / LAMDA-PILOT): accuracy on one pool of
+the eval samples of every task seen so far, so it also needs each task's eval-set size.
 """
 
 from __future__ import annotations
@@ -23,12 +25,20 @@ DEFINITIONS = {
                  "after task j-1, P0[j] the same on the initial model",
     "transfer_vs_single": "mean_j (R[j, j] - S[j]), S = single-task reference",
     "intransigence": "mean_j (J[j] - R[j, j]), J = joint training on tasks 0..j",
+    "avg_incremental_acc": "mean_b A_b, A_b = sum_{j<=b} n_j R[b, j] / sum_{j<=b} n_j, n_j = task j's eval samples: "
+                           "accuracy on one pool of all seen tasks' samples (LAMDA-PILOT's average incremental "
+                           "accuracy; in task-IL with task labels, over the tasks seen)",
+    "last_acc": "A_{T-1}: sample-weighted accuracy on all tasks after the last (LAMDA-PILOT's last accuracy; acc weights "
+                "every task equally)",
     "acc_til": "mean_j R_til[T-1, j], R_til = the same model evaluated with task labels",
     "til_cil_gap": "acc_til - acc: what not being given the task label costs",
     "task_id_acc": "mean_j Q[T-1, j], Q[i, j] = share of task j's test samples routed to task j after task i",
     "acc_average": "mean_j accuracy on task j after the last task with every task's adapter replaced by their "
                    "parameter average (compositions=[average]; each sample through its own task's head)",
 }
+
+# the metrics that are accuracies, in [0, 1]; every other one is a difference of two, in [-1, 1] (shown signed)
+ACCURACIES = ("acc", "avg_incremental_acc", "last_acc", "acc_til", "task_id_acc", "acc_average")
 
 
 def _square(R) -> np.ndarray:
@@ -96,9 +106,39 @@ def intransigence(R, J) -> float:
     return float(np.mean(_vector(J, len(R), "J") - np.diag(R)))
 
 
-def summarize(R, b=None, S=None, J=None, P=None, P0=None) -> dict[str, float]:
-    """Every metric the inputs allow, keyed as in ``DEFINITIONS``."""
+def accuracy_curve(R, n) -> list[float]:
+    """``A_b`` for every step b: R's row b weighted by the eval-set sizes ``n`` of the tasks seen (j <= b).
+
+    Why weighted: LAMDA-PILOT (github.com/LAMDA-CL/LAMDA-PILOT @ 5240714) scores one test set of all classes
+    seen so far, ``np.arange(0, self._total_classes)`` (models/simplecil.py:63, as every learner builds its
+    ``test_loader``), in ``eval_task`` (models/base.py:115-118, ``_eval_cnn``); ``_evaluate`` (base.py:103-107)
+    takes ``top1 = accuracy(...)["total"]``, which is ``(y_pred == y_true).sum() * 100 / len(y_true)``
+    (utils/toolkit.py:32-34): a pool of samples, so a task counts by its number of samples. trainer.py:89/113
+    append it to ``cnn_curve["top1"]`` (this A_b); trainer.py:100/119 log ``sum(curve) / len(curve)`` (Ā).
+    R[b, j] (j <= b) is correct_j / n_j, so sum_j n_j R[b, j] is the pool's correct count: the same number,
+    as a fraction, not PILOT's percent rounded to two decimals. R[b, j] for j > b (unseen) is not read.
+    """
+    R = _square(R)
+    n = _vector(n, len(R), "n")
+    if (n < 0).any() or n[0] <= 0:
+        raise ValueError(f"eval-set sizes must be >= 0 with the first task's > 0, got {n.tolist()}")
+    return [float(n[: b + 1] @ R[b, : b + 1] / n[: b + 1].sum()) for b in range(len(R))]
+
+
+def avg_incremental_acc(R, n) -> float:
+    return float(np.mean(accuracy_curve(R, n)))
+
+
+def last_acc(R, n) -> float:
+    return accuracy_curve(R, n)[-1]
+
+
+def summarize(R, b=None, S=None, J=None, P=None, P0=None, sizes=None) -> dict[str, float]:
+    """Every metric the inputs allow, keyed as in ``DEFINITIONS`` (``sizes``: each task's eval samples)."""
     out = {"acc": acc(R), "bwt": bwt(R), "forgetting": forgetting(R)}
+    if sizes is not None:
+        curve = accuracy_curve(R, sizes)
+        out |= {"avg_incremental_acc": float(np.mean(curve)), "last_acc": curve[-1]}
     if b is not None:
         out["fwt"] = fwt(R, b)
     if P is not None and (gain := fwt_probe(P[: len(R)], P0[: len(R)])) is not None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from cl_adapters.metrics import DEFINITIONS, cost_summary
-
-ACCURACIES = ("acc", "acc_til", "task_id_acc", "acc_average")  # levels; the other metrics are differences (signed)
+from cl_adapters.metrics import ACCURACIES, DEFINITIONS, cost_summary
 
 
 class ConsoleLogger:
@@ -19,8 +17,8 @@ class ConsoleLogger:
         cost = results["costs"][task]
         accs = " ".join("  -  " if a is None else f"{a:.3f}" for a in row)
         self.console.print(
-            f"task {task + 1}/{len(row)} acc [{accs}] {cost['train_seconds']:.1f}s "
-            f"{cost['train_samples_per_s']:.0f}/s {cost['trainable_params']:,} params"
+            f"task {task + 1}/{len(row)} acc [{accs}] A_b {results['accuracy_curve'][task]:.3f} "
+            f"{cost['train_seconds']:.1f}s {cost['train_samples_per_s']:.0f}/s {cost['trainable_params']:,} params"
         )
 
     def log_failure(self, results: dict) -> None:
@@ -50,4 +48,7 @@ class ConsoleLogger:
         metrics.add_row("eval samples/s", f"{results['throughput']['eval_samples_per_s']:.0f}", "all evals")
         metrics.add_row("peak RSS", f"{max(c['peak_rss_bytes'] for c in costs) / 2**20:.0f} MiB", "process")
         self.console.print(matrix)
+        if curve := results["accuracy_curve"]:  # empty: resumed from a chain recorded before the curve was
+            self.console.print("accuracy curve A_b (all tasks seen after task b, sample-weighted): "
+                               + " ".join(f"{a:.4f}" for a in curve))
         self.console.print(metrics)

@@ -106,9 +106,25 @@ def _fusion_attention_by_task(attention: dict[int, dict], tasks: list, path: str
     return save_figure(fig, path)
 
 
-def report_figures(mean_R: dict[tuple[str, str, str], np.ndarray], rows: list[dict], out: Path) -> list[Path]:
-    """The comparison report's figures from its (scenario, stream, row) -> mean R and its table rows:
-    accuracy_matrices.png, task_accuracy.png and acc_vs_params.png in ``out``."""
+def accuracy_curve_figure(curves: dict[str, np.ndarray], path: Path) -> Path:
+    """A_b against step b, one line per labelled curve (a report row's mean over seeds)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
+    for label, curve in curves.items():
+        ax.plot(np.arange(len(curve)), curve, marker="o", markersize=3, label=label)
+    ax.set_xticks(np.arange(max(len(c) for c in curves.values())))  # tasks numbered as in task_accuracy.png
+    ax.set_xlabel("after training task b")
+    ax.set_ylabel("A_b (mean over seeds)")
+    ax.set_title("accuracy on all tasks seen so far (sample-weighted)", fontsize=9)
+    fig.legend(loc="outside right upper", fontsize=7)
+    return save_figure(fig, path)
+
+
+def report_figures(mean_R: dict[tuple[str, str, str], np.ndarray], rows: list[dict], out: Path,
+                   curves: dict[tuple[str, str, str], np.ndarray] | None = None) -> list[Path]:
+    """The comparison report's figures from its (scenario, stream, row) -> mean R, its table rows and
+    (scenario, stream, row) -> mean accuracy curve A_b: accuracy_matrices.png, task_accuracy.png,
+    accuracy_curve.png (if any row has a curve) and acc_vs_params.png in ``out``."""
     if not mean_R:  # single_task alone: nothing to plot
         return []
     plt = pyplot()
@@ -147,6 +163,9 @@ def report_figures(mean_R: dict[tuple[str, str, str], np.ndarray], rows: list[di
         ax.set_ylabel("accuracy")
     fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside right upper", fontsize=7, title="accuracy on")
     written.append(save_figure(fig, out / "task_accuracy.png"))
+    if curves:
+        labelled = {labels[key]: curve for key, curve in curves.items()}
+        written.append(accuracy_curve_figure(labelled, out / "accuracy_curve.png"))
 
     fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
     for row in rows:

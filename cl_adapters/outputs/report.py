@@ -8,8 +8,9 @@ unfinished or failed jobs are listed, not dropped silently.
     cl-adapters-report multirun/2026-11-24/06-28-12 [more dirs ...] [--out DIR]
 
 Writes ``report.md``, ``report.csv``, ``accuracy_matrices.png`` (mean R per row), ``task_accuracy.png``
-(accuracy on each task as the stream goes on) and ``acc_vs_params.png`` to ``--out`` (default: the
-first directory's ``report/``), and prints the table (to stdout; everything else to stderr).
+(accuracy on each task as the stream goes on), ``accuracy_curve.png`` (mean A_b per row, where runs
+recorded it) and ``acc_vs_params.png`` to ``--out`` (default: the first directory's ``report/``), and
+prints the table (to stdout; everything else to stderr).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from cl_adapters.errors import UserError
 from cl_adapters.outputs.plots import report_figures
 from cl_adapters.outputs.results import flatten, run_name, strategy_name, without_nulls
 from cl_adapters.metrics.costs import cost_summary
+from cl_adapters.metrics.matrix import ACCURACIES, DEFINITIONS
 from cl_adapters.metrics.seeds import NOISE, mean_ci, within_noise
 from cl_adapters.runs.references import REFERENCES
 from cl_adapters.streams.base import SCENARIOS
@@ -47,6 +49,8 @@ COLUMNS = {  # header -> metric key
     "ACC": "acc",
     "BWT": "bwt",
     "forgetting": "forgetting",
+    "avg incremental acc Ā": "avg_incremental_acc",  # the PTM-CIL protocol's (LAMDA-PILOT): on the samples seen
+    "last acc A_B": "last_acc",
     "FWT (probe)": "fwt_probe",
     "FWT (GEM)": "fwt",
     "transfer vs single": "transfer_vs_single",
@@ -56,7 +60,8 @@ COLUMNS = {  # header -> metric key
     "task-ID acc": "task_id_acc",
     "ACC averaged adapter": "acc_average",  # compositions=[average]
 }
-OPTIONAL = ("acc_til", "til_cil_gap", "task_id_acc", "acc_average")  # shown only when some run has them
+OPTIONAL = ("avg_incremental_acc", "last_acc",  # runs recorded before the accuracy curve have none
+            "acc_til", "til_cil_gap", "task_id_acc", "acc_average")  # shown only when some run has them
 REFERENCE_GIVES = {"joint": "J: task j after joint training on tasks 0..j",
                    "single_task": "S: task j after training on it alone"}
 SCENARIO_TITLES = {
@@ -132,6 +137,9 @@ def invalid(results: dict) -> list[str]:
                 problems.append(f"{field} is missing ({what})")
         elif not ok(value):
             problems.append(f"{field.rstrip('?')} must be {what}, got {reprlib.repr(value)}")
+    tasks = len(results.get("accuracy_matrix") or ())
+    if not problems and (curve := results.get("accuracy_curve")) and len(curve) != tasks:  # averaged over seeds
+        problems.append(f"accuracy_curve must have one entry per row of accuracy_matrix ({tasks}), got {len(curve)}")
     return problems
 
 
@@ -178,6 +186,10 @@ def _costs(costs) -> bool:
         for c in costs)
 
 
+def _accuracies(v) -> bool:
+    return isinstance(v, list) and all(_number(x, 0, 1) for x in v)
+
+
 def _metric(key: str) -> tuple[str, Callable]:
     """An accuracy in [0, 1] or a difference of two in [-1, 1]; null (not measured) except for acc."""
     low, what = (0, "an accuracy in [0, 1]") if key in ACCURACIES else (-1, "a difference of accuracies in [-1, 1]")
@@ -187,7 +199,6 @@ def _metric(key: str) -> tuple[str, Callable]:
 
 
 MAX_DEPTH = 32  # a results.json is a few levels deep; the report recurses through config
-ACCURACIES = ("acc", "acc_til", "task_id_acc", "acc_average")  # the other metrics are differences of accuracies
 COSTS = ("trainable_params", "bytes_per_task", "train_seconds")
 COUNTED_LATER = ("optimizer_steps", "train_samples", "train_flops")  # absent from runs recorded before
 MACHINE = ("platform", "cpus", "torch_threads", "device")
@@ -207,6 +218,7 @@ RECORD = {  # what the report reads of a complete run: field -> (what it must be
     **{f"metrics.{key}{'' if key == 'acc' else '?'}": _metric(key) for key in COLUMNS.values()},
     "accuracy_matrix": ("a square, non-empty list of rows of accuracies in [0, 1], null only above the diagonal",
                         _accuracy_matrix),
+    "accuracy_curve?": ("a list of accuracies in [0, 1]", _accuracies),  # empty: resumed from a chain without one
     "costs": (f"a non-empty list of objects whose {', '.join(COSTS)} (and {', '.join(COUNTED_LATER)} if there) are "
               "finite numbers >= 0", _costs),
     "not_applicable?": ("an object or null", lambda v: v is None or _dict(v)),
@@ -221,8 +233,12 @@ RECORD = {  # what the report reads of a complete run: field -> (what it must be
 def setup(results: dict) -> dict[str, str]:
     """What must match for runs to be averaged: the resolved config as flat ``a.b.c -> value`` leaves,
     without seeds, device, loggers and the reference cache's location, plus the metric definitions; a null
-    leaf is the same as none (``without_nulls``: runs from before a null-default option was added)."""
-    flat = flatten(without_nulls({**results["config"], "metric_definitions": results.get("metric_definitions")}))
+    leaf is the same as none (``without_nulls``: runs from before a null-default option was added), and a
+    metric defined since a run was recorded is one it has no value for (its definition is taken as today's)."""
+    definitions = results.get("metric_definitions")
+    if isinstance(definitions, dict):
+        definitions = {**DEFINITIONS, **definitions}
+    flat = flatten(without_nulls({**results["config"], "metric_definitions": definitions}))
     return {k: json.dumps(v) for k, v in flat.items() if k.rsplit(".", 1)[-1] not in ("seed", "device")
             and k not in UNMEASURED and k.split(".")[0] not in UNMEASURED}
 
@@ -377,11 +393,13 @@ def _reference_table(records: list[dict]) -> str:
 
 
 def plot(runs: list[dict], out: Path) -> list[Path]:
-    """The three report figures (see the module docstring); single_task is left out (its S is in the table)."""
+    """The report figures (see the module docstring); single_task is left out (its S is in the table)."""
     groups = {key: group for key, group in grouped(runs).items() if group[0]["run"]["strategy"] != "single_task"}
     mean_R = {key: np.mean([np.array(r["accuracy_matrix"], dtype=float) for r in group], axis=0)
               for key, group in groups.items()}
-    return report_figures(mean_R, [r for r in rows(runs) if not r["reference"]], out)
+    curves = {key: np.mean([r["accuracy_curve"] for r in group], axis=0)
+              for key, group in groups.items() if all(r.get("accuracy_curve") for r in group)}
+    return report_figures(mean_R, [r for r in rows(runs) if not r["reference"]], out, curves)
 
 
 def provenance(runs: list[dict]) -> str:

@@ -17,8 +17,9 @@ from cl_adapters.metrics.costs import cost_summary
 class WandbLogger:
     """``group`` defaults to the Hydra sweep directory (one group per multirun), ``job_type`` to the
     strategy, ``dir`` to the job's output directory. Per task (step = task index): the metrics so far,
-    the accuracies of the accuracy matrix's row and the task's costs; at the end: the accuracy matrix
-    as a table and a heatmap, and the final metrics and costs in the run summary."""
+    the accuracies of the accuracy matrix's row, the accuracy curve's A_b (``accuracy_curve``) and the
+    task's costs; at the end: the accuracy matrix as a table and a heatmap, the curve as a table, and the
+    final metrics (Ā and A_B among them) and costs in the run summary."""
 
     def __init__(self, project: str = "cl-adapters", entity: str | None = None, mode: str = "offline",
                  group: str | None = None, job_type: str | None = None, name: str | None = None,
@@ -65,7 +66,8 @@ class WandbLogger:
 
         def log():
             row, routed = results["accuracy_matrix"][task], results.get("task_id_matrix")
-            data = {**results["metrics"], **{f"accuracy/task_{j}": a for j, a in enumerate(row[: task + 1])},
+            data = {**results["metrics"], "accuracy_curve": results["accuracy_curve"][task],
+                    **{f"accuracy/task_{j}": a for j, a in enumerate(row[: task + 1])},
                     **{f"cost/{k}": v for k, v in results["costs"][task].items() if k != "experience"},
                     **({f"task_id/task_{j}": q for j, q in enumerate(routed[task][: task + 1])} if routed else {})}
             self.run.log(data, step=task)
@@ -80,8 +82,10 @@ class WandbLogger:
             R = results["accuracy_matrix"]
             columns = ["after task", *(f"task {j}" for j in range(len(R)))]
             figure = accuracy_matrix_figure(R, title=self.run.name)
+            curve = [[b, a] for b, a in enumerate(results["accuracy_curve"])]
             self.run.log({"accuracy_matrix": wandb.Table(columns=columns, data=[[i, *row] for i, row in enumerate(R)]),
-                          "accuracy_matrix_heatmap": wandb.Image(figure)})
+                          "accuracy_matrix_heatmap": wandb.Image(figure),
+                          "accuracy_curve_table": wandb.Table(columns=["after task", "A_b"], data=curve)})
             if confusion := results.get("task_id_confusion"):  # true task (rows) x routed task
                 self.run.log({"task_id_confusion": wandb.Table(
                     columns=["true task", *(f"routed to {j}" for j in range(len(confusion)))],
@@ -121,8 +125,9 @@ def run_ids(runs: list[dict]) -> dict[tuple[str | None, str], list[str]]:
 
 
 def report(entity: str, project: str, ids: list[str], title: str, table: str):
-    """A W&B Report comparing the runs ``ids``: the local table, then bar charts of ACC, BWT and forgetting
-    and ACC against trainable parameters, all grouped by run name (mean ± std over seeds)."""
+    """A W&B Report comparing the runs ``ids``: the local table, then bar charts of ACC, BWT and forgetting,
+    ACC against trainable parameters, ACC and the accuracy curve A_b as the stream goes on, all grouped by
+    run name (mean ± std over seeds)."""
     import wandb_workspaces.reports.v2 as wr
     from wandb_workspaces import expr
 
@@ -133,7 +138,8 @@ def report(entity: str, project: str, ids: list[str], title: str, table: str):
               for name, key in (("ACC", "acc"), ("BWT", "bwt"), ("forgetting", "forgetting"))]
     panels += [wr.ScatterPlot(title="ACC vs trainable parameters per task", x=wr.SummaryMetric("trainable_params_per_task"),
                               y=wr.SummaryMetric("acc"), log_x=True),
-               wr.LinePlot(title="ACC as the stream goes on", x="Step", y=["acc"], **grouped)]
+               wr.LinePlot(title="ACC as the stream goes on", x="Step", y=["acc"], **grouped),
+               wr.LinePlot(title="A_b: accuracy on all tasks seen so far", x="Step", y=["accuracy_curve"], **grouped)]
     return wr.Report(entity=entity, project=project, title=title, description=f"{len(ids)} cl-adapters runs",
                      blocks=[wr.MarkdownBlock(text=table), wr.PanelGrid(runsets=[runset], panels=panels)])
 

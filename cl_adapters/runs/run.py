@@ -32,6 +32,7 @@ from cl_adapters.metrics import (
     CostPlugin,
     FusionAttention,
     LinearProbe,
+    accuracy_curve,
     summarize,
     summarize_without_labels,
 )
@@ -125,6 +126,7 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     results.update({
         "scenario": cfg.scenario,
         "classes_per_task": getattr(scenario, "classes_per_task", None),
+        "class_order": class_order(scenario),
         "references": {p: {k: ref[k] for k in ("key", "fields", "diagonal", "run_dir")} for p, ref in references.items()},
     })
     S, J = (references[p]["diagonal"] if p in references else None for p in REFERENCES)  # in that order
@@ -150,6 +152,7 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     # The untrained model (GEM's FWT baseline, chance level with fresh heads). Always measured: its eval
     # creates every task's head now, and so fixes the order in which heads draw their initial weights.
     b = evaluate()
+    sizes = [accuracy.samples[j] for j in range(T)]  # each task's eval samples: its weight in A_b
     gem = not model.head_per_task  # GEM's FWT reads a head before its task trains: only a shared head has one
     needs_unseen = unseen_tasks_needed(cfg, model)
     probe = None
@@ -160,7 +163,8 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     R = np.full((T, T), np.nan)
     without_labels = cfg.scenario != "task_il"
     R_til, Q = np.full((T, T), np.nan), np.full((T, T), np.nan)  # with task labels; task-ID accuracy
-    results.update(accuracy_matrix=json_safe(R.tolist()), untrained_accuracy=b, costs=[], metrics={})
+    results.update(accuracy_matrix=json_safe(R.tolist()), untrained_accuracy=b, eval_samples_per_task=sizes,
+                   accuracy_curve=[], costs=[], metrics={})
     if not gem:
         results["not_applicable"] = {"fwt": "a fresh head per task: R[j-1, j] would read task j through its untrained "
                                             "head (tasks not trained yet are not evaluated)"}
@@ -172,6 +176,7 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
         checkpoints = Checkpoints(out_dir, results["config"], input_shape, run_id=results["run"]["id"])
         if cfg.resume and (last := checkpoints.resume(strategy.model, plugins)) is not None:
             done = _restore(last["results"], results, R, [costs, attention])
+            sizes = results["eval_samples_per_task"]
             if probe is not None:
                 probe.before[:done] = last["results"]["probe"]["before_task"][:done]
             for key, matrix in (("accuracy_matrix_til", R_til), ("task_id_matrix", Q)):
@@ -194,7 +199,8 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
         R[i] = evaluate(T if needs_unseen else i + 1)
         n = i + 1
         metrics = summarize(R[:n, :n], first(b, n) if gem else None, first(S, n), first(J, n), *(
-            (probe.before, probe.initial) if probe is not None else ()))
+            (probe.before, probe.initial) if probe is not None else ()), sizes=sizes[:n])
+        results["accuracy_curve"] = accuracy_curve(R[:n, :n], sizes[:n])
         if without_labels:
             if model.router is not None:
                 confusion = [[model.task_id_counts[(j, k)] for k in range(T)] for j in range(T)]
@@ -235,6 +241,14 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
         logger.log_summary(results)
     print(f"results: {out}")
     return results
+
+
+def class_order(scenario) -> list[int] | None:
+    """The original class ids in the order the stream uses them (in class-IL, label k is ``class_order[k]``),
+    flattened from the stream's ``classes_per_task``; None where it has none or names classes per task
+    (a text stream's label names are not class ids)."""
+    classes = [c for task in getattr(scenario, "classes_per_task", None) or () for c in task]
+    return classes if classes and all(isinstance(c, int) and not isinstance(c, bool) for c in classes) else None
 
 
 def unseen_tasks_needed(cfg: DictConfig, model) -> bool:
@@ -345,7 +359,8 @@ def _restore(measured: dict, results: dict, R: np.ndarray, monitors: list) -> in
     R[:done] = np.array(measured["accuracy_matrix"][:done], dtype=float)
     for monitor in monitors:
         monitor.restore(measured)
-    kept = ("accuracy_matrix", "costs", "metrics", "accuracy_matrix_til", "task_id_matrix", "task_id_confusion")
+    kept = ("accuracy_matrix", "costs", "metrics", "accuracy_matrix_til", "task_id_matrix", "task_id_confusion",
+            "eval_samples_per_task", "accuracy_curve")
     results.update({k: measured[k] for k in kept if k in measured})
     results["run"]["resumed_after_task"] = measured["run"].get("resumed_after_task", []) + [done - 1]
     return done
