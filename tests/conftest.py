@@ -3,6 +3,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub retries on offline machines
 os.environ.setdefault("WANDB_MODE", "offline")
 
+import pickle  # noqa: E402
+import struct  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -73,3 +75,76 @@ def tiny_bert(tmp_path_factory):
     torch.manual_seed(0)
     AutoModel.from_config(config).save_pretrained(path)
     return str(path)
+
+
+class Python2Pickler(pickle._Pickler):
+    """Writes a pickle as Python 2's cPickle wrote CIFAR's (protocol 2): bytes as STRING opcodes (Python 2's
+    ``str``, read back as ``str`` under ``encoding="latin1"``) and numpy's reconstructor under its old module."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def __init__(self, f):
+        super().__init__(f, protocol=2)
+
+    def save_python2_str(self, obj: bytes):
+        n = len(obj)
+        self.write((pickle.SHORT_BINSTRING + bytes([n]) if n < 256 else pickle.BINSTRING + struct.pack("<i", n)) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_python2_str
+
+    def save_global(self, obj, name=None):
+        if getattr(obj, "__name__", None) == "_reconstruct":
+            self.write(pickle.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n")
+            self.memoize(obj)
+            return
+        super().save_global(obj, name)
+
+
+def write_cifar100(folder: Path, train_per_class: int = 5, test_per_class: int = 2, classes: int = 100) -> Path:
+    """``folder/cifar-100-python/{train,test,meta}`` as the real python version is laid out: random uint8 images
+    whose first byte is their class (so a test can tell a sample's class), in shuffled order."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    out = folder / "cifar-100-python"
+    out.mkdir(parents=True)
+    for split, per in (("train", train_per_class), ("test", test_per_class)):
+        labels = rng.permutation(np.repeat(np.arange(classes), per))
+        data = rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8)
+        data[:, 0] = labels
+        record = {b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))],
+                  b"batch_label": f"{split} batch".encode(),
+                  b"fine_labels": labels.tolist(), b"coarse_labels": (labels // 5).tolist(), b"data": data}
+        with (out / split).open("wb") as f:
+            Python2Pickler(f).dump(record)
+    with (out / "meta").open("wb") as f:
+        Python2Pickler(f).dump({b"fine_label_names": [f"class_{c}".encode() for c in range(classes)],
+                                b"coarse_label_names": [f"super_{c}".encode() for c in range(20)]})
+    return folder
+
+
+def write_image_folder(folder: Path, classes: int = 6, train: int = 3, test: int = 2) -> Path:
+    """``folder/{train,test}/<class>/*.jpg``: small JPEGs of varied sizes (RevisitingCIL's layout)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("test", test)):
+        for c in range(classes):
+            images = folder / split / f"{c:03d}.class_{c}"
+            images.mkdir(parents=True)
+            for i in range(n):
+                h, w = rng.integers(20, 40, 2)
+                Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(images / f"{i}.jpg")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def cifar100_root(tmp_path_factory):
+    return write_cifar100(tmp_path_factory.mktemp("cifar"))
+
+
+@pytest.fixture(scope="session")
+def image_folder_root(tmp_path_factory):
+    return write_image_folder(tmp_path_factory.mktemp("image_folder"))

@@ -21,7 +21,8 @@ SMALL = {  # keep MNIST options quick
 
 
 def test_groups_are_not_empty():
-    assert GROUPS["stream"] == ["permuted_mnist", "sentiment_domains", "split_digits", "split_mnist"]
+    assert GROUPS["stream"] == ["cifar100", "cub200", "imagenet_a", "imagenet_r", "objectnet", "omnibenchmark",
+                                "permuted_mnist", "sentiment_domains", "split_digits", "split_mnist", "vtab"]
     assert GROUPS["strategy"] == [
         "adapter", "adapter_fusion", "bitfit", "full_ft", "joint", "lora", "lora_per_task", "ncm", "single_task"
     ]
@@ -31,8 +32,13 @@ def test_groups_are_not_empty():
 
 
 @pytest.mark.parametrize("option", GROUPS["stream"])
-def test_streams_instantiate(make_cfg, option):
+def test_streams_instantiate(make_cfg, option, request):
     cfg = make_cfg(f"stream={option}", *SMALL.get(option, []))
+    if cfg.stream._target_ == "cl_adapters.streams.cifar100":  # the image streams, on fixtures in their formats
+        cfg = make_cfg(f"stream={option}", f"stream.root={request.getfixturevalue('cifar100_root')}")
+    elif cfg.stream._target_ == "cl_adapters.streams.image_folder":
+        cfg = make_cfg(f"stream={option}", f"stream.root={request.getfixturevalue('image_folder_root')}",
+                       "stream.n_classes=6", "stream.increment=3", "stream.image_size=8")
     scenario = instantiate(cfg.stream)
     assert len(scenario.train_stream) >= 2 and scenario.train_stream[0].task_labels == [0]
 

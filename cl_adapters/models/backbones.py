@@ -1,7 +1,8 @@
 """From-scratch backbones for image streams. Each exposes ``family`` (its injection preset),
-``pretrained``, ``inputs`` (what it takes) and ``out_features``, and maps (B, C, H, W) images to
-(B, out_features) features. ``quantize`` (nf4 | int8): its Linear weights are stored quantized once it
-stops training (after the first task: ``AdaptedModel.quantize_frozen_backbone``)."""
+``pretrained``, ``inputs`` (what it takes) and ``out_features``, and maps (B, C, H, W) images (float, or
+uint8 in [0, 255], scaled to [0, 1] first) to (B, out_features) features. ``quantize`` (nf4 | int8): its
+Linear weights are stored quantized once it stops training (after the first task:
+``AdaptedModel.quantize_frozen_backbone``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cl_adapters.errors import UserError
+from cl_adapters.models.contract import unit_float
 from cl_adapters.models.quantize import check_kind
 
 
@@ -52,7 +54,7 @@ class MLP(nn.Module):
         self.out_features = widths[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(1)
+        x = unit_float(x).flatten(1)
         for layer in self.layers:
             x = layer(x)
         return x
@@ -149,7 +151,7 @@ class PatchTransformer(nn.Module):
         self.out_features = dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        patches = F.unfold(x, self.patch_size, stride=self.patch_size).transpose(1, 2)
+        patches = F.unfold(unit_float(x), self.patch_size, stride=self.patch_size).transpose(1, 2)
         tokens = self.embed(patches)
         tokens = torch.cat([self.cls.expand(len(x), -1, -1), tokens], dim=1) + self.pos
         for block in self.blocks:

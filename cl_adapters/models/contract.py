@@ -3,7 +3,8 @@ built around it, so a missing field is one clear error instead of an AttributeEr
 
 - ``family``: its injection preset (``"bert"``, ``"mlp"``, ...), or None (then give ``adapter.targets``);
 - ``pretrained``: True if its weights come trained (adapter strategies then never train it);
-- ``inputs``: ``"float"`` (images, features) or ``"token ids"`` (right-padded int64, text);
+- ``inputs``: ``"float"`` (images, features: floating point, or uint8 images in [0, 255], which its forward
+  turns into floats with :func:`unit_float`) or ``"token ids"`` (right-padded int64, text);
 - ``out_features``: the width of the (B, out_features) features its forward returns;
 - optionally ``quantize`` (``"nf4"``, ``"int8"`` or None) and ``quantized`` (the kind once its Linears are
   stored quantized, else None): ``AdaptedModel`` quantizes such a backbone when it stops training.
@@ -40,7 +41,13 @@ def check_backbone(backbone: nn.Module) -> None:
 def check_inputs(backbone_class: type | None, sample: torch.Tensor) -> None:
     """Before the backbone is built: does it take what the stream gives (``inputs``, a class attribute)?"""
     wants = getattr(backbone_class, "inputs", None)
-    given = INPUTS[0] if torch.is_floating_point(sample) else INPUTS[1]
+    given = INPUTS[0] if torch.is_floating_point(sample) or sample.dtype == torch.uint8 else INPUTS[1]
     if wants is not None and wants != given:
         raise UserError(f"model: {backbone_class.__name__} takes {wants} inputs, this stream gives {given} inputs of "
                         f"shape {tuple(sample.shape)} (hf_encoder is for text streams; mlp, patch_transformer for images)")
+
+
+def unit_float(x: torch.Tensor) -> torch.Tensor:
+    """A batch of uint8 images (0..255, as image streams keep them: a quarter of float32's memory) as floats
+    in [0, 1], what ``ToTensor`` gives; floating inputs pass unchanged."""
+    return x.float() / 255 if x.dtype == torch.uint8 else x

@@ -35,6 +35,8 @@ TARGETS = frozenset({
     "cl_adapters.streams.split_mnist",
     "cl_adapters.streams.permuted_mnist",
     "cl_adapters.streams.sentiment_domains",
+    "cl_adapters.streams.cifar100",
+    "cl_adapters.streams.image_folder",
     "cl_adapters.outputs.ConsoleLogger",
     "cl_adapters.outputs.WandbLogger",
     "avalanche.training.plugins.LwFPlugin",

@@ -55,15 +55,19 @@ class ContinualStrategy(SupervisedTemplate):
         device: str = "cpu",
         precision: str | None = None,
         protocol: str = "sequential",
+        num_workers: int | None = None,
         plugins: Sequence = (),
         monitors: Sequence = (),
         evaluator: EvaluationPlugin | None = None,
     ):
         """``plugins`` are continual-learning plugins (EWC, LwF, Replay, ...): they change training
-        and are checked against the model; ``monitors`` only observe (metrics, costs, progress)."""
+        and are checked against the model; ``monitors`` only observe (metrics, costs, progress).
+        ``num_workers``: DataLoader worker processes, for streams read lazily from files (0 or None: none)."""
         for key, value in (("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise UserError(f"strategy.{key} must be a positive integer, got {value!r}")
+        if num_workers is not None and (not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0):
+            raise UserError(f"strategy.num_workers must be an integer >= 0 or null, got {num_workers!r}")
         if iterations is not None and (not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1):
             raise UserError(f"strategy.iterations must be a positive integer or null, got {iterations!r}")
         if protocol not in PROTOCOLS:
@@ -83,7 +87,7 @@ class ContinualStrategy(SupervisedTemplate):
             with warnings.catch_warnings():  # "no loggers": our own plugins measure and log
                 warnings.simplefilter("ignore")
                 evaluator = _Unmeasured()
-        self.protocol, self.iterations = protocol, iterations
+        self.protocol, self.iterations, self.num_workers = protocol, iterations, num_workers or 0
         self.amp_dtype = PRECISIONS[precision]  # autocast: weights stay fp32, matmuls run in this dtype
         self.scaler = torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
         self._steps_left = 0
@@ -101,6 +105,20 @@ class ContinualStrategy(SupervisedTemplate):
             evaluator=evaluator,
             eval_every=-1,
         )
+
+    def train(self, experiences, eval_streams=None, **kwargs):
+        return super().train(experiences, eval_streams, **self._loader_options(kwargs))
+
+    def eval(self, exp_list, **kwargs):
+        return super().eval(exp_list, **self._loader_options(kwargs))
+
+    def _loader_options(self, kwargs: dict) -> dict:
+        """Avalanche's loader options (its loaders' and plugins' such as Replay's): ``num_workers`` workers,
+        kept across epochs. Avalanche pins memory on CUDA itself. With none, nothing is passed: the loaders
+        are exactly Avalanche's defaults."""
+        if self.num_workers:
+            kwargs = {"num_workers": self.num_workers, "persistent_workers": True, **kwargs}
+        return kwargs
 
     def _before_training_exp(self, **kwargs):
         super()._before_training_exp(**kwargs)  # the loader, then the plugins' (Replay: its own loader)
@@ -220,7 +238,7 @@ class ContinualStrategy(SupervisedTemplate):
         training = self.model.training
         self.model.eval()
         with torch.random.fork_rng(), self.autocast():  # the features the evaluation's forwards will give
-            loader = DataLoader(experience.dataset.eval(), batch_size=self.eval_mb_size)
+            loader = DataLoader(experience.dataset.eval(), batch_size=self.eval_mb_size, num_workers=self.num_workers)
             batches = ((x.to(self.device), y.to(self.device)) for x, y, *_ in loader)
             self.model.fit_task(int(experience.task_labels[0]), batches)
         self.model.train(training)

@@ -13,6 +13,7 @@ whether it may use them at test time. Each experience declares ``classes`` (the 
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,7 +24,7 @@ from avalanche.benchmarks.utils import DataAttribute, TaskLabels
 from avalanche.benchmarks.utils.classification_dataset import (
     TaskAwareSupervisedClassificationDataset,
 )
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from cl_adapters.errors import UserError
 
@@ -46,6 +47,7 @@ def task_stream(
     val_fraction: float = 0.0,
     seed: int = 0,
     scenario: str = "task_il",
+    classes_per_task: Sequence | None = None,
 ):
     """A scenario (streams ``train``, ``test`` and, with ``val_fraction``, ``valid``) of kind ``scenario``
     (module docstring): task_il, class_il (labels made global), domain_il (needs equal ``n_classes``).
@@ -56,13 +58,13 @@ def task_stream(
     task (``0 .. n_classes[t]-1``; default: the largest label + 1). Task ``t`` gets task label ``t``.
     Every experience carries ``n_classes``, the width of its task's head, and ``classes``, the label ids
     it uses. Bad data fails here, with the task and split named: no empty task, no NaN/inf input, every
-    label in ``[0, n_classes)``.
+    label in ``[0, n_classes)``. ``classes_per_task`` (what each task's labels were in the source) is recorded
+    as the scenario's.
     """
     check_scenario(scenario, SCENARIOS, "task_stream")
     if not train or len(train) != len(test):
         raise UserError(f"a stream needs the same non-zero number of train and test tasks, got {len(train)} and {len(test)}")
-    if not 0.0 <= val_fraction < 1.0:
-        raise UserError(f"stream.val_fraction must be in [0, 1), got {val_fraction}")
+    check_val_fraction(val_fraction)
     train = [_checked(pair, f"task {t} train") for t, pair in enumerate(train)]
     test = [_checked(pair, f"task {t} test") for t, pair in enumerate(test)]
     if n_classes is None:
@@ -75,21 +77,41 @@ def task_stream(
                 raise UserError(f"task {t} {split} labels go up to {int(y.max())}, outside the task's {k} classes")
     if scenario == "domain_il" and len(set(n_classes)) > 1:
         raise UserError(f"scenario=domain_il needs the same classes in every task; this stream's tasks have {list(n_classes)}")
-    offsets = np.cumsum([0, *n_classes[:-1]]).tolist() if scenario == "class_il" else [0] * len(n_classes)
+    offsets = class_offsets(n_classes, scenario)
     train = [(x, y + offsets[t]) for t, (x, y) in enumerate(train)]
     test = [(x, y + offsets[t]) for t, (x, y) in enumerate(test)]
     streams = {"train": train, "test": test}
     if val_fraction:
         streams["train"], streams["valid"] = zip(*(_split(x, y, val_fraction, seed + t) for t, (x, y) in enumerate(train)))
     datasets = {name: [task_dataset(x, y, t) for t, (x, y) in enumerate(s)] for name, s in streams.items()}
-    kind, scenario = scenario, with_task_labels(benchmark_from_datasets(**datasets))
-    for stream in scenario.streams.values():
+    return scenario_of(datasets, n_classes, scenario, classes_per_task)
+
+
+def check_val_fraction(val_fraction: float) -> None:
+    if not 0.0 <= val_fraction < 1.0:
+        raise UserError(f"stream.val_fraction must be in [0, 1), got {val_fraction}")
+
+
+def class_offsets(n_classes: Sequence[int], scenario: str) -> list[int]:
+    """Each task's first label: class_il numbers the classes over the stream, the others per task."""
+    return np.cumsum([0, *n_classes[:-1]]).tolist() if scenario == "class_il" else [0] * len(n_classes)
+
+
+def scenario_of(datasets: dict, n_classes: Sequence[int], scenario: str, classes_per_task: Sequence | None = None):
+    """The tail every stream shares, in-memory or read lazily: ``datasets`` (stream name -> one task-aware
+    dataset per task, labels already offset by :func:`class_offsets`) as a scenario whose experiences carry
+    ``n_classes`` and ``classes``, with its ``kind`` and (given) ``classes_per_task``."""
+    offsets = class_offsets(n_classes, scenario)
+    built = with_task_labels(benchmark_from_datasets(**datasets))
+    for stream in built.streams.values():
         for exp in stream:
             t = exp.current_experience
             exp.n_classes = int(n_classes[t])
             exp.classes = list(range(offsets[t], offsets[t] + exp.n_classes))
-    scenario.kind = kind
-    return scenario
+    built.kind = scenario
+    if classes_per_task is not None:
+        built.classes_per_task = [list(c) for c in classes_per_task]
+    return built
 
 
 def _pair(pair, where: str) -> Split:
@@ -125,17 +147,29 @@ def _checked(pair, where: str) -> Split:
 
 
 def _split(x, y, fraction: float, seed: int) -> tuple[Split, Split]:
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    n_val = max(1, int(round(len(x) * fraction)))
-    val, tr = perm[:n_val], perm[n_val:]
+    tr, val = val_split(len(x), fraction, seed)
     return (x[tr], y[tr]), (x[val], y[val])
+
+
+def val_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the samples kept for training and of those carved out for validation (fixed by ``seed``)."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, int(round(n * fraction)))
+    return perm[n_val:], perm[:n_val]
 
 
 def task_dataset(x: torch.Tensor, y: torch.Tensor, task: int):
     """A task-aware classification dataset (``task_set``, ``targets``), as Avalanche's plugins expect."""
+    return labelled_dataset(TensorDataset(x, y), y.tolist(), task)
+
+
+def labelled_dataset(data: Dataset, labels: Sequence[int], task: int, transform_groups: dict | None = None):
+    """``data`` (samples ``(input, label)``, ``labels`` theirs) as task ``task``'s task-aware dataset;
+    ``transform_groups`` (``{"train": f, "eval": g}``) turn each input into what the model takes."""
     return TaskAwareSupervisedClassificationDataset(
-        [TensorDataset(x, y)],
-        data_attributes=[DataAttribute(y.tolist(), "targets"), TaskLabels([task] * len(y))],
+        [data],
+        data_attributes=[DataAttribute(list(labels), "targets"), TaskLabels([task] * len(labels))],
+        transform_groups=transform_groups,
     )
 
 
@@ -199,6 +233,18 @@ def split_by_class(
             mask = torch.isin(y, classes)
             local = (y[mask][:, None] == classes[None]).int().argmax(1)  # class -> 0..per-1
             out.append(subsample(x[mask], local, n, seed + t))
-    stream = task_stream(tasks_tr, tasks_te, [per] * n_tasks, val_fraction, seed, scenario)
-    stream.classes_per_task = [order[t * per : (t + 1) * per] for t in range(n_tasks)]
-    return stream
+    return task_stream(tasks_tr, tasks_te, [per] * n_tasks, val_fraction, seed, scenario,
+                       [order[t * per : (t + 1) * per] for t in range(n_tasks)])
+
+
+class ArraysOnly(pickle.Unpickler):
+    """Unpickles numpy arrays (in dicts, lists, strings and numbers) and nothing else: a pickle names
+    functions to call, and a file from disk must not run code (MNIST's and CIFAR's need exactly these three)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which is not part of a numpy array")
+        return super().find_class(module, name)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cl_adapters.errors import UserError
-from cl_adapters.streams.base import Split, check_scenario, split_by_class, subsample, task_stream
+from cl_adapters.streams.base import ArraysOnly, Split, check_scenario, split_by_class, subsample, task_stream
 
 SOURCES = ("auto", "package", "torchvision")
 
@@ -48,26 +48,13 @@ def _from_pickle(path: Path) -> tuple[Split, Split]:
         raise UserError(f"MNIST file not found: {path}")
     try:
         with gzip.open(path, "rb") as f:  # the classic 50k/10k/10k pickle (Python 2 era)
-            (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = _ArraysOnly(f, encoding="latin1").load()
+            (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = ArraysOnly(f, encoding="latin1").load()
     except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as e:
         raise UserError(f"{path}: not an MNIST pickle ((train, valid, test) numpy arrays): {e}") from e
     x_train = np.concatenate([x_tr, x_va])  # 50k + 10k = the standard 60k training set
     y_train = np.concatenate([y_tr, y_va])
     as_images = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).view(-1, 1, 28, 28)
     return (as_images(x_train), torch.from_numpy(y_train).long()), (as_images(x_te), torch.from_numpy(y_te).long())
-
-
-class _ArraysOnly(pickle.Unpickler):
-    """Unpickles numpy arrays and nothing else: a pickle names functions to call, and a file from disk
-    must not run code (the classic file needs exactly these three)."""
-
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which is not part of a numpy array")
-        return super().find_class(module, name)
 
 
 def _from_torchvision(root: Path) -> tuple[Split, Split]:
