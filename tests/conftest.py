@@ -148,3 +148,38 @@ def cifar100_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def image_folder_root(tmp_path_factory):
     return write_image_folder(tmp_path_factory.mktemp("image_folder"))
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory):
+    """A small random Hugging Face ViT (32 px, patch 8, hidden 32, 2 layers) saved as a local folder with its
+    image processor (32 px, bicubic, a mean and std of its own): what HFVision loads."""
+    import torch
+    from transformers import AutoModel, ViTConfig, ViTImageProcessor
+
+    path = tmp_path_factory.mktemp("tiny_vit")
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(path)
+    ViTImageProcessor(size={"height": 32, "width": 32}, resample=3, image_mean=[0.2, 0.3, 0.4],
+                      image_std=[0.5, 0.6, 0.7]).save_pretrained(path)
+    return str(path)
+
+
+TINY_TIMM = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
+
+
+@pytest.fixture(scope="session")
+def tiny_timm(tmp_path_factory):
+    """A small random timm ViT's weights in a local safetensors file, and the TimmBackbone arguments that
+    load them (as a user with the weights and no network would)."""
+    import safetensors.torch
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, **TINY_TIMM)
+    path = tmp_path_factory.mktemp("tiny_timm") / "model.safetensors"
+    safetensors.torch.save_file(model.state_dict(), str(path))
+    return {"name": "vit_tiny_patch16_224", "pretrained": False, "checkpoint_path": str(path), "model_kwargs": dict(TINY_TIMM)}

@@ -201,7 +201,8 @@ def test_one_preset_table_serves_every_adapter_kind():
 
     assert all(set(kinds) - {"prefix"} == {"houlsby", "pfeiffer", "parallel", "lora"} for kinds in PRESETS.values())
     assert {family for family, kinds in PRESETS.items() if "prefix" in kinds} == {
-        "bert", "roberta", "xlm-roberta", "electra", "vit", "patch_transformer"}  # attention with keys and values
+        "bert", "roberta", "xlm-roberta", "electra", "vit", "deit", "dinov2", "dinov2_with_registers", "clip_vision_model",
+        "timm_vit", "patch_transformer"}  # attention with keys and values (BEiT's has a relative position bias)
     unknown = nn.Linear(2, 2)
     unknown.family = "gpt2"
     for kind in ("pfeiffer", "lora"):

@@ -50,11 +50,23 @@ def _strategy(cfg, input_shape=(1, 8, 8), **kwargs):
     return s
 
 
+def _pretrained(model: str, request) -> list[str]:
+    """The pretrained image models on the tiny local checkpoints of conftest (no network here)."""
+    if model == "hf_vision":
+        return [f"model.name_or_path={request.getfixturevalue('tiny_vit')}"]
+    if model == "timm":
+        timm = request.getfixturevalue("tiny_timm")
+        kwargs = ",".join(f"{k}:{v}" for k, v in timm["model_kwargs"].items())
+        return [f"model.name={timm['name']}", "model.pretrained=false", f"model.checkpoint_path={timm['checkpoint_path']}",
+                f"model.model_kwargs={{{kwargs}}}"]
+    return []
+
+
 @pytest.mark.parametrize("model", GROUPS["model"])
 @pytest.mark.parametrize("adapter", GROUPS["adapter"])
-def test_every_adapter_on_every_model(make_cfg, model, adapter):
+def test_every_adapter_on_every_model(make_cfg, request, model, adapter):
     """Every adapter on every model, except prefixes on the MLP, which has no attention: refused in one line."""
-    cfg = make_cfg(f"model={model}", f"adapter={adapter}", "strategy=adapter")
+    cfg = make_cfg(f"model={model}", f"adapter={adapter}", "strategy=adapter", *_pretrained(model, request))
     if model == "mlp" and adapter in ("prefix", "mam"):
         with pytest.raises(InstantiationException, match="no prefix preset for backbone family 'mlp'"):
             _strategy(cfg)

@@ -33,6 +33,16 @@ def default_encoder_path() -> str:
     return "sentence-transformers/all-MiniLM-L6-v2"
 
 
+def set_dropout(config, dropout: float | None):
+    """``config`` with every dropout probability of the architecture (hidden, attention, ...) set to ``dropout``
+    (None: left as the checkpoint has them)."""
+    if dropout is not None:
+        for name, value in list(vars(config).items()):
+            if "dropout" in name and isinstance(value, float):
+                setattr(config, name, float(dropout))
+    return config
+
+
 class HFEncoder(nn.Module):
     pretrained = True
     inputs = "token ids"
@@ -48,11 +58,7 @@ class HFEncoder(nn.Module):
         check_kind(quantize)
         self.name_or_path = name_or_path or default_encoder_path()
         try:
-            config = from_pretrained(AutoConfig, self.name_or_path)
-            if dropout is not None:  # every dropout probability of the architecture (hidden, attention, ...)
-                for name, value in list(vars(config).items()):
-                    if "dropout" in name and isinstance(value, float):
-                        setattr(config, name, float(dropout))
+            config = set_dropout(from_pretrained(AutoConfig, self.name_or_path), dropout)
             self.model = from_pretrained(AutoModel, self.name_or_path, config=config)
         except (OSError, ValueError) as e:  # a missing folder, a bad id, or a hub id with no network
             raise UserError(f"model.name_or_path={self.name_or_path!r} could not be loaded: {str(e).splitlines()[0]}") from e

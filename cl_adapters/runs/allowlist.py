@@ -26,6 +26,8 @@ TARGETS = frozenset({
     "cl_adapters.models.MLP",
     "cl_adapters.models.PatchTransformer",
     "cl_adapters.models.HFEncoder",
+    "cl_adapters.models.HFVision",
+    "cl_adapters.models.TimmBackbone",
     "cl_adapters.adapters.FusionConfig",
     "cl_adapters.routers.OracleRouter",
     "cl_adapters.routers.EntropyRouter",

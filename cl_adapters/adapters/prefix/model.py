@@ -2,12 +2,17 @@
 prepend, for one routed forward, each sample's task prefix to their keys and values.
 
 Two kinds of attention layer take prefixes:
-- a Hugging Face self-attention with ``key`` and ``value`` projections (BERT, RoBERTa, MiniLM, ViT, ...):
-  the projections are wrapped so their output starts with the prefix, and a pre-hook extends the
-  attention mask over the prefix positions;
-- an attention module of ours with a ``prefix`` slot (the patch transformer's), which does both itself.
-A sample whose task has no prefix (a mixed batch) gets zero prefixes masked out: it attends as the bare
-model does.
+- an attention module of ours with a ``prefix`` slot (the patch transformer's), which does it itself;
+- any self-attention whose keys and values are Linear projections of its input: separate ``key``/``value``
+  (BERT, RoBERTa, MiniLM, ViT, DeiT, DINOv2) or ``k_proj``/``v_proj`` (CLIP), or one fused ``qkv`` (timm's ViT:
+  [queries | keys | values]). For a routed forward a pre-hook puts P placeholder tokens in front of its input,
+  the wrapped projections give those the prefix keys and values, a mask argument (``attention_mask``,
+  ``attn_mask``) is widened to let every token see them, and a forward hook drops the P placeholder rows from
+  its output. The tokens attend to the prefixes as to P more tokens (the placeholders' P query rows are
+  computed and dropped); the attention's own code is untouched, whatever it reshapes by (BERT and ViT by -1,
+  CLIP by the sequence length, timm by the input's N).
+A sample whose task has no prefix (in a mixed batch) attends as the bare model does: zero prefixes masked out
+(the slot), or its rows computed again by the bare layer (a hooked layer, which may take no mask: ViT's).
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from cl_adapters.adapters.base import copy_state
 from cl_adapters.adapters.presets import preset
 from cl_adapters.adapters.route import NO_ROUTE, Route
 from cl_adapters.errors import UserError
+
+KEY_VALUE = (("key", "value"), ("k_proj", "v_proj"))  # separate key and value projections
+MASKS = ("attention_mask", "attn_mask", "causal_attention_mask")  # mask arguments a hooked layer may take
 
 
 class PrefixEncoder(nn.Module):
@@ -46,33 +54,42 @@ class PrefixEncoder(nn.Module):
 
 
 class PrefixedProjection(nn.Module):
-    """A key or value projection whose output starts with the routed prefix (while one is set)."""
+    """A key/value projection whose output's first P rows (the placeholder tokens') are ``rows``, while set."""
 
     def __init__(self, base: nn.Module):
         super().__init__()
         self.base = base
-        self.prefix: torch.Tensor | None = None  # (B, P, dim), set for one forward
+        self.rows: torch.Tensor | None = None  # (B, P, out_features), set for one forward of its layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
-        return out if self.prefix is None else torch.cat([self.prefix.to(out.dtype), out], dim=1)
+        if self.rows is None:
+            return self.base(x)
+        out = self.base(x[:, self.rows.shape[1]:])
+        return torch.cat([self.rows.to(out.dtype), out], dim=1)
 
 
-def _over_prefixes(mask: torch.Tensor | None, pad: torch.Tensor | None, hidden: torch.Tensor, length: int) -> torch.Tensor:
-    """The additive attention mask (B, 1, 1 or L, L) extended over ``length`` prefix positions in front:
-    open, except where ``pad`` closes them (samples without a prefix)."""
-    if mask is None:
-        mask = hidden.new_zeros(len(hidden), 1, 1, hidden.shape[1])
-    extra = mask.new_zeros(len(hidden), length) if pad is None else pad.to(mask.dtype)
-    return torch.cat([extra[:, None, None, :].expand(-1, *mask.shape[1:3], -1), mask], dim=-1)
-
-
-def _takes_projections(module: nn.Module) -> bool:
-    return isinstance(getattr(module, "key", None), nn.Module) and isinstance(getattr(module, "value", None), nn.Module)
+def projections(module: nn.Module) -> list[tuple[str, str]]:
+    """(attribute, what its output holds: k, v or qkv) of the projections making ``module``'s keys and values."""
+    for key, value in KEY_VALUE:
+        if isinstance(getattr(module, key, None), nn.Module) and isinstance(getattr(module, value, None), nn.Module):
+            return [(key, "k"), (value, "v")]
+    return [("qkv", "qkv")] if isinstance(getattr(module, "qkv", None), nn.Module) else []
 
 
 def _width(module: nn.Module) -> int:
-    return module.dim if hasattr(module, "prefix") else module.key.out_features
+    if hasattr(module, "prefix"):
+        return module.dim
+    (name, role), *_ = projections(module)
+    return getattr(module, name).out_features // (3 if role == "qkv" else 1)
+
+
+def _widened(mask: torch.Tensor, p: int) -> torch.Tensor:
+    """``mask`` (B, keys) or (B, heads, queries or 1, keys) over p more tokens in front, open to all (additive 0,
+    or True)."""
+    rows = p if mask.dim() >= 3 and mask.shape[-2] > 1 else 0
+    if mask.dtype == torch.bool:
+        return F.pad(mask.to(torch.uint8), (p, 0, rows, 0), value=1).bool()
+    return F.pad(mask, (p, 0, rows, 0), value=0.0)
 
 
 class PrefixAdapters:
@@ -88,16 +105,20 @@ class PrefixAdapters:
         if not named:
             raise UserError(f"adapter targets {targets} match no module of the backbone")
         for name, module in named:
-            if not (hasattr(module, "prefix") or _takes_projections(module)):
+            if not (hasattr(module, "prefix") or projections(module)):
                 raise UserError(f"prefix tuning: {name} ({type(module).__name__}) is not an attention layer with "
                                 "key and value projections or a prefix slot")
         self.layer_names, self.layers = [n for n, _ in named], [m for _, m in named]
         if len(widths := {_width(m) for m in self.layers}) > 1:
             raise UserError(f"prefix tuning: the attention layers differ in width ({sorted(widths)})")
         self.dim = widths.pop()
+        self.wrapped: list[list[tuple[PrefixedProjection, str]]] = []  # per layer: its projections, what they hold
         for layer in self.layers:
-            if not hasattr(layer, "prefix"):
-                layer.key, layer.value = PrefixedProjection(layer.key), PrefixedProjection(layer.value)
+            wrapped = []
+            for name, role in [] if hasattr(layer, "prefix") else projections(layer):
+                setattr(layer, name, PrefixedProjection(getattr(layer, name)))
+                wrapped.append((getattr(layer, name), role))
+            self.wrapped.append(wrapped)
         self.encoders = nn.ModuleDict()
         backbone.prefix_encoders = self.encoders  # in the backbone's module tree: moved and saved with it
         self.device = next(backbone.parameters()).device
@@ -152,25 +173,62 @@ class PrefixAdapters:
         """Each attention layer prepends the route's prefixes for the forwards inside the block (made
         once per block, for its batch size); afterwards the layers are bare and the hooks gone."""
         made: dict[int, tuple | None] = {}
+        live: dict[int, tuple] = {}  # a hooked layer in its forward -> (P, pad, its original args and kwargs)
+        bare = [False]  # while a layer computes its samples without a prefix again
 
         def prefixes(batch: int):
             if batch not in made:
                 made[batch] = self._prefixes(route, batch)
             return made[batch]
 
-        def set_projections(layer, i):  # a pre-hook on a Hugging Face attention module
+        def enter(i: int):  # a pre-hook: P placeholder tokens in front, their keys and values the prefixes
             def hook(module, args, kwargs):
                 hidden = args[0] if args else kwargs["hidden_states"]
-                got = prefixes(len(hidden))
-                if got is None:
-                    layer.key.prefix = layer.value.prefix = None
+                if bare[0] or (got := prefixes(len(hidden))) is None:
                     return None
-                (kv, pad), mask = got, kwargs.get("attention_mask")
-                layer.key.prefix, layer.value.prefix = kv[i, 0], kv[i, 1]
-                if mask is None and pad is None:
-                    return None
-                return args, {**kwargs, "attention_mask": _over_prefixes(mask, pad, hidden, kv.shape[3])}
+                (kv, pad), p = got, got[0].shape[3]
+                keys, values = kv[i, 0], kv[i, 1]
+                for projection, role in self.wrapped[i]:  # a fused qkv: no query rows to give (zeros)
+                    projection.rows = keys if role == "k" else values if role == "v" else torch.cat(
+                        [torch.zeros_like(keys), keys, values], dim=-1)
+                live[i] = (p, pad, args, kwargs)
+                longer = torch.cat([hidden.new_zeros(len(hidden), p, hidden.shape[-1]), hidden], dim=1)
+                kwargs = {**kwargs, **{n: _widened(kwargs[n], p) for n in MASKS if torch.is_tensor(kwargs.get(n))}}
+                if args:
+                    return (longer, *args[1:]), kwargs
+                return args, {**kwargs, "hidden_states": longer}
             return hook
+
+        def leave(i: int):  # a forward hook: the placeholder rows dropped; samples without a prefix made bare
+            def hook(module, args, kwargs, output):
+                if bare[0] or i not in live:
+                    return None
+                p, pad, args, kwargs = live.pop(i)
+                for projection, _ in self.wrapped[i]:
+                    projection.rows = None
+                first = (output[0] if isinstance(output, tuple) else output)[:, p:]
+                if pad is not None:
+                    first = without_prefix(module, first, pad, args, kwargs)
+                return (first, *output[1:]) if isinstance(output, tuple) else first
+            return hook
+
+        def without_prefix(module, out, pad, args, kwargs):
+            """``out`` with the rows of the samples that have no prefix (``pad`` closes theirs) as the bare layer
+            computes them (the layer may take no mask to close them with)."""
+            hidden = args[0] if args else kwargs["hidden_states"]
+            rows = (pad[:, 0] != 0).nonzero().squeeze(1)
+            kwargs = {n: t[rows] if n in MASKS and torch.is_tensor(t) and len(t) == len(hidden) else t
+                      for n, t in kwargs.items()}
+            if args:
+                args = (hidden[rows], *args[1:])
+            else:
+                kwargs["hidden_states"] = hidden[rows]
+            bare[0] = True
+            try:
+                again = module(*args, **kwargs)
+            finally:
+                bare[0] = False
+            return out.index_put((rows,), (again[0] if isinstance(again, tuple) else again).to(out.dtype))
 
         hooks = []
         if route is not NO_ROUTE and len(route):
@@ -178,14 +236,15 @@ class PrefixAdapters:
                 if hasattr(layer, "prefix"):
                     layer.prefix = lambda batch, i=i: None if (got := prefixes(batch)) is None else (got[0][i, 0], got[0][i, 1], got[1])
                 else:
-                    hooks.append(layer.register_forward_pre_hook(set_projections(layer, i), with_kwargs=True))
+                    hooks.append(layer.register_forward_pre_hook(enter(i), with_kwargs=True))
+                    hooks.append(layer.register_forward_hook(leave(i), with_kwargs=True))
         try:
             yield
         finally:
-            for layer in self.layers:
+            for layer, wrapped in zip(self.layers, self.wrapped):
                 if hasattr(layer, "prefix"):
                     layer.prefix = None
-                else:
-                    layer.key.prefix = layer.value.prefix = None
+                for projection, _ in wrapped:
+                    projection.rows = None
             for hook in hooks:
                 hook.remove()
