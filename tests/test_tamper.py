@@ -9,12 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-import safetensors
-import safetensors.torch
+from test_trust import copy_of, finished, rewrite  # noqa: F401  (fixtures: a finished 3-task run and its copies)
 
 from cl_adapters.errors import UserError
 from cl_adapters.models import checkpoint
-from cl_adapters.models.checkpoint import digest
 from cl_adapters.runs.inference import build_model, export, load_run
 from cl_adapters.runs.predictor import Predictor, main
 from cl_adapters.runs.resume import Checkpoints
@@ -23,38 +21,8 @@ from cl_adapters.runs.run import run
 QUICK = ("strategy.epochs=1", "stream.n_tasks=3", "stream.class_order=[0,1,2,3,4,5]", "probe_samples=0")
 
 
-def rewrite(path: Path, edit_metadata=lambda m: None, drop: str | None = None) -> None:
-    """A tamperer who knows the format: edit a file's metadata or drop a tensor, and recompute its digest."""
-    with safetensors.safe_open(str(path), framework="pt") as f:
-        metadata, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
-    metadata.pop("digest")
-    edit_metadata(metadata)
-    tensors.pop(drop, None)
-    metadata["digest"] = digest(tensors, metadata)
-    path.write_bytes(safetensors.torch.save(tensors, metadata=metadata))
-
-
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A finished 3-task adapter run (kept pristine: tests copy it)."""
-    from hydra import compose, initialize_config_dir
-
-    from cl_adapters import CONFIG_DIR
-
-    out = tmp_path_factory.mktemp("finished") / "run"
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["logger=console", f"references.dir={out.parent}/refs", *QUICK])
-    run(cfg, out)
-    return out
-
-
-@pytest.fixture
-def copy_of(finished, tmp_path):
-    return lambda name="run": Path(shutil.copytree(finished, tmp_path / name))
 
 
 def plant_model(run_dir: Path, model: dict) -> None:

@@ -27,12 +27,13 @@ from cl_adapters.runs.run import run
 QUICK = ("strategy.epochs=1", "stream.n_tasks=3", "stream.class_order=[0,1,2,3,4,5]")
 
 
-def rewrite(path: Path, edit) -> None:
-    """What a tamperer who knows the format does: edit a checkpoint's metadata and recompute its digest."""
+def rewrite(path: Path, edit=lambda metadata: None, drop: str | None = None) -> None:
+    """What a tamperer who knows the format does: edit a file's metadata or drop a tensor, and recompute its digest."""
     with safetensors.safe_open(str(path), framework="pt") as f:
         metadata, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
     metadata.pop("digest")
     edit(metadata)
+    tensors.pop(drop, None)
     metadata["digest"] = digest(tensors, metadata)
     path.write_bytes(safetensors.torch.save(tensors, metadata=metadata))
 

@@ -18,7 +18,7 @@ from torch import nn
 from cl_adapters.errors import UserError
 from cl_adapters.hub import from_pretrained
 from cl_adapters.models.backbones import check_dropout
-from cl_adapters.models.quantize import check_kind, quantize_linears
+from cl_adapters.models.quantize import check_kind, quantize_pretrained
 
 POOLINGS = ("mean", "cls")
 
@@ -67,12 +67,7 @@ class HFEncoder(nn.Module):
         self.pooling = pooling
         self.pad_token_id = config.pad_token_id if config.pad_token_id is not None else 0
         self.out_features = config.hidden_size
-        self.quantize = self.quantized = quantize  # a pretrained base is quantized as it loads
-        if quantize is not None:
-            quantize_linears(self.model, quantize)
-            self.requires_grad_(False)
-            # what peft reads to wrap bitsandbytes layers with its LoRA layers for them
-            self.is_loaded_in_4bit, self.is_loaded_in_8bit = quantize == "nf4", quantize == "int8"
+        quantize_pretrained(self, quantize)  # a pretrained base is quantized as it loads
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         mask = input_ids != self.pad_token_id

@@ -18,7 +18,7 @@ from cl_adapters.hub import from_pretrained
 from cl_adapters.models.backbones import check_dropout
 from cl_adapters.models.hf_encoder import set_dropout
 from cl_adapters.models.images import ImagePreprocess, check_image_shape
-from cl_adapters.models.quantize import check_kind, quantize_linears
+from cl_adapters.models.quantize import check_kind, quantize_pretrained
 
 POOLINGS = ("cls", "mean")
 DEFAULT = "google/vit-base-patch16-224-in21k"  # ViT-B/16, ImageNet-21k (the original JAX weights)
@@ -77,11 +77,7 @@ class HFVision(nn.Module):
         self.pooling = pooling
         self.patch_size = getattr(config, "patch_size", None)
         self.out_features = config.hidden_size
-        self.quantize = self.quantized = quantize  # a pretrained base is quantized as it loads
-        if quantize is not None:
-            quantize_linears(self.model, quantize)
-            self.requires_grad_(False)
-            self.is_loaded_in_4bit, self.is_loaded_in_8bit = quantize == "nf4", quantize == "int8"
+        quantize_pretrained(self, quantize)  # a pretrained base is quantized as it loads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.preprocess(x)

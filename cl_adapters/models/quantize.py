@@ -78,6 +78,18 @@ def quantize_linears(model: nn.Module, kind: str, only: list[nn.Module] | None =
     return len(names)
 
 
+def quantize_pretrained(backbone: nn.Module, kind: str | None) -> None:
+    """A pretrained backbone's base quantized as it loads (``kind`` None: left as it is): its Linear weights in
+    ``backbone.model`` stored quantized, frozen for good, and flagged as peft reads it (so its LoRA layers wrap
+    the bitsandbytes layers)."""
+    backbone.quantize = backbone.quantized = kind
+    if kind is None:
+        return
+    quantize_linears(backbone.model, kind)
+    backbone.requires_grad_(False)
+    backbone.is_loaded_in_4bit, backbone.is_loaded_in_8bit = kind == "nf4", kind == "int8"
+
+
 def load_quantized(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Give ``model``'s NF4 layers the quantized weights in ``state`` (state-dict names). An NF4 weight
     cannot be copied into in place: its statistics' offset is not a tensor. int8 layers can (and are

@@ -23,7 +23,7 @@ from cl_adapters.errors import UserError
 from cl_adapters.models.backbones import check_dropout
 from cl_adapters.models.hf_vision import POOLINGS
 from cl_adapters.models.images import ImagePreprocess, check_image_shape
-from cl_adapters.models.quantize import check_kind, quantize_linears
+from cl_adapters.models.quantize import check_kind, quantize_pretrained
 
 DEFAULT = "vit_base_patch16_224_in21k"  # PILOT's ViT-B/16-IN21K
 
@@ -116,11 +116,7 @@ class TimmBackbone(nn.Module):
         self.family = "timm_vit" if vit else f"timm_{type(self.model).__name__.lower()}"
         self.pretrained = bool(pretrained or checkpoint_path)
         self.out_features = self.model.num_features
-        self.quantize = self.quantized = quantize
-        if quantize is not None:
-            quantize_linears(self.model, quantize)
-            self.requires_grad_(False)
-            self.is_loaded_in_4bit, self.is_loaded_in_8bit = quantize == "nf4", quantize == "int8"
+        quantize_pretrained(self, quantize)  # a pretrained base is quantized as it loads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.model.forward_features(self.preprocess(x))
