@@ -22,7 +22,7 @@ def cli(*args, cwd):
         (["strategy.optimizer.lr=-0.1"], "strategy.optimizer: Invalid learning rate: -0.1"),
         (["strategy=nope"], "error: strategy=nope: no such option (the strategy options: adapter, adapter_fusion, bitfit, "
                             "full_ft, joint, lora, lora_per_task, ncm, single_task)"),
-        (["stream=nope"], "error: stream=nope: no such option (the stream options: permuted_mnist, sentiment_domains, "),
+        (["stream=nope"], "error: stream=nope: no such option (the stream options: cifar100, cub200, imagenet_a, imagenet_r, objectnet, omnibenchmark, permuted_mnist, "),
         (["adapter.rr=3"], "error: adapter.rr: no such key (the keys there: placement, r, activation, dropout, scaling, "
                            "targets; to add a key: +adapter.rr=...)"),
         (["seed=[1"], "error: no viable alternative at input '[1'"),
