@@ -1,10 +1,11 @@
 # `make run` and `make test` set up .venv from requirements.lock on first use.
+# run: the quickstart sweep (class-IL split digits, four ways, ending in the report); ARGS go on to it.
 VENV := .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup run test test-all clean
+.PHONY: setup run test test-all docs clean
 setup: $(VENV)/.installed
 
 # --no-deps: the lock is complete, and it keeps avalanche-lib from pulling jax/qpsolvers extras and
@@ -17,7 +18,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	touch $@
 
 run: setup
-	$(VENV)/bin/cl-adapters $(ARGS)
+	$(VENV)/bin/cl-adapters experiment=quickstart $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q $(ARGS)
@@ -25,5 +26,8 @@ test: setup
 test-all: setup
 	$(PY) -m pytest -q -m "" $(ARGS)
 
+docs: setup
+	$(VENV)/bin/mkdocs serve
+
 clean:
-	rm -rf $(VENV) outputs multirun
+	rm -rf $(VENV) outputs multirun site

@@ -1,6 +1,6 @@
-"""A README table from a suite's report.csv: the references first (single_task only gives S, so it has
-no row), then the rows by ACC; mean ± 95% CI. The README's tables are made with this, so that a number
-there is the report's number.
+"""A table from a suite's report.csv: the references first (single_task only gives S, so it has no row),
+then the rows by ACC; mean ± 95% CI. docs/generate.py writes the README's headline table and the docs'
+per-strategy tables with its cells, so that a number there is the report's number.
 
     python benchmarks/readme_table.py benchmarks/results/sentiment_domain_il/report.csv
     python benchmarks/readme_table.py benchmarks/results/split_mnist_class_il/report.csv --columns acc bwt til_cil_gap
