@@ -144,13 +144,19 @@ def runnable(page: Path) -> list[Block]:
 # --- one source for each fact ------------------------------------------------------------------------------------
 
 
-def test_generated_docs_are_current():
+def test_generated_docs_are_current(monkeypatch):
     """A renamed config key, a new metric, a changed command or a re-run suite without `python
-    docs/generate.py` fails here (dates come from git, so a shallow clone cannot check them)."""
+    docs/generate.py` fails here. A result's date comes from git: in a shallow clone (no history to read it
+    from) every date is compared as "a date", the rest exactly."""
     shallow = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--is-shallow-repository"], capture_output=True, text=True)
-    if shallow.returncode != 0 or shallow.stdout.strip() != "false":
-        pytest.skip("no full git history: the results' dates cannot be read")
-    assert generate.stale() == [], "stale generated docs: run python docs/generate.py"
+    if shallow.stdout.strip() == "false":
+        assert generate.stale() == [], "stale generated docs: run python docs/generate.py"
+        return
+    monkeypatch.setattr(generate, "committed", lambda path: "2000-01-01")
+    day = re.compile(r"\d{4}-\d{2}-\d{2}")
+    fresh = {path: day.sub("<date>", text) for path, text in generate.outputs().items()}
+    stale = [path for path, text in fresh.items() if not path.exists() or day.sub("<date>", path.read_text()) != text]
+    assert stale == [], "stale generated docs: run python docs/generate.py"
 
 
 def test_a_renamed_key_makes_the_config_reference_stale(tmp_path, monkeypatch):
