@@ -312,7 +312,7 @@ BAD = {  # defect -> (the good record changed: text or bytes, what the report sa
 @pytest.mark.parametrize("defect", list(BAD))
 def test_one_bad_results_file_is_listed_and_the_rest_reported(tmp_path, capsys, defect):
     """Whatever is wrong in one results.json (what the report reads of a complete run, checked against
-    ``report.RECORD``), the report is written from the others and lists the file with the reason, naming the field.
+    ``record.RECORD``), the report is written from the others and lists the file with the reason, naming the field.
     Non-finite or impossible numbers leave the run out too: averaged with the other seeds, they would make the
     row's mean and interval as wrong as they are."""
     write(tmp_path / "good", "adapter", 0, 0.9, 0.0)

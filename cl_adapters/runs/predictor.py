@@ -46,7 +46,7 @@ class Predictor:
         if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1):
             raise UserError(f"capacity must be a positive integer or None (every task of the run), got {capacity!r}")
         self._capacity = capacity
-        info = read_export(self.directory)
+        self.export = info = read_export(self.directory)  # config, input_shape, the files' digests
         self.model = build_model(info["config"], info["input_shape"], self.directory / RUN_CONFIG, allow)
         if self.model.fusion is not None:
             raise UserError("an AdapterFusion run's tasks read each other's adapters: serve it whole with load_run")
@@ -256,7 +256,7 @@ def predictions(served: Path, inputs_path: Path, capacity: int | None, batch_siz
                 allow: Sequence[str]) -> list[str]:
     """One JSON line per input line of ``inputs_path``, in its order, from the export ``served``."""
     predictor = Predictor(served, capacity=capacity, allow=allow)
-    info = read_export(served)
+    info = predictor.export
     text = predictor.model.backbone.inputs == "token ids"
     inputs = read_inputs(inputs_path, info["config"], info["input_shape"], text)
     check_tasks(inputs_path, inputs, predictor)
