@@ -22,7 +22,7 @@ def make_cfg(tmp_path):
     console logger only, unless a test asks for W&B)."""
 
     def _compose(*overrides: str):
-        defaults = {"references.dir": f"{tmp_path}/refs", "logger": "console"}
+        defaults = {"references.dir": f"{tmp_path}/refs", "cache_dir": f"{tmp_path}/features", "logger": "console"}
         given = {o.split("=", 1)[0] for o in overrides}
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             return compose("config", overrides=[*(f"{k}={v}" for k, v in defaults.items() if k not in given), *overrides])

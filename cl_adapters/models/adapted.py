@@ -110,6 +110,7 @@ class AdaptedModel(MultiTaskModule):
                             "(router=prototype | entropy; router=oracle uses the true task label, the task-IL bound)")
         self.task_id_counts: Counter = Counter()  # (true task, routed task) -> samples, while routing
         self.adapter_override: str | None = None  # while set, every sample goes through this adapter
+        self.feature_cache = None  # a FeatureCache the run sets: the frozen base's features from disk
         self.fusion_over: dict[int, list[str]] = {}  # task -> the adapters its fusion mixes (fusion.top_k)
         self.signatures: dict[int, torch.Tensor] = {}  # task -> its data signature (fusion.candidates)
         self.fusion = fusion
@@ -417,14 +418,35 @@ class AdaptedModel(MultiTaskModule):
     def features(self, x: torch.Tensor, route: Route) -> torch.Tensor:
         """The backbone's features with each sample through the adapter ``route`` gives it (the shared
         adapter when there is one for all tasks), for this forward only."""
-        if self.adapters is None:
-            return self.backbone(x)
+        if self.adapters is None or (self.per_task and self.adapter_override is None and not len(route)):
+            return self.base_features(x)
         if self.adapter_override is not None:
             route = Route.whole(self.adapter_override)
         elif self.stack_on is not None:
             route = route.map(self._stacked)
         with self.adapters.routed(route if self.per_task else Route.whole(SHARED)):
             return self.backbone(x)
+
+    def base_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The bare backbone's features: read from ``feature_cache`` (``feature_cache.py``) where the base is
+        frozen for good, in eval mode and without gradients; every other forward computes them."""
+        if self.feature_cache is None or self.training or torch.is_grad_enabled() or not self.base_frozen:
+            return self.backbone(x)
+        return self.feature_cache.features(self.backbone, x, exclude={id(p) for p in self._adapter_parameters()})
+
+    def _adapter_parameters(self):
+        """Every adapter's and fusion's parameters: in the backbone's modules, unused by its bare forward."""
+        for key in self.adapters.keys() if self.adapters is not None else ():
+            yield from self.adapters.parameters(key)
+        for task in self.trained_tasks:
+            for fusion in self.fusions(task):
+                yield from fusion.parameters()
+
+    @property
+    def base_frozen(self) -> bool:
+        """Whether the base weights train no more in this run (what makes caching its features pay)."""
+        return not self.train_biases and (self.train_backbone == "never" or (self.train_backbone == "first"
+                                                                             and bool(self.trained_tasks)))
 
     def _stacked(self, key: str) -> str | Stack:
         """A task after ``stack_on``'s adapter key as the stack it runs as; any other key as it is."""

@@ -38,6 +38,7 @@ from cl_adapters.metrics import (
 )
 from cl_adapters.models.compositions import averaged_adapter
 from cl_adapters.models.contract import check_inputs
+from cl_adapters.models.feature_cache import FeatureCache
 from cl_adapters.outputs import ProgressBar, plot_fusion_attention, plot_task_id_confusion, write_json_atomic
 from cl_adapters.outputs.results import json_safe
 from cl_adapters.runs import plugin_state
@@ -50,7 +51,7 @@ from cl_adapters.runs.rundir import RunDir, new_run_id
 COMPOSITIONS = {"average": averaged_adapter}  # name -> its context on the model
 VERSIONS = ("cl-adapters", "torch", "avalanche-lib", "hydra-core", "numpy", "scikit-learn")
 RUN_KEYS = ("stream", "model", "strategy", "logger", "plugins", "references", "seed", "scenario", "checkpoint", "resume",
-            "progress", "eval_stream", "compositions", "probe_samples")  # what a run reads at the top level
+            "progress", "eval_stream", "compositions", "probe_samples", "cache", "cache_dir", "cache_gb")  # what a run reads at the top level
 
 
 def run(cfg: DictConfig, out_dir: str | Path) -> dict:
@@ -119,6 +120,8 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
 
     results["machine"]["device"] = str(strategy.device)
     model = strategy.model
+    if cfg.cache and backbone.pretrained:  # a from-scratch backbone's features cost less than their hashes
+        model.feature_cache = FeatureCache(cfg.cache_dir, OmegaConf.to_container(cfg.model, resolve=True), cfg.cache_gb)
     if cfg.compositions and (model.adapters is None or not model.per_task):
         raise UserError(f"compositions={list(cfg.compositions)} composes per-task adapters: strategy=adapter | "
                         "adapter_fusion | lora_per_task")
@@ -212,6 +215,8 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
             results["accuracy_matrix_til"] = json_safe(R_til.tolist())
             metrics |= summarize_without_labels(R[:n, :n], R_til[:n, :n], Q[:n, :n] if model.router is not None else None)
         results.update(accuracy_matrix=json_safe(R.tolist()), costs=costs.tasks, metrics=metrics)
+        if model.feature_cache is not None:
+            results["feature_cache"] = model.feature_cache.summary()
         if probe is not None:
             results["probe"] = {"samples": cfg.probe_samples, "initial": probe.initial, "before_task": probe.before,
                                 "skipped": probe.skipped}
@@ -279,7 +284,7 @@ def _check_run_options(cfg: DictConfig) -> None:
     """Top-level options that nothing else checks (a typo must not silently mean false), and settings that
     would do nothing with the rest of the config."""
     _check_complete(cfg)
-    for key in ("checkpoint", "resume", "references.compute"):
+    for key in ("checkpoint", "resume", "references.compute", "cache"):
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, bool):
             raise UserError(f"{key} must be true or false, got {value!r}")
