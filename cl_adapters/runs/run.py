@@ -117,7 +117,7 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     references = {} if protocol in REFERENCES else _references(cfg, cache, out_dir, results)
     RNGManager.set_random_seeds(cfg.seed)  # the same data order whether or not a reference was trained first
 
-    results["machine"]["device"] = str(strategy.device)
+    results["machine"].update(device=str(strategy.device), precision=strategy.precision)
     model = strategy.model
     if cfg.compositions and (model.adapters is None or not model.per_task):
         raise UserError(f"compositions={list(cfg.compositions)} composes per-task adapters: strategy=adapter | "
