@@ -13,6 +13,7 @@ from cl_adapters.errors import UserError
 from cl_adapters.models import MLP, AdaptedModel
 from cl_adapters.runs.references import key_fields
 from cl_adapters.strategies import ContinualStrategy
+from cl_adapters.strategies.continual import resolve_precision
 
 
 class Grab(SupervisedPlugin):
@@ -59,6 +60,24 @@ def test_fp16_plugins_see_the_true_gradients_not_the_scaled_ones(digits):
 def test_an_unknown_precision_is_refused():
     with pytest.raises(UserError, match="strategy.precision must be null .* got 'fp8'"):
         strategy("fp8")
+
+
+@pytest.mark.parametrize("device, cuda, bf16, expected", [
+    ("cuda", True, True, "bf16"), ("auto", True, True, "bf16"), ("cuda:0", True, True, "bf16"),
+    ("cuda", True, False, None),  # a GPU without bf16 (pre-Ampere): fp32, not fp16 (that needs loss scaling)
+    ("cpu", True, True, None), ("auto", False, False, None)])
+def test_auto_precision_is_bf16_on_a_cuda_gpu_that_has_it_else_fp32(monkeypatch, device, cuda, bf16, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: int(cuda))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    assert resolve_precision("auto", device) == expected
+    assert resolve_precision("fp16", device) == "fp16" and resolve_precision(None, device) is None
+
+
+def test_auto_on_cpu_is_fp32_and_shares_fp32_references(make_cfg):
+    s = strategy("auto")
+    assert s.amp_dtype is None and s.precision == "fp32" and not s.scaler.is_enabled()
+    assert key_fields(make_cfg("strategy.precision=auto"), "joint") == key_fields(make_cfg(), "joint")
 
 
 def test_a_reference_key_holds_the_precision_only_when_it_is_not_fp32(make_cfg):

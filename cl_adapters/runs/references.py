@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from cl_adapters.atomic import write_error
 from cl_adapters.outputs import write_json_atomic
 from cl_adapters.outputs.results import without_nulls
+from cl_adapters.strategies.continual import resolve_precision
 
 REFERENCES = ("single_task", "joint")  # their R diagonals: S (transfer vs single-task), J (intransigence)
 
@@ -61,7 +62,8 @@ def key_fields(cfg: DictConfig, protocol: str) -> dict:
     fields = {"protocol": protocol, "stream": OmegaConf.to_container(cfg.stream, resolve=True),  # its ${seed}, ${scenario}
               "model": reference_model(cfg), "seed": cfg.seed,
               "eval_stream": cfg.eval_stream, "strategy": s.get("_target_"), "optimizer": reference_optimizer(cfg),
-              "epochs": s.epochs, "batch_size": s.batch_size, "precision": s.get("precision")}  # null (fp32): dropped
+              "epochs": s.epochs, "batch_size": s.batch_size,
+              "precision": resolve_precision(s.get("precision"), s.device)}  # null (fp32): dropped; auto: what it is here
     return without_nulls(OmegaConf.to_container(OmegaConf.create(fields), resolve=True))  # see without_nulls
 
 

@@ -118,7 +118,7 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     references = {} if protocol in REFERENCES else _references(cfg, cache, out_dir, results)
     RNGManager.set_random_seeds(cfg.seed)  # the same data order whether or not a reference was trained first
 
-    results["machine"]["device"] = str(strategy.device)
+    results["machine"].update(device=str(strategy.device), precision=strategy.precision)
     model = strategy.model
     if cfg.cache and backbone.pretrained:  # a from-scratch backbone's features cost less than their hashes
         model.feature_cache = FeatureCache(cfg.cache_dir, OmegaConf.to_container(cfg.model, resolve=True), cfg.cache_gb)

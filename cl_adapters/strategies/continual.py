@@ -34,7 +34,7 @@ from cl_adapters.models.walks import parameters
 from cl_adapters.strategies.batches import TensorBatches
 
 PROTOCOLS = ("sequential", "joint", "single_task")
-PRECISIONS = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}  # and "auto": see resolve_precision
 STEP_EVENTS = ("before_training_iteration", "before_forward", "after_forward", "before_backward", "after_backward",
                "before_update", "after_update", "after_training_iteration",
                "before_eval_iteration", "before_eval_forward", "after_eval_forward", "after_eval_iteration")
@@ -72,9 +72,8 @@ class ContinualStrategy(SupervisedTemplate):
             raise UserError(f"strategy.iterations must be a positive integer or null, got {iterations!r}")
         if protocol not in PROTOCOLS:
             raise UserError(f"strategy.protocol must be one of {PROTOCOLS}, got {protocol!r}")
-        if precision not in PRECISIONS:
-            raise UserError(f"strategy.precision must be null (fp32), bf16 or fp16, got {precision!r}")
         device = _check_device(device)
+        precision = resolve_precision(precision, device)
         model = model(backbone)
         _check_plugins(plugins, model, protocol)
         try:
@@ -88,6 +87,7 @@ class ContinualStrategy(SupervisedTemplate):
                 warnings.simplefilter("ignore")
                 evaluator = _Unmeasured()
         self.protocol, self.iterations, self.num_workers = protocol, iterations, num_workers or 0
+        self.precision = precision or "fp32"  # what ran (auto resolved), recorded in results.json
         self.amp_dtype = PRECISIONS[precision]  # autocast: weights stay fp32, matmuls run in this dtype
         self.scaler = torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
         self._steps_left = 0
@@ -316,6 +316,18 @@ def _acts_on(plugin, event: str) -> bool:
     if isinstance(plugin, _Unmeasured) or not hasattr(plugin, event):
         return False
     return event in vars(plugin) or getattr(type(plugin), event, None) is not getattr(BaseSGDPlugin, event)
+
+
+def resolve_precision(precision: str | None, device: str) -> str | None:
+    """``strategy.precision`` for a run on ``device``: ``auto`` is bf16 on a CUDA device with bf16 support
+    (autocast halves a ViT's matmul time there), else null (fp32: on CPU, bf16 autocast is slower and
+    changes results)."""
+    if precision == "auto":
+        device = _check_device(device)
+        return "bf16" if torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported() else None
+    if precision not in PRECISIONS:
+        raise UserError(f"strategy.precision must be null (fp32), bf16, fp16 or auto, got {precision!r}")
+    return precision
 
 
 def _check_device(device) -> str:
