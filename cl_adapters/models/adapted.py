@@ -12,11 +12,12 @@ from torch import nn
 from cl_adapters.adapters import FusionConfig
 from cl_adapters.adapters.base import AdapterMethod
 from cl_adapters.adapters.route import Route, Stack
-from cl_adapters.errors import UserError
+from cl_adapters.errors import UserError, check_contract
 from cl_adapters.models.contract import check_backbone
 from cl_adapters.models.heads import Head, PrototypeHead
 from cl_adapters.models.quantize import quantize_linears
 from cl_adapters.models.walks import all_on, parameters, set_training
+from cl_adapters.routers.base import Router
 from cl_adapters.streams.base import SCENARIOS
 
 BACKBONE_POLICIES = ("auto", "first", "all", "never")
@@ -82,6 +83,8 @@ class AdaptedModel(MultiTaskModule):
             raise UserError(f"strategy.model.classifier must be one of {CLASSIFIERS}, got {classifier!r}")
         if classifier == "ncm" and adapter is not None:
             raise UserError("classifier=ncm is the backbone's class means alone (strategy=ncm): set strategy.model.adapter=null")
+        if router is not None:
+            check_contract(router, Router, "strategy.model.router")
         if train_backbone == "auto":
             train_backbone = "never" if backbone.pretrained else "first"
         quantize = getattr(backbone, "quantize", None)

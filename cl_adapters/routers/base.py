@@ -1,18 +1,23 @@
-"""The router interface, and the one batched pass that scores every trained task's adapter at once."""
+"""The router base class, and the one batched pass that scores every trained task's adapter at once."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from typing import Protocol, runtime_checkable
 
 import torch
 
 from cl_adapters.adapters.route import Route
 
 
-@runtime_checkable
-class Router(Protocol):
-    def predict(self, model, x: torch.Tensor, task_labels: torch.Tensor | int) -> torch.Tensor:
+class Router(ABC):
+    """What the model and the checkpoint call on a router; every router subclasses it (the model refuses one
+    that does not, naming what it lacks). ``predict`` is the one method to write; ``fit``, ``task_state`` and
+    ``load_task_state`` default to keeping nothing (the oracle, entropy). A router that fits something per
+    task overrides all three, so that a checkpoint, a resumed run and a served model keep what it fitted."""
+
+    @abstractmethod
+    def predict(self, model, x: torch.Tensor, task_labels: torch.Tensor | int | None = None) -> torch.Tensor:
         """A trained task per sample, (B,) long. ``task_labels`` is read by the oracle only."""
 
     def fit(self, model, task: int, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -20,21 +25,13 @@ class Router(Protocol):
 
     def task_state(self, task: int) -> dict[str, torch.Tensor]:
         """What the router keeps of ``task`` (a checkpoint's ``router.*`` tensors)."""
-
-    def load_task_state(self, task: int, tensors: dict[str, torch.Tensor]) -> None: ...
-
-
-class Stateless:
-    """fit/task_state/load_task_state for routers that keep nothing per task."""
-
-    def fit(self, model, task: int, batches) -> None:
-        pass
-
-    def task_state(self, task: int) -> dict[str, torch.Tensor]:
         return {}
 
     def load_task_state(self, task: int, tensors: dict[str, torch.Tensor]) -> None:
-        pass
+        """Restore ``task_state``'s tensors (a resumed run, a loaded model)."""
+
+
+Stateless = Router  # its old name, when it only held these defaults: routers written from older docs still load
 
 
 def is_number(value) -> bool:

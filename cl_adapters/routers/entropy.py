@@ -6,12 +6,12 @@ from __future__ import annotations
 import torch
 
 from cl_adapters.errors import UserError
-from cl_adapters.routers.base import Stateless, every_task
+from cl_adapters.routers.base import Router, every_task
 
 SCORES = ("entropy", "max_softmax", "energy")
 
 
-class EntropyRouter(Stateless):
+class EntropyRouter(Router):
     """``score``: entropy of the head's softmax (lowest wins), max_softmax (highest wins) or energy
     (-logsumexp of the logits, Liu et al. 2020; lowest wins)."""
 

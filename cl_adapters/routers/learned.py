@@ -12,10 +12,10 @@ from sklearn.linear_model import LogisticRegression
 
 from cl_adapters.adapters.route import NO_ROUTE
 from cl_adapters.errors import UserError
-from cl_adapters.routers.base import is_number
+from cl_adapters.routers.base import Router, is_number
 
 
-class LearnedRouter:
+class LearnedRouter(Router):
     """``memory``: features kept per task (a fixed random subset per task, the global RNG untouched);
     ``C``: inverse L2 strength of the logistic regression, fitted on standardised features."""
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from cl_adapters.routers.base import Stateless
+from cl_adapters.routers.base import Router
 
 
-class OracleRouter(Stateless):
+class OracleRouter(Router):
     def predict(self, model, x: torch.Tensor, task_labels: torch.Tensor | int) -> torch.Tensor:
         return torch.as_tensor(task_labels, device=x.device).expand(len(x)).long()

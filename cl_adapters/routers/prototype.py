@@ -14,12 +14,12 @@ import torch.nn.functional as F
 
 from cl_adapters.adapters.route import NO_ROUTE, Route
 from cl_adapters.errors import UserError
-from cl_adapters.routers.base import every_task, is_number
+from cl_adapters.routers.base import Router, every_task, is_number
 
 FEATURES, METRICS = ("backbone", "adapted"), ("cosine", "mahalanobis")
 
 
-class PrototypeRouter:
+class PrototypeRouter(Router):
     def __init__(self, features: str = "backbone", metric: str = "cosine", shrinkage: float = 0.1):
         if features not in FEATURES:
             raise UserError(f"router.features must be one of {FEATURES}, got {features!r}")
