@@ -43,7 +43,7 @@ def test_each_sample_attends_to_its_own_tasks_prefixes(backbone, tiny_bert):
         bare = model(x)
         hooks = {n: len(m._forward_pre_hooks) for n, m in model.named_modules()}
         prefixes = PrefixConfig(prefix_length=5, bottleneck=16).attach(model)
-        assert isinstance(prefixes, AdapterSet) and not prefixes.supports_fusion
+        assert isinstance(prefixes, AdapterSet) and "fusion" not in prefixes.capabilities
         prefixes.add("0"), prefixes.add("1")
         torch.testing.assert_close(model(x), bare, rtol=0, atol=0)  # the wrapped projections alone change nothing
         alone = {}

@@ -9,6 +9,7 @@ inside a method.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
@@ -17,40 +18,79 @@ import torch
 from torch import nn
 
 from cl_adapters.adapters.route import Route
-from cl_adapters.errors import UserError
+from cl_adapters.errors import UserError, check_contract
+
+CAPABILITIES = frozenset({"fusion", "stack", "merge"})  # what a method may add to the members every set has
 
 
-@runtime_checkable
-class AdapterSet(Protocol):
-    """One backbone's adapters of one method, keyed by task (or ``shared``)."""
+class AdapterSet(ABC):
+    """One backbone's adapters of one method, keyed by task (or ``shared``). Every method's set subclasses it
+    (the model refuses one that does not, naming what it lacks).
 
-    supports_fusion: bool  # AdapterFusion can mix its adapters (``add_fusion``, ``fusions``)
-    supports_stack: bool  # a route key may be a ``Stack`` of its adapters
+    ``capabilities`` declares which optional compositions the method supports, as AdapterHub's
+    ``supported_compositions``: ``fusion`` (AdapterFusion mixes its adapters: ``add_fusion``, ``fusions``),
+    ``stack`` (a route key may be a ``Stack`` of its adapters), ``merge`` (``merge`` folds an adapter into
+    the base weights). The model checks them once, when it is built; a capability's method left to its
+    default refuses in one line."""
 
+    capabilities: frozenset[str] = frozenset()
+    layer_names: list[str]  # the modules it adapted, in module order (exports, fusion attention)
+
+    @abstractmethod
     def add(self, key: str) -> None:
         """Create ``key``'s adapter in every targeted layer (a no-op if it exists); it is identity at init."""
 
+    @abstractmethod
     def keys(self) -> list[str]:
         """The task keys with an adapter, in the order they were added."""
 
+    @abstractmethod
     def parameters(self, key: str) -> Iterator[nn.Parameter]:
         """``key``'s parameters: what trains on its task, and what its checkpoint holds."""
 
+    @abstractmethod
     def routed(self, route: Route) -> AbstractContextManager[None]:
         """Apply ``route`` to the forwards inside the block; afterwards no state or hook is left."""
 
+    @abstractmethod
     def task_state(self, key: str) -> dict[str, torch.Tensor]:
         """``key``'s adapter as named tensors (names without the key: loadable under another key)."""
 
+    @abstractmethod
     def load_task_state(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
         """Create ``key``'s adapter if needed and load ``task_state`` tensors into it (``copy_state``)."""
 
+    @abstractmethod
     def remove(self, key: str) -> None:
         """Delete ``key``'s adapter everywhere (a composition made for one evaluation, e.g. an average)."""
 
     def merge(self, key: str) -> None:
-        """Fold ``key``'s adapter into the base weights (a linear method only; others raise UserError):
-        the bare backbone then computes that task's function, for serving one task at no extra cost."""
+        """(``merge``) Fold ``key``'s adapter into the base weights (a linear method): the bare backbone then
+        computes that task's function, for serving one task at no extra cost."""
+        raise self._unsupported("merge")
+
+    def add_fusion(self, key: str, over: list[str], cfg) -> None:
+        """(``fusion``) A fusion for task ``key`` over the adapters ``over``, in every layer."""
+        raise self._unsupported("fusion")
+
+    def fusions(self, key: str) -> list:
+        """(``fusion``) Task ``key``'s fusion in every layer; none without the capability."""
+        return []
+
+    def _unsupported(self, capability: str, why: str = "") -> UserError:
+        """The one-line refusal of a capability the method lacks (``why``: the method's own reason)."""
+        why = why or f"it supports {', '.join(sorted(self.capabilities)) or 'none of ' + ', '.join(sorted(CAPABILITIES))}"
+        return UserError(f"adapter {type(self).__name__} does not support {capability}: {why}")
+
+
+def check_adapter_set(adapters, method) -> None:
+    """What ``method.attach`` returned meets the contract: an ``AdapterSet`` declaring known capabilities."""
+    key = f"adapter ({type(method).__name__}.attach)"
+    check_contract(adapters, AdapterSet, key)
+    if unknown := sorted(set(adapters.capabilities) - CAPABILITIES):
+        raise UserError(f"{key}: unknown capabilities {unknown}; they are {sorted(CAPABILITIES)}")
+    if not isinstance(getattr(adapters, "layer_names", None), list):
+        raise UserError(f"{key}: {type(adapters).__name__}.layer_names must be the list of the modules it adapted")
 
 
 @runtime_checkable

@@ -10,7 +10,7 @@ from avalanche.models import MultiTaskModule
 from torch import nn
 
 from cl_adapters.adapters import FusionConfig
-from cl_adapters.adapters.base import AdapterMethod
+from cl_adapters.adapters.base import AdapterMethod, check_adapter_set
 from cl_adapters.adapters.route import Route, Stack
 from cl_adapters.errors import UserError, check_contract
 from cl_adapters.models.contract import check_backbone
@@ -100,6 +100,8 @@ class AdaptedModel(MultiTaskModule):
         if train_backbone == "never":
             self.quantize_frozen_backbone()
         self.adapters = adapter.attach(backbone) if adapter is not None else None  # layers live in the backbone
+        if self.adapters is not None:
+            check_adapter_set(self.adapters, adapter)
         self.heads = nn.ModuleDict()
         self.classifier = classifier
         self.task_classes: dict[int, list[int]] = {}  # task -> its label ids (from the stream)
@@ -121,11 +123,11 @@ class AdaptedModel(MultiTaskModule):
         if stack_on is not None:
             if isinstance(stack_on, bool) or not isinstance(stack_on, int) or stack_on < 0:
                 raise UserError(f"strategy.model.stack_on must be a task index >= 0 or null, got {stack_on!r}")
-            if self.adapters is None or not per_task or fusion is not None or not self.adapters.supports_stack:
+            if self.adapters is None or not per_task or fusion is not None or "stack" not in self.adapters.capabilities:
                 raise UserError("strategy.model.stack_on stacks per-task adapters (strategy=adapter | lora_per_task; "
                                 "bottleneck adapters or LoRA, without fusion)")
-        supports_fusion = self.adapters is not None and self.adapters.supports_fusion
-        if fusion is not None and not (supports_fusion and per_task and not self.shares_training):
+        fusable = self.adapters is not None and "fusion" in self.adapters.capabilities
+        if fusion is not None and not (fusable and per_task and not self.shares_training):
             raise UserError("fusion needs per-task bottleneck adapters on a frozen backbone "
                             "(strategy=adapter_fusion: adapter=houlsby|pfeiffer|parallel, train_backbone first|never)")
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from cl_adapters.adapters.base import copy_state
+from cl_adapters.adapters.base import AdapterSet, copy_state
 from cl_adapters.adapters.bottleneck.config import AdapterConfig
 from cl_adapters.adapters.bottleneck.fusion import FusionConfig
 from cl_adapters.adapters.bottleneck.layer import AdapterLayer, Bottleneck
@@ -44,12 +44,11 @@ def inject_adapters(backbone: nn.Module, cfg: AdapterConfig) -> dict[str, Adapte
     return layers
 
 
-class BottleneckAdapters:
+class BottleneckAdapters(AdapterSet):
     """The bottleneck adapters injected into one backbone, one per task key in every wrapped layer,
     and the fusions over them (one per fused task key in every layer)."""
 
-    supports_fusion = True
-    supports_stack = True
+    capabilities = frozenset({"fusion", "stack"})  # not merge: the activation is not linear
 
     def __init__(self, backbone: nn.Module, cfg: AdapterConfig):
         self.cfg = cfg
@@ -81,8 +80,8 @@ class BottleneckAdapters:
             del layer.adapters[key]
 
     def merge(self, key: str) -> None:
-        raise UserError(f"{type(self).__name__}: an adapter with a non-linearity (adapter.activation) cannot be "
-                        "merged into the base weights; serve it routed, or use LoRA")
+        raise self._unsupported("merge", "an adapter with a non-linearity (adapter.activation) cannot be merged "
+                                         "into the base weights; serve it routed, or use LoRA")
 
     def add_fusion(self, key: str, over: list[str], cfg: FusionConfig) -> None:
         """A fusion for task ``key`` over the adapters ``over``, in every layer."""

@@ -11,17 +11,20 @@ from torch import nn
 
 from cl_adapters.adapters.base import AdapterSet, copy_state
 from cl_adapters.adapters.route import Route
-from cl_adapters.errors import UserError
 
 
-class CombinedAdapters:
+class CombinedAdapters(AdapterSet):
     """The parts' adapters under the same task keys; a task's state names its tensors ``<part>.<name>``."""
-
-    supports_fusion = False  # AdapterFusion mixes one bottleneck per task, not a combination
 
     def __init__(self, sets: list[AdapterSet]):
         self.sets = sets
-        self.supports_stack = all(s.supports_stack for s in sets)
+        # stack when every part stacks; not fusion (AdapterFusion mixes one bottleneck per task, not a
+        # combination), not merge (served routed)
+        self.capabilities = frozenset.intersection(*(frozenset(s.capabilities) for s in sets)) & {"stack"}
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [name for s in self.sets for name in s.layer_names]
 
     def add(self, key: str) -> None:
         for s in self.sets:
@@ -45,7 +48,8 @@ class CombinedAdapters:
             s.remove(key)
 
     def merge(self, key: str) -> None:
-        raise UserError("a combined adapter is served routed: only a method alone that is linear (LoRA) merges")
+        raise self._unsupported("merge", "a combined adapter is served routed: only a method alone that is linear "
+                                         "(LoRA) merges")
 
     @contextmanager
     def routed(self, route: Route) -> Iterator[None]:

@@ -15,16 +15,17 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from cl_adapters.adapters.base import copy_state
+from cl_adapters.adapters.base import AdapterSet, copy_state
 from cl_adapters.adapters.route import Route, stacked_keys
 from cl_adapters.errors import UserError
 
 
-class LoraAdapters:
+class LoraAdapters(AdapterSet):
     """The LoRAs injected (by peft) into one backbone, one named adapter per task key."""
 
-    supports_fusion = False  # a LoRA's output is not a bottleneck's: AdapterFusion does not apply
-    supports_stack = True  # LoRAs are linear: stacked, they add up
+    # LoRAs are linear: stacked, they add up; merged, the base computes the task. Not fusion: a LoRA's output
+    # is not a bottleneck's, AdapterFusion does not apply
+    capabilities = frozenset({"stack", "merge"})
 
     def __init__(self, backbone: nn.Module, cfg):
         self.backbone = backbone

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cl_adapters.adapters.base import copy_state
+from cl_adapters.adapters.base import AdapterSet, copy_state
 from cl_adapters.adapters.presets import preset
 from cl_adapters.adapters.route import NO_ROUTE, Route
 from cl_adapters.errors import UserError
@@ -92,11 +92,10 @@ def _widened(mask: torch.Tensor, p: int) -> torch.Tensor:
     return F.pad(mask, (p, 0, rows, 0), value=0.0)
 
 
-class PrefixAdapters:
+class PrefixAdapters(AdapterSet):
     """The prefixes of one backbone: task ``key``'s encoder is ``backbone.prefix_encoders[key]``."""
 
-    supports_fusion = False
-    supports_stack = False  # stacked prefixes would differ in length between the groups of a batch
+    capabilities = frozenset()  # not stack: stacked prefixes would differ in length between the groups of a batch
 
     def __init__(self, backbone: nn.Module, cfg):
         self.cfg = cfg
@@ -144,7 +143,8 @@ class PrefixAdapters:
         del self.encoders[key]
 
     def merge(self, key: str) -> None:
-        raise UserError("prefix tuning adds attention positions: it cannot be merged into the base weights; serve it routed")
+        raise self._unsupported("merge", "prefix tuning adds attention positions: it cannot be merged into the base "
+                                         "weights; serve it routed")
 
     def _prefixes(self, route: Route, batch: int) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         """Every layer's prefix for each sample, (layers, 2, B, P, dim), and the additive mask of the
