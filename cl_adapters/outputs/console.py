@@ -6,9 +6,10 @@ from rich.console import Console
 from rich.table import Table
 
 from cl_adapters.metrics import ACCURACIES, DEFINITIONS, cost_summary
+from cl_adapters.outputs.logger import Logger
 
 
-class ConsoleLogger:
+class ConsoleLogger(Logger):
     def __init__(self, console: Console | None = None):
         self.console = console or Console(highlight=False, markup=False)
 
@@ -20,9 +21,6 @@ class ConsoleLogger:
             f"task {task + 1}/{len(row)} acc [{accs}] A_b {results['accuracy_curve'][task]:.3f} "
             f"{cost['train_seconds']:.1f}s {cost['train_samples_per_s']:.0f}/s {cost['trainable_params']:,} params"
         )
-
-    def log_failure(self, results: dict) -> None:
-        """Nothing to add: the error is printed by the run, results.json keeps the tasks that finished."""
 
     def log_summary(self, results: dict) -> None:
         R = results["accuracy_matrix"]

@@ -9,12 +9,13 @@ import os
 import sys
 from pathlib import Path
 
+from cl_adapters.outputs.logger import Logger
 from cl_adapters.outputs.plots import accuracy_matrix_figure
 from cl_adapters.outputs.results import run_name
 from cl_adapters.metrics.costs import cost_summary
 
 
-class WandbLogger:
+class WandbLogger(Logger):
     """``group`` defaults to the Hydra sweep directory (one group per multirun), ``job_type`` to the
     strategy, ``dir`` to the job's output directory. Per task (step = task index): the metrics so far,
     the accuracies of the accuracy matrix's row, the accuracy curve's A_b (``accuracy_curve``) and the

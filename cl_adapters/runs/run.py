@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 import cl_adapters  # noqa: F401  (applies the environment shims before torchvision can load)
-from cl_adapters.errors import UserError, one_line
+from cl_adapters.errors import UserError, check_contract, one_line
 from cl_adapters.metrics import (
     DEFINITIONS,
     AccuracyPlugin,
@@ -39,7 +39,7 @@ from cl_adapters.metrics import (
 from cl_adapters.models.compositions import averaged_adapter
 from cl_adapters.models.contract import check_inputs
 from cl_adapters.models.feature_cache import FeatureCache
-from cl_adapters.outputs import ProgressBar, plot_fusion_attention, plot_task_id_confusion, write_json_atomic
+from cl_adapters.outputs import Logger, ProgressBar, plot_fusion_attention, plot_task_id_confusion, write_json_atomic
 from cl_adapters.outputs.results import json_safe
 from cl_adapters.runs import plugin_state
 from cl_adapters.runs.build import build
@@ -88,7 +88,10 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
                     "cpu_capability": torch.backends.cpu.get_cpu_capability()},  # AVX2 | AVX512: results differ
         "metric_definitions": DEFINITIONS,
     })
-    loggers.extend(build(c, "logger") for c in cfg.logger.values())
+    for name, node in cfg.logger.items():
+        logger = build(node, f"logger.{name}")
+        check_contract(logger, Logger, f"logger.{name}", subclass=False)  # before a failure would call it
+        loggers.append(logger)
     if protocol in REFERENCES:
         _check_reference(cfg, protocol)
     RNGManager.set_random_seeds(cfg.seed)
