@@ -179,6 +179,11 @@ class NoFailure:  # a user's logger that forgot log_failure
 
 
 class Duck(NoFailure):  # a user's logger with all three methods, no base class: accepted as it always was
+    tasks: list[int] = []
+
+    def log_task(self, task, results):
+        Duck.tasks.append(task)
+
     def log_failure(self, results): ...
 
 
@@ -190,3 +195,6 @@ def test_a_logger_without_the_methods_is_refused_naming_the_key_and_them(make_cf
     assert str(error.value) == ("logger.mine: test_contracts.NoFailure lacks log_failure (the methods of "
                                 "cl_adapters.outputs.logger.Logger)")
     check_contract(Duck(), Logger, "logger.duck", subclass=False)
+    run(make_cfg("+logger.duck._target_=test_contracts.Duck", "strategy.epochs=1", "stream.n_tasks=2",
+                 "stream.class_order=[0,1,2,3]", "probe_samples=0", "checkpoint=false"), tmp_path / "duck")
+    assert Duck.tasks == [0, 1]
