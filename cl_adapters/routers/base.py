@@ -31,8 +31,6 @@ class Router(ABC):
         """Restore ``task_state``'s tensors (a resumed run, a loaded model)."""
 
 
-Stateless = Router  # its old name, when it only held these defaults: routers written from older docs still load
-
 
 def is_number(value) -> bool:
     """A real number from the config (a string or a bool there is a typo)."""
