@@ -31,7 +31,6 @@ class Router(ABC):
         """Restore ``task_state``'s tensors (a resumed run, a loaded model)."""
 
 
-
 def is_number(value) -> bool:
     """A real number from the config (a string or a bool there is a typo)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
