@@ -95,7 +95,7 @@ def test_the_allowlist_covers_every_shipped_config_and_nothing_else():
     shipped = {line.split(":", 1)[1].strip() for p in Path(CONFIG_DIR).rglob("*.yaml")
                for line in p.read_text().splitlines() if line.strip().startswith("_target_:")}
     shipped -= {"cl_adapters.runs.sweep.SweepSummary", "cl_adapters.runs.cli.RunDirLock"}  # Hydra's callbacks, never stored
-    assert all(allowlist.allowed(t) for t in shipped)
+    assert all(allowlist.allowed(t) for t in shipped) and shipped == allowlist.shipped_targets()
     assert allowlist.allowed("avalanche.training.plugins.EWCPlugin")  # runs stored before our EWC still load
     assert allowlist.allowed("torch.optim.SGD") and not allowlist.allowed("torch.optim.lr_scheduler.LambdaLR")
     assert not allowlist.allowed("torch.optim.Optimizer.__init__") and not allowlist.allowed("torch.load")
@@ -105,6 +105,13 @@ def test_the_allowlist_covers_every_shipped_config_and_nothing_else():
     assert not allowlist.allowed("cl_adapters.adapters.route.Route") and not allowlist.allowed("cl_adapters.adapters.nope.X")
     assert not allowlist.allowed("cl_adapters.adaptersX.AdapterConfig")
     assert allowlist.allowed("my_streams.noisy_bits", ["my_streams.*"]) and not allowlist.allowed("my_streams.x", ["other.*"])
+
+
+def test_a_component_registered_by_its_yaml_is_loadable_with_nothing_else_edited(tmp_path):
+    (tmp_path / "router").mkdir()
+    (tmp_path / "router" / "mine.yaml").write_text("# @package strategy.model.router\n_target_: cl_adapters.routers.mine.Mine\n")
+    (tmp_path / "config.yaml").write_text("hydra:\n  callbacks:\n    x:\n      _target_: builtins.exec\n")
+    assert allowlist.shipped_targets(str(tmp_path)) == {"cl_adapters.routers.mine.Mine"}  # Hydra's settings never load
 
 
 def test_a_second_process_into_a_live_run_dir_is_refused(make_cfg, tmp_path):

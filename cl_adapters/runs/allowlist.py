@@ -10,41 +10,38 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import importlib
 from collections.abc import Iterable
 from pathlib import Path
 
+import yaml
+
+from cl_adapters import CONFIG_DIR
 from cl_adapters.errors import UserError
 
-# Every constructor the shipped configs use besides adapter methods (a test keeps this in step with
-# cl_adapters/conf/); an adapter method's config is recognised by what it is (``_is_adapter_method``).
-TARGETS = frozenset({
-    "cl_adapters.strategies.ContinualStrategy",
-    "cl_adapters.strategies.SynapticIntelligence",
-    "cl_adapters.strategies.EWC",
-    "cl_adapters.models.AdaptedModel",
-    "cl_adapters.models.MLP",
-    "cl_adapters.models.PatchTransformer",
-    "cl_adapters.models.HFEncoder",
-    "cl_adapters.models.HFVision",
-    "cl_adapters.models.TimmBackbone",
-    "cl_adapters.adapters.FusionConfig",
-    "cl_adapters.routers.OracleRouter",
-    "cl_adapters.routers.EntropyRouter",
-    "cl_adapters.routers.PrototypeRouter",
-    "cl_adapters.routers.LearnedRouter",
-    "cl_adapters.streams.split_digits",
-    "cl_adapters.streams.split_mnist",
-    "cl_adapters.streams.permuted_mnist",
-    "cl_adapters.streams.sentiment_domains",
-    "cl_adapters.streams.cifar100",
-    "cl_adapters.streams.image_folder",
-    "cl_adapters.outputs.ConsoleLogger",
-    "cl_adapters.outputs.WandbLogger",
-    "avalanche.training.plugins.LwFPlugin",
-    "avalanche.training.plugins.ReplayPlugin",
-    "avalanche.training.plugins.EWCPlugin",  # the ewc config's target until 2026-12-01: older runs still load
-})
+LEGACY = frozenset({"avalanche.training.plugins.EWCPlugin"})  # the ewc config's target until 2026-12-01: older runs load
+
+
+@functools.cache
+def shipped_targets(conf_dir: str = CONFIG_DIR) -> frozenset[str]:
+    """Every ``_target_`` of the shipped configs (``cl_adapters/conf/``, Hydra's own settings aside): a component
+    registered by its YAML is loadable with no entry here. Adapter methods, optimizers and ``extra`` are
+    recognised by what they are (``allowed``)."""
+    found = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            found.update([node["_target_"]] if isinstance(node.get("_target_"), str) else [])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for path in Path(conf_dir).rglob("*.yaml"):
+        walk({k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k != "hydra"})
+    return frozenset(found)
 
 
 def _is_optimizer(target: str) -> bool:
@@ -72,7 +69,7 @@ def _is_adapter_method(target: str) -> bool:
 def allowed(target: object, extra: Iterable[str] = ()) -> bool:
     if not isinstance(target, str):
         return False
-    return (target in TARGETS or _is_optimizer(target) or _is_adapter_method(target)
+    return (target in shipped_targets() or target in LEGACY or _is_optimizer(target) or _is_adapter_method(target)
             or any(fnmatch.fnmatchcase(target, p) for p in extra))
 
 

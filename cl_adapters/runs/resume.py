@@ -33,7 +33,7 @@ from cl_adapters.models import checkpoint
 from cl_adapters.outputs.results import dumps, flatten, without_nulls
 from cl_adapters.runs import plugin_state
 
-UNCHECKED = ("logger", "resume")  # config that may change between a run and its resume
+UNCHECKED = ("logger", "resume", "cache_dir", "cache_gb")  # config that may change between a run and its resume
 NAME = re.compile(r"^task-(0|[1-9][0-9]*)\.safetensors$")
 
 
