@@ -12,6 +12,7 @@ from torch import nn
 from cl_adapters.adapters import FusionConfig
 from cl_adapters.adapters.base import AdapterMethod
 from cl_adapters.adapters.route import Route, Stack
+from cl_adapters.avalanche_compat import adaptation_device
 from cl_adapters.errors import UserError
 from cl_adapters.models.contract import check_backbone
 from cl_adapters.models.heads import Head, PrototypeHead
@@ -177,7 +178,7 @@ class AdaptedModel(MultiTaskModule):
         if key in self.heads and not new:
             return
         kind = PrototypeHead if self.classifier == "ncm" else Head
-        head = kind(self.backbone.out_features, known + new).to(self._adaptation_device).train(self.training)
+        head = kind(self.backbone.out_features, known + new).to(adaptation_device(self)).train(self.training)
         if key in self.heads:
             grown = head.state_dict()  # tensors sharing the head's storage: weight, bias (means, counts)
             for name, old in self.heads[key].state_dict().items():

@@ -16,8 +16,9 @@ from contextlib import contextmanager
 import torch
 
 from cl_adapters.adapters.route import Route, Stack
+from cl_adapters.avalanche_compat import adaptation_device
 from cl_adapters.models.adapted import AdaptedModel, task_key
-from cl_adapters.strategies.batches import tensor_samples
+from cl_adapters.streams.columns import tensor_samples
 
 SAMPLES = 256  # of the task's training samples, spread over its data
 
@@ -62,7 +63,7 @@ def probe_samples(model: AdaptedModel, data) -> tuple[torch.Tensor, torch.Tensor
     else:
         rows = [data[i] for i in picked]
         x, y = torch.stack([torch.as_tensor(row[0]) for row in rows]), torch.as_tensor([int(row[1]) for row in rows])
-    return x.to(model._adaptation_device), y
+    return x.to(adaptation_device(model)), y
 
 
 def _centroid(model: AdaptedModel, x: torch.Tensor) -> torch.Tensor:

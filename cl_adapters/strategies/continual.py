@@ -29,6 +29,7 @@ from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cl_adapters import avalanche_compat as compat
 from cl_adapters.errors import UserError
 from cl_adapters.models.walks import parameters
 from cl_adapters.strategies.batches import TensorBatches
@@ -216,7 +217,7 @@ class ContinualStrategy(SupervisedTemplate):
                 if steps and self.model.trains():  # strategy=ncm after its first task: only the class means
                     self._steps_left, self.train_epochs = steps, math.ceil(steps / len(self.dataloader))
                     super()._train_exp(experience, eval_streams, **kwargs)
-                    self._stop_training = False  # set by the stage's last step
+                    compat.keep_training(self)  # stopped by the stage's last step
         finally:
             self.train_epochs = epochs
         self.model.end_task_training(int(experience.task_labels[0]), experience.dataset)
