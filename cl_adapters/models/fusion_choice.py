@@ -12,13 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 
 from cl_adapters.adapters.route import Route, Stack
 from cl_adapters.avalanche_compat import adaptation_device
-from cl_adapters.models.adapted import AdaptedModel, task_key
+from cl_adapters.models.keys import task_key
 from cl_adapters.streams.columns import tensor_samples
+
+if TYPE_CHECKING:  # annotations only: adapted.py imports this module to run the choice
+    from cl_adapters.models.adapted import AdaptedModel
 
 SAMPLES = 256  # of the task's training samples, spread over its data
 

@@ -33,7 +33,7 @@ from cl_adapters.outputs.results import flatten, run_name, strategy_name, withou
 from cl_adapters.metrics.costs import cost_summary
 from cl_adapters.metrics.matrix import DEFINITIONS
 from cl_adapters.metrics.seeds import NOISE, mean_ci, within_noise
-from cl_adapters.runs.references import REFERENCES
+from cl_adapters.strategies.continual import REFERENCES
 from cl_adapters.streams.base import SCENARIOS
 
 # config that does not change what a run measures, nor does any *.seed or *.device (top-level adapter

@@ -35,6 +35,7 @@ from cl_adapters.models.walks import parameters
 from cl_adapters.strategies.batches import TensorBatches
 
 PROTOCOLS = ("sequential", "joint", "single_task")
+REFERENCES = ("single_task", "joint")  # their R diagonals: S (transfer vs single-task), J (intransigence)
 PRECISIONS = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}  # and "auto": see resolve_precision
 STEP_EVENTS = ("before_training_iteration", "before_forward", "after_forward", "before_backward", "after_backward",
                "before_update", "after_update", "after_training_iteration",
