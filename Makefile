@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup run test test-all docs clean
+.PHONY: setup run test test-all lint docs clean
 setup: $(VENV)/.installed
 
 # --no-deps: the lock is complete, and it keeps avalanche-lib from pulling jax/qpsolvers extras and
@@ -25,6 +25,9 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -q -m "" $(ARGS)
+
+lint: setup
+	$(VENV)/bin/lint-imports
 
 docs: setup
 	$(VENV)/bin/mkdocs serve

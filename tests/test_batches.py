@@ -10,7 +10,8 @@ from avalanche.benchmarks.utils.utils import concat_datasets
 from torch.utils.data import TensorDataset
 
 from cl_adapters.runs.run import run
-from cl_adapters.strategies.batches import TensorBatches, tensor_rows
+from cl_adapters.strategies.batches import TensorBatches
+from cl_adapters.streams.columns import tensor_rows
 from cl_adapters.streams.base import task_dataset
 
 

@@ -66,7 +66,7 @@ def test_b50_inc10_task_il_and_the_other_orders(cifar100_root):
 
 
 def test_validation_split_and_the_fast_tensor_path(cifar100_root):
-    from cl_adapters.strategies.batches import tensor_rows
+    from cl_adapters.streams.columns import tensor_rows
 
     s = cifar100(str(cifar100_root), increment=50, val_fraction=0.2, seed=3)
     assert [len(e.dataset) for e in s.train_stream] == [200, 200] and [len(e.dataset) for e in s.valid_stream] == [50, 50]

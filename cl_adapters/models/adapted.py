@@ -12,9 +12,12 @@ from torch import nn
 from cl_adapters.adapters import FusionConfig
 from cl_adapters.adapters.base import AdapterMethod, check_adapter_set
 from cl_adapters.adapters.route import Route, Stack
+from cl_adapters.avalanche_compat import adaptation_device
 from cl_adapters.errors import UserError, check_contract
 from cl_adapters.models.contract import check_backbone
+from cl_adapters.models.fusion_choice import data_signature, relevant_adapters
 from cl_adapters.models.heads import Head, PrototypeHead
+from cl_adapters.models.keys import SHARED, task_key
 from cl_adapters.models.quantize import quantize_linears
 from cl_adapters.models.walks import all_on, parameters, set_training
 from cl_adapters.routers.base import Router
@@ -22,11 +25,6 @@ from cl_adapters.streams.base import SCENARIOS
 
 BACKBONE_POLICIES = ("auto", "first", "all", "never")
 CLASSIFIERS = ("linear", "ncm")
-SHARED = "shared"  # the adapter (head) key when one adapter (head) serves every task
-
-
-def task_key(task: int) -> str:
-    return str(int(task))
 
 
 class AdaptedModel(MultiTaskModule):
@@ -162,8 +160,6 @@ class AdaptedModel(MultiTaskModule):
         if self.adapters is not None:
             self.adapters.add(self.adapter_key(task))
         if self._fusable(task) and self.fusion.top_k is not None and data is not None:
-            from cl_adapters.models.fusion_choice import relevant_adapters  # a policy run on this model
-
             self.fusion_over[task] = relevant_adapters(self, task, data)
         if self._fusable(task) and self.fusion.mode == "joint":
             self._add_fusion(task)
@@ -182,7 +178,7 @@ class AdaptedModel(MultiTaskModule):
         if key in self.heads and not new:
             return
         kind = PrototypeHead if self.classifier == "ncm" else Head
-        head = kind(self.backbone.out_features, known + new).to(self._adaptation_device).train(self.training)
+        head = kind(self.backbone.out_features, known + new).to(adaptation_device(self)).train(self.training)
         if key in self.heads:
             grown = head.state_dict()  # tensors sharing the head's storage: weight, bias (means, counts)
             for name, old in self.heads[key].state_dict().items():
@@ -259,8 +255,6 @@ class AdaptedModel(MultiTaskModule):
         exactly 0); with ``fusion.candidates`` the task's data signature is taken."""
         self.quantize_frozen_backbone()
         if self.fusion is not None and self.fusion.candidates is not None:
-            from cl_adapters.models.fusion_choice import data_signature
-
             self.signatures[task] = data_signature(self, data)
 
     def quantize_frozen_backbone(self) -> None:

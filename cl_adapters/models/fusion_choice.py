@@ -12,12 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 
 from cl_adapters.adapters.route import Route, Stack
-from cl_adapters.models.adapted import AdaptedModel, task_key
-from cl_adapters.strategies.batches import tensor_samples
+from cl_adapters.avalanche_compat import adaptation_device
+from cl_adapters.models.keys import task_key
+from cl_adapters.streams.columns import tensor_samples
+
+if TYPE_CHECKING:  # annotations only: adapted.py imports this module to run the choice
+    from cl_adapters.models.adapted import AdaptedModel
 
 SAMPLES = 256  # of the task's training samples, spread over its data
 
@@ -62,7 +67,7 @@ def probe_samples(model: AdaptedModel, data) -> tuple[torch.Tensor, torch.Tensor
     else:
         rows = [data[i] for i in picked]
         x, y = torch.stack([torch.as_tensor(row[0]) for row in rows]), torch.as_tensor([int(row[1]) for row in rows])
-    return x.to(model._adaptation_device), y
+    return x.to(adaptation_device(model)), y
 
 
 def _centroid(model: AdaptedModel, x: torch.Tensor) -> torch.Tensor:

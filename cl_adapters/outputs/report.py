@@ -30,10 +30,11 @@ from cl_adapters.errors import UserError
 from cl_adapters.outputs.plots import report_figures
 from cl_adapters.outputs.record import read_results
 from cl_adapters.outputs.results import flatten, run_name, strategy_name, without_nulls
+from cl_adapters.outputs.wandb import publish_report
 from cl_adapters.metrics.costs import cost_summary
 from cl_adapters.metrics.matrix import DEFINITIONS
 from cl_adapters.metrics.seeds import NOISE, mean_ci, within_noise
-from cl_adapters.runs.references import REFERENCES
+from cl_adapters.strategies.continual import REFERENCES
 from cl_adapters.streams.base import SCENARIOS
 
 # config that does not change what a run measures, nor does any *.seed or *.device (top-level adapter
@@ -332,8 +333,6 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:  # --out unwritable, disk full
         sys.exit(f"error: {e}")
     if args.wandb:
-        from cl_adapters.outputs.wandb import publish_report
-
         try:
             urls = publish_report(runs, args.title or f"cl-adapters: {', '.join(args.dirs)}",
                                   provenance(runs) + "\n\n" + table(runs))

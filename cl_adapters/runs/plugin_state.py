@@ -14,6 +14,7 @@ from avalanche.training.plugins import EWCPlugin, LwFPlugin, ReplayPlugin, Synap
 from avalanche.training.storage_policy import ExperienceBalancedBuffer, ReservoirSamplingBuffer
 from avalanche.training.utils import ParamData
 
+from cl_adapters import avalanche_compat as compat
 from cl_adapters.errors import UserError
 from cl_adapters.streams.base import task_dataset
 
@@ -82,12 +83,12 @@ def state(plugins: list) -> tuple[dict[str, torch.Tensor], list[dict]]:
             policy, groups = plugin.storage_policy, {}
             for g, group in policy.buffer_groups.items():
                 samples = [group.buffer[j] for j in range(len(group.buffer))]
-                tensors[f"{prefix}.{g}.weights"] = group._buffer_weights.detach().cpu()
+                tensors[f"{prefix}.{g}.weights"] = compat.buffer_weights(group).detach().cpu()
                 if samples:
                     tensors[f"{prefix}.{g}.x"] = torch.stack([s[0] for s in samples])
                     tensors[f"{prefix}.{g}.y"] = torch.tensor([int(s[1]) for s in samples])
                 groups[str(g)] = {"max_size": group.max_size, "task": int(samples[0][-1]) if samples else 0}
-            info.append({"num_exps": policy._num_exps, "groups": groups})
+            info.append({"num_exps": compat.experiences_seen(policy), "groups": groups})
         else:
             info.append({})  # not checkpointed: a resume is refused by ``check``
     return tensors, info
@@ -118,10 +119,10 @@ def restore(plugins: list, model, tensors: dict[str, torch.Tensor], info: list[d
             plugin.lwf.prev_classes_by_task.update({int(t): set(cs) for t, cs in data["prev_classes_by_task"].items()})
         elif isinstance(plugin, ReplayPlugin):
             policy = plugin.storage_policy
-            policy._num_exps = data["num_exps"]
+            compat.set_experiences_seen(policy, data["num_exps"])
             for g, group_info in data["groups"].items():
                 group = ReservoirSamplingBuffer(group_info["max_size"])
-                group._buffer_weights = tensors[f"{prefix}.{g}.weights"].clone()
+                compat.set_buffer_weights(group, tensors[f"{prefix}.{g}.weights"].clone())
                 if f"{prefix}.{g}.x" in tensors:
                     group.buffer = task_dataset(tensors[f"{prefix}.{g}.x"], tensors[f"{prefix}.{g}.y"], group_info["task"])
                 policy.buffer_groups[int(g)] = group

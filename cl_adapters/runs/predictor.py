@@ -32,6 +32,7 @@ from cl_adapters.models import checkpoint
 from cl_adapters.models.adapted import AdaptedModel, task_key
 from cl_adapters.routers import OracleRouter
 from cl_adapters.runs.inference import RUN_CONFIG, build_model, export, read_export
+from cl_adapters.streams.text import tokenize
 
 MAX_LINE = 16 << 20  # bytes in one input line (a 3x224x224 image is ~1.5 MB): longer is refused unread
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
@@ -154,8 +155,6 @@ def read_inputs(path: Path, config: dict, input_shape: Sequence[int], text: bool
         odd = lines[next(i for i, t in enumerate(tasks) if (t is None) != (tasks[0] is None))]
         raise UserError(f'{path}, line {odd}: "task" is on {given} of {len(tasks)} lines: give it on all or none')
     if text:
-        from cl_adapters.streams.text import tokenize
-
         x = tokenize(values, config["model"].get("name_or_path"), config.get("stream", {}).get("max_length", 128))
     else:
         x = torch.tensor(values, dtype=torch.float32)

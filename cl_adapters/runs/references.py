@@ -27,9 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from cl_adapters.atomic import write_error
 from cl_adapters.outputs import write_json_atomic
 from cl_adapters.outputs.results import without_nulls
-from cl_adapters.strategies.continual import resolve_precision
-
-REFERENCES = ("single_task", "joint")  # their R diagonals: S (transfer vs single-task), J (intransigence)
+from cl_adapters.strategies.continual import REFERENCES, resolve_precision  # noqa: F401  (REFERENCES: read from here by run.py)
 
 
 def reference_optimizer(cfg: DictConfig) -> DictConfig:

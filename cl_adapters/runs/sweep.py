@@ -32,10 +32,11 @@ def use_joblib_launcher() -> None:
     scan runs the joblib plugin's own registration again, so the scan runs first, here."""
     from hydra.core.config_store import ConfigStore
     from hydra.core.plugins import Plugins
-    from hydra_plugins.cl_adapters_launcher import JoblibLauncherConf
+    from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf  # Hydra's joblib options
 
     Plugins.instance()
-    ConfigStore.instance().store(group="hydra/launcher", name="joblib", node=JoblibLauncherConf, provider="cl-adapters")
+    node = JobLibLauncherConf(_target_="hydra_plugins.cl_adapters_launcher.JoblibLauncher")  # named, not imported: it imports this
+    ConfigStore.instance().store(group="hydra/launcher", name="joblib", node=node, provider="cl-adapters")
 
 
 def launch(launcher, job_overrides, initial_job_idx: int) -> list[JobReturn]:

@@ -29,11 +29,13 @@ from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cl_adapters import avalanche_compat as compat
 from cl_adapters.errors import UserError
 from cl_adapters.models.walks import parameters
 from cl_adapters.strategies.batches import TensorBatches
 
 PROTOCOLS = ("sequential", "joint", "single_task")
+REFERENCES = ("single_task", "joint")  # their R diagonals: S (transfer vs single-task), J (intransigence)
 PRECISIONS = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}  # and "auto": see resolve_precision
 STEP_EVENTS = ("before_training_iteration", "before_forward", "after_forward", "before_backward", "after_backward",
                "before_update", "after_update", "after_training_iteration",
@@ -216,7 +218,7 @@ class ContinualStrategy(SupervisedTemplate):
                 if steps and self.model.trains():  # strategy=ncm after its first task: only the class means
                     self._steps_left, self.train_epochs = steps, math.ceil(steps / len(self.dataloader))
                     super()._train_exp(experience, eval_streams, **kwargs)
-                    self._stop_training = False  # set by the stage's last step
+                    compat.keep_training(self)  # stopped by the stage's last step
         finally:
             self.train_epochs = epochs
         self.model.end_task_training(int(experience.task_labels[0]), experience.dataset)

@@ -19,7 +19,7 @@ from sklearn.model_selection import train_test_split
 
 from cl_adapters.atomic import atomic_path
 from cl_adapters.errors import UserError
-from cl_adapters.hub import from_pretrained
+from cl_adapters.hub import default_encoder_path, from_pretrained
 from cl_adapters.streams.base import check_scenario, subsample, task_stream
 
 DOMAINS = ("rotten_tomatoes", "imdb", "tweets")
@@ -65,9 +65,7 @@ def _fingerprint(tokenizer) -> str:
 def load_tokenizer(name_or_path: str | None = None):
     """The encoder's own tokenizer: ``name_or_path`` as ``model.name_or_path`` gives it (a local folder
     or a hub id); None = the default encoder's (all-MiniLM-L6-v2, offline from its package)."""
-    from transformers import AutoTokenizer
-
-    from cl_adapters.models.hf_encoder import default_encoder_path
+    from transformers import AutoTokenizer  # lazy: heavy
 
     name = name_or_path or default_encoder_path()
     if name.startswith(("/", ".", "~")) and not Path(name).expanduser().is_dir():

@@ -1,11 +1,9 @@
 """cl-adapters' ``hydra/launcher=joblib``: Hydra's joblib launcher (the same options), except that a job
 whose worker process dies ends alone, recorded "interrupted", and the other jobs go on
 (``cl_adapters.runs.sweep.launch``). Hydra instantiates launchers only from the ``hydra_plugins``
-namespace; ``cl_adapters.runs.sweep.use_joblib_launcher`` puts this config under the name joblib."""
+namespace; ``cl_adapters.runs.sweep.use_joblib_launcher`` puts its config (Hydra's joblib options, this
+class as the target) under the name joblib."""
 
-from dataclasses import dataclass
-
-from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher as HydraJoblibLauncher
 
 
@@ -14,8 +12,3 @@ class JoblibLauncher(HydraJoblibLauncher):
         from cl_adapters.runs.sweep import launch  # not at import: Hydra imports every plugin when it starts
 
         return launch(self, job_overrides, initial_job_idx)
-
-
-@dataclass
-class JoblibLauncherConf(JobLibLauncherConf):
-    _target_: str = "hydra_plugins.cl_adapters_launcher.JoblibLauncher"

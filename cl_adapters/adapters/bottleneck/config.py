@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 
 from cl_adapters.adapters.base import check_shared_fields
+from cl_adapters.adapters.bottleneck.model import BottleneckAdapters
 from cl_adapters.errors import UserError
 
 PLACEMENTS = ("houlsby", "pfeiffer", "parallel")
@@ -39,6 +40,4 @@ class AdapterConfig:
 
     def attach(self, backbone):
         """Inject into ``backbone``; the returned set grows one adapter per task key."""
-        from cl_adapters.adapters.bottleneck.model import BottleneckAdapters
-
         return BottleneckAdapters(backbone, self)

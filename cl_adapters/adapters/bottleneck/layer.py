@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cl_adapters.adapters.bottleneck.config import AdapterConfig
 from cl_adapters.adapters.bottleneck.fusion import Fusion, FusionConfig
 from cl_adapters.adapters.route import NO_ROUTE, Route, stacked_keys
+
+if TYPE_CHECKING:  # annotations only: config.py imports this module to build it
+    from cl_adapters.adapters.bottleneck.config import AdapterConfig
 
 
 class Bottleneck(nn.Module):

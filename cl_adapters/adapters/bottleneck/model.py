@@ -7,17 +7,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from cl_adapters.adapters.base import AdapterSet, copy_state
-from cl_adapters.adapters.bottleneck.config import AdapterConfig
 from cl_adapters.adapters.bottleneck.fusion import FusionConfig
 from cl_adapters.adapters.bottleneck.layer import AdapterLayer, Bottleneck
 from cl_adapters.adapters.presets import Target, preset
 from cl_adapters.adapters.route import Route
 from cl_adapters.errors import UserError
+
+if TYPE_CHECKING:  # annotations only: config.py imports this module to build it
+    from cl_adapters.adapters.bottleneck.config import AdapterConfig
 
 
 def target_patterns(backbone: nn.Module, cfg: AdapterConfig) -> list[Target]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cl_adapters.adapters.combined.model import CombinedAdapters
 from cl_adapters.errors import UserError
 
 
@@ -22,6 +23,4 @@ class CombinedConfig:
             raise UserError(f"adapter.parts: {bad[0]} is not an adapter method config (it has no attach)")
 
     def attach(self, backbone):
-        from cl_adapters.adapters.combined.model import CombinedAdapters
-
         return CombinedAdapters([part.attach(backbone) for part in self.parts])

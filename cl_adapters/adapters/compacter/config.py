@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cl_adapters.adapters.bottleneck import AdapterConfig
+from cl_adapters.adapters.compacter.model import CompacterAdapters
 from cl_adapters.errors import UserError
 
 
@@ -30,6 +31,4 @@ class CompacterConfig(AdapterConfig):
 
     def attach(self, backbone):
         """Inject into ``backbone``; the returned set grows one Compacter per task key."""
-        from cl_adapters.adapters.compacter.model import CompacterAdapters
-
         return CompacterAdapters(backbone, self)

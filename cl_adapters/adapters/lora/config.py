@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from cl_adapters.adapters.base import check_shared_fields
+from cl_adapters.adapters.lora.model import LoraAdapters
 from cl_adapters.adapters.presets import preset
 from cl_adapters.errors import UserError
 
@@ -42,6 +43,4 @@ class LoraConfig:
 
     def attach(self, backbone: nn.Module):
         """Inject into ``backbone`` (peft); the returned set grows one LoRA per task key."""
-        from cl_adapters.adapters.lora.model import LoraAdapters
-
         return LoraAdapters(backbone, self)

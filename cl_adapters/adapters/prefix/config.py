@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 
 from cl_adapters.adapters.base import check_shared_fields
+from cl_adapters.adapters.prefix.model import PrefixAdapters
 from cl_adapters.errors import UserError
 
 
@@ -34,6 +35,4 @@ class PrefixConfig:
 
     def attach(self, backbone):
         """Prepare ``backbone``'s attention layers; the returned set grows one prefix per task key."""
-        from cl_adapters.adapters.prefix.model import PrefixAdapters
-
         return PrefixAdapters(backbone, self)
