@@ -4,7 +4,7 @@
     python docs/generate.py --check  # exit 1 naming the stale ones (tests/test_docs.py does the same)
 
 - docs/reference/config.md          cl_adapters/conf/ (keys, defaults, comments: conf_reference.py)
-- docs/reference/metrics.md         cl_adapters/metrics/matrix.py DEFINITIONS and docstrings, costs.py
+- docs/reference/metrics.md         cl_adapters/metrics/spec.py METRICS, matrix.py's docstring, costs.py
 - docs/reference/cli.md             the commands' --help
 - docs/_generated/results/<suite>.md  benchmarks/results/<suite>/report.md (+ notes.md beside it)
 - docs/_generated/speed/<name>.md     benchmarks/results/<name>.md (+ <name>.notes.md beside it)
@@ -129,11 +129,11 @@ def _key_table(keys) -> list[str]:
 
 
 def metrics_page() -> str:
-    from cl_adapters.metrics import costs, matrix
+    from cl_adapters.metrics import costs, matrix, spec
 
-    lines = [NOTICE.format(source="cl_adapters/metrics/matrix.py and costs.py"), "# Metrics\n",
+    lines = [NOTICE.format(source="cl_adapters/metrics/spec.py, matrix.py and costs.py"), "# Metrics\n",
              inspect.getdoc(matrix) + "\n", "| metric | definition |", "| --- | --- |"]
-    lines += [f"| `{name}` | {md_cell(definition)} |" for name, definition in matrix.DEFINITIONS.items()]
+    lines += [f"| `{name}` | {md_cell(definition)} |" for name, definition in spec.DEFINITIONS.items()]
     lines += ["", "Each run also records `metric_definitions` (this table) in its results.json, and the report "
               "averages only runs whose definitions match.\n", "## Costs and budget\n",
               inspect.getdoc(costs.CostPlugin) + "\n", "Summed or averaged over tasks: " + inspect.getdoc(costs.cost_summary)]

@@ -201,13 +201,13 @@ def test_every_option_is_described_and_named_on_a_page(group):
 
 
 def test_every_metric_a_run_reports_has_a_definition():
-    from cl_adapters.metrics import DEFINITIONS, summarize, summarize_without_labels
-    from cl_adapters.outputs import console, report
+    from cl_adapters.metrics import DEFINITIONS, summarize
+    from cl_adapters.outputs import report
     from cl_adapters.runs.run import COMPOSITIONS
 
     R = [[0.9, 0.1], [0.8, 0.9]]
-    reported = set(summarize(R, b=[0.5, 0.5], S=[0.9, 0.9], J=[0.9, 0.9], P=[0.5, 0.6], P0=[0.5, 0.5]))
-    reported |= set(summarize_without_labels(R, R, Q=R)) | set(report.COLUMNS.values()) | set(console.ACCURACIES)
+    reported = set(summarize(R, sizes=[5, 5], b=[0.5, 0.5], S=[0.9, 0.9], J=[0.9, 0.9], P=[0.5, 0.6], P0=[0.5, 0.5],
+                             R_til=R, Q=R)) | set(report.COLUMNS.values())
     reported |= {f"acc_{name}" for name in COMPOSITIONS}
     assert sorted(reported - set(DEFINITIONS)) == []
 

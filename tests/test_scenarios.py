@@ -8,7 +8,7 @@ import torch
 
 from cl_adapters.adapters import AdapterConfig
 from cl_adapters.errors import UserError
-from cl_adapters.metrics import summarize_without_labels
+from cl_adapters.metrics import summarize
 from cl_adapters.models import MLP, AdaptedModel
 from cl_adapters.routers import EntropyRouter, LearnedRouter, PrototypeRouter
 from cl_adapters.runs.run import run
@@ -148,7 +148,7 @@ def test_til_cil_gap_and_task_id_accuracy_by_hand():
     R = [[0.9, 0.0], [0.5, 0.7]]
     R_til = [[0.9, 0.5], [0.8, 0.9]]
     Q = [[1.0, 0.0], [0.6, 0.8]]
-    out = summarize_without_labels(R, R_til, Q)
+    out = summarize(R, R_til=R_til, Q=Q)
     assert out["acc_til"] == pytest.approx(0.85) and out["til_cil_gap"] == pytest.approx(0.85 - 0.6)
     assert out["task_id_acc"] == pytest.approx(0.7)
 

@@ -13,34 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-DEFINITIONS = {
-    "acc": "mean_j R[T-1, j]",
-    "bwt": "mean_{j<T-1} (R[T-1, j] - R[j, j])  (GEM)",
-    "forgetting": "mean_{j<T-1} (max_{j<=l<T-1} R[l, j] - R[T-1, j])  (Chaudhry 2018, the best accuracy since task j "
-                  "was trained)",
-    "fwt": "mean_{j>0} (R[j-1, j] - b[j]), b = untrained model  (GEM; only with a shared head: n/a with a fresh head "
-           "per task, whose R[j-1, j] reads task j through an untrained head)",
-    "fwt_probe": "mean_{j>0} (P[j] - P0[j]), P[j] = linear-probe accuracy on task j (logistic regression on a fixed "
-                 "subsample of its training data, scored on its eval data) on the features task j starts from "
-                 "after task j-1, P0[j] the same on the initial model",
-    "transfer_vs_single": "mean_j (R[j, j] - S[j]), S = single-task reference",
-    "intransigence": "mean_j (J[j] - R[j, j]), J = joint training on tasks 0..j",
-    "avg_incremental_acc": "mean_b A_b, A_b = sum_{j<=b} n_j R[b, j] / sum_{j<=b} n_j, n_j = task j's eval samples: "
-                           "accuracy on one pool of all seen tasks' samples (LAMDA-PILOT's average incremental "
-                           "accuracy; in task-IL with task labels, over the tasks seen)",
-    "last_acc": "A_{T-1}: sample-weighted accuracy on all tasks after the last (LAMDA-PILOT's last accuracy; acc weights "
-                "every task equally)",
-    "acc_til": "mean_j R_til[T-1, j], R_til = the same model evaluated with task labels",
-    "til_cil_gap": "acc_til - acc: what not being given the task label costs",
-    "task_id_acc": "mean_j Q[T-1, j], Q[i, j] = share of task j's test samples routed to task j after task i",
-    "acc_average": "mean_j accuracy on task j after the last task with every task's adapter replaced by their "
-                   "parameter average (compositions=[average]; each sample through its own task's head)",
-}
-
-# the metrics that are accuracies, in [0, 1]; every other one is a difference of two, in [-1, 1] (shown signed)
-ACCURACIES = ("acc", "avg_incremental_acc", "last_acc", "acc_til", "task_id_acc", "acc_average")
-
-
 def _square(R) -> np.ndarray:
     R = np.asarray(R, dtype=float)
     if R.ndim != 2 or R.shape[0] != R.shape[1] or R.shape[0] == 0:
@@ -131,29 +103,3 @@ def avg_incremental_acc(R, n) -> float:
 
 def last_acc(R, n) -> float:
     return accuracy_curve(R, n)[-1]
-
-
-def summarize(R, b=None, S=None, J=None, P=None, P0=None, sizes=None) -> dict[str, float]:
-    """Every metric the inputs allow, keyed as in ``DEFINITIONS`` (``sizes``: each task's eval samples)."""
-    out = {"acc": acc(R), "bwt": bwt(R), "forgetting": forgetting(R)}
-    if sizes is not None:
-        curve = accuracy_curve(R, sizes)
-        out |= {"avg_incremental_acc": float(np.mean(curve)), "last_acc": curve[-1]}
-    if b is not None:
-        out["fwt"] = fwt(R, b)
-    if P is not None and (gain := fwt_probe(P[: len(R)], P0[: len(R)])) is not None:
-        out["fwt_probe"] = gain
-    if S is not None:
-        out["transfer_vs_single"] = transfer_vs_single(R, S)
-    if J is not None:
-        out["intransigence"] = intransigence(R, J)
-    return out
-
-
-def summarize_without_labels(R, R_til, Q=None) -> dict[str, float]:
-    """What a scenario without test-time task labels adds: the task-IL view of the same model and, when a
-    router picks tasks, its task-ID accuracy (``Q``)."""
-    out = {"acc_til": acc(R_til), "til_cil_gap": acc(R_til) - acc(R)}
-    if Q is not None:
-        out["task_id_acc"] = acc(Q)
-    return out

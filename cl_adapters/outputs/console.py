@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from cl_adapters.metrics import ACCURACIES, DEFINITIONS, cost_summary
+from cl_adapters.metrics import cost_summary
+from cl_adapters.metrics.spec import BY_KEY
 from cl_adapters.outputs.logger import Logger
 
 
@@ -36,7 +37,7 @@ class ConsoleLogger(Logger):
         metrics.add_column("value", justify="right")
         metrics.add_column("definition")
         for name, value in results["metrics"].items():
-            metrics.add_row(name, f"{value:.4f}" if name in ACCURACIES else f"{value:+.4f}", DEFINITIONS[name])
+            metrics.add_row(name, BY_KEY[name].format(value), BY_KEY[name].definition)
         costs = results["costs"]
         summary = cost_summary(costs)
         metrics.add_row("trainable params/task", f"{summary['trainable_params_per_task']:,.0f}", "mean over tasks")

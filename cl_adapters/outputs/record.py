@@ -10,7 +10,7 @@ import reprlib
 from collections.abc import Callable
 from pathlib import Path
 
-from cl_adapters.metrics.matrix import ACCURACIES, DEFINITIONS
+from cl_adapters.metrics.spec import BY_KEY, DEFINITIONS
 from cl_adapters.streams.base import SCENARIOS
 
 
@@ -97,7 +97,7 @@ def _accuracies(v) -> bool:
 
 def _metric(key: str) -> tuple[str, Callable]:
     """An accuracy in [0, 1] or a difference of two in [-1, 1]; null (not measured) except for acc."""
-    low, what = (0, "an accuracy in [0, 1]") if key in ACCURACIES else (-1, "a difference of accuracies in [-1, 1]")
+    low, what = (0, "an accuracy in [0, 1]") if BY_KEY[key].accuracy else (-1, "a difference of accuracies in [-1, 1]")
     if key == "acc":
         return what, lambda v: _number(v, low, 1)
     return f"{what} or null", lambda v: v is None or _number(v, low, 1)

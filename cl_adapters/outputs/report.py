@@ -32,7 +32,7 @@ from cl_adapters.outputs.record import read_results
 from cl_adapters.outputs.results import flatten, run_name, strategy_name, without_nulls
 from cl_adapters.outputs.wandb import publish_report
 from cl_adapters.metrics.costs import cost_summary
-from cl_adapters.metrics.matrix import DEFINITIONS
+from cl_adapters.metrics.spec import DEFINITIONS, METRICS
 from cl_adapters.metrics.seeds import NOISE, mean_ci, within_noise
 from cl_adapters.strategies.continual import REFERENCES
 from cl_adapters.streams.base import SCENARIOS
@@ -44,23 +44,8 @@ CHOICE_GROUPS = {  # config groups a row label may name -> where their settings 
     "model": ("model.",),
     "adapter": ("strategy.model.adapter.",),
 }
-COLUMNS = {  # header -> metric key
-    "ACC": "acc",
-    "BWT": "bwt",
-    "forgetting": "forgetting",
-    "avg incremental acc Ā": "avg_incremental_acc",  # the PTM-CIL protocol's (LAMDA-PILOT): on the samples seen
-    "last acc A_B": "last_acc",
-    "FWT (probe)": "fwt_probe",
-    "FWT (GEM)": "fwt",
-    "transfer vs single": "transfer_vs_single",
-    "intransigence": "intransigence",
-    "ACC with task labels": "acc_til",  # the columns of runs without test-time task labels (class/domain-IL)
-    "TIL-CIL gap": "til_cil_gap",
-    "task-ID acc": "task_id_acc",
-    "ACC averaged adapter": "acc_average",  # compositions=[average]
-}
-OPTIONAL = ("avg_incremental_acc", "last_acc",  # runs recorded before the accuracy curve have none
-            "acc_til", "til_cil_gap", "task_id_acc", "acc_average")  # shown only when some run has them
+COLUMNS = {m.column: m.key for m in METRICS}  # header -> metric key
+OPTIONAL = {m.key for m in METRICS if m.optional}  # shown only when some run has them
 REFERENCE_GIVES = {"joint": "J: task j after joint training on tasks 0..j",
                    "single_task": "S: task j after training on it alone"}
 SCENARIO_TITLES = {

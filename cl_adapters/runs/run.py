@@ -34,7 +34,6 @@ from cl_adapters.metrics import (
     LinearProbe,
     accuracy_curve,
     summarize,
-    summarize_without_labels,
 )
 from cl_adapters.models.compositions import averaged_adapter
 from cl_adapters.models.contract import check_inputs
@@ -204,8 +203,6 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
         strategy.train(experience)
         R[i] = evaluate(T if needs_unseen else i + 1)
         n = i + 1
-        metrics = summarize(R[:n, :n], first(b, n) if gem else None, first(S, n), first(J, n), *(
-            (probe.before, probe.initial) if probe is not None else ()), sizes=sizes[:n])
         results["accuracy_curve"] = accuracy_curve(R[:n, :n], sizes[:n])
         if without_labels:
             if model.router is not None:
@@ -216,7 +213,10 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
                     plot_task_id_confusion(confusion, out.with_name("task_id_confusion.png"))
             R_til[i] = evaluate_with_task_labels()
             results["accuracy_matrix_til"] = json_safe(R_til.tolist())
-            metrics |= summarize_without_labels(R[:n, :n], R_til[:n, :n], Q[:n, :n] if model.router is not None else None)
+        routed = without_labels and model.router is not None
+        metrics = summarize(R[:n, :n], sizes=sizes[:n], b=first(b, n) if gem else None, S=first(S, n), J=first(J, n),
+                            P=probe.before if probe else None, P0=probe.initial if probe else None,
+                            R_til=R_til[:n, :n] if without_labels else None, Q=Q[:n, :n] if routed else None)
         results.update(accuracy_matrix=json_safe(R.tolist()), costs=costs.tasks, metrics=metrics)
         if model.feature_cache is not None:
             results["feature_cache"] = model.feature_cache.summary()
