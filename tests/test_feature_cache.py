@@ -84,12 +84,12 @@ def _write(root, seed: int, rounds: int) -> None:
 
 
 def test_two_writers_do_not_corrupt_an_entry(tmp_path):
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # a forked child of a process whose torch threads ran can hang
     writers = [ctx.Process(target=_write, args=(tmp_path, k, 6)) for k in range(2)]
     for w in writers:
         w.start()
     for w in writers:
-        w.join(60)
+        w.join(180)
         assert w.exitcode == 0
     backbone = Counting()
     with warnings.catch_warnings():
