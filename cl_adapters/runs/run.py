@@ -158,7 +158,7 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     probe = None
     if cfg.probe_samples and protocol not in REFERENCES and T > 1:
         probe = LinearProbe(train_stream, eval_stream, cfg.probe_samples, cfg.seed, cfg.strategy.eval_batch_size,
-                            strategy.device)
+                            strategy.device, strategy.num_workers)
         probe.initial[1:] = [probe.measure(model, j) for j in range(1, T)]
     R = np.full((T, T), np.nan)
     without_labels = cfg.scenario != "task_il"
