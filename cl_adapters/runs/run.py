@@ -173,7 +173,8 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
                                                                  "linear probe on (probe.skipped)")
     checkpoints, done = None, 0
     if cfg.checkpoint:
-        checkpoints = Checkpoints(out_dir, results["config"], input_shape, run_id=results["run"]["id"])
+        checkpoints = Checkpoints(out_dir, results["config"], input_shape, run_id=results["run"]["id"],
+                                  input_dtype=str(sample.dtype).removeprefix("torch."))
         if cfg.resume and (last := checkpoints.resume(strategy.model, plugins)) is not None:
             done = _restore(last["results"], results, R, [costs, attention])
             sizes = results["eval_samples_per_task"]
