@@ -85,6 +85,32 @@ def test_the_crops_are_torchvisions_random_resized_crops():
     torch.testing.assert_close(resized_crops(x, torch.tensor([[2, 3, 10, 12]] * 3), no, (10, 12)), x[..., 2:12, 3:15])
 
 
+def test_crops_on_a_cpu_resample_as_pil_resizes_pilots_and_normalising_first_changes_nothing():
+    """On a CPU a crop is resized as PIL resizes PILOT's (``RandomResizedCrop`` on a PIL image: crop, then an
+    antialiased bilinear resize), up or down, within PIL's uint8 rounding; in training the preprocessing
+    normalises before resampling, which gives the values normalising after would."""
+    import numpy as np
+    from PIL import Image
+
+    from cl_adapters.models.images import ImagePreprocess, random_resized_crop_flip
+
+    x = torch.randint(0, 256, (2, 3, 40, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    boxes, flip = torch.tensor([[3, 5, 20, 30], [0, 2, 40, 44]]), torch.tensor([False, True])  # up; down
+    out = resized_crops(x.float() / 255, boxes, flip, (32, 36))
+    for i, (top, left, h, w) in enumerate(boxes.tolist()):
+        image = Image.fromarray(x[i].permute(1, 2, 0).numpy()).crop((left, top, left + w, top + h))
+        image = image.resize((36, 32), Image.BILINEAR)
+        image = image.transpose(Image.FLIP_LEFT_RIGHT) if flip[i] else image
+        expected = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255
+        torch.testing.assert_close(out[i], expected, atol=1.01 / 255, rtol=0)
+    preprocess = ImagePreprocess((24, 24), [0.2, 0.3, 0.4], [0.5, 0.6, 0.7]).train()
+    torch.manual_seed(1)
+    first = preprocess(x)
+    torch.manual_seed(1)
+    after = (random_resized_crop_flip(x.float() / 255, (24, 24)) - preprocess.mean) / preprocess.std
+    torch.testing.assert_close(first, after)
+
+
 def _hf_folder(tmp_path, kind: str) -> str:
     """A tiny random DeiT, BEiT, DINOv2 or CLIP (text + vision) saved with an image processor."""
     from transformers import (AutoModel, BeitConfig, CLIPConfig, CLIPImageProcessor, CLIPModel, DeiTConfig, Dinov2Config,
