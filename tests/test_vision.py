@@ -94,21 +94,25 @@ def test_crops_on_a_cpu_resample_as_pil_resizes_pilots_and_normalising_first_cha
 
     from cl_adapters.models.images import ImagePreprocess, random_resized_crop_flip
 
-    x = torch.randint(0, 256, (2, 3, 40, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    boxes, flip = torch.tensor([[3, 5, 20, 30], [0, 2, 40, 44]]), torch.tensor([False, True])  # up; down
-    out = resized_crops(x.float() / 255, boxes, flip, (32, 36))
-    for i, (top, left, h, w) in enumerate(boxes.tolist()):
-        image = Image.fromarray(x[i].permute(1, 2, 0).numpy()).crop((left, top, left + w, top + h))
-        image = image.resize((36, 32), Image.BILINEAR)
-        image = image.transpose(Image.FLIP_LEFT_RIGHT) if flip[i] else image
-        expected = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255
-        torch.testing.assert_close(out[i], expected, atol=1.01 / 255, rtol=0)
+    g = torch.Generator().manual_seed(0)
+    for shape, size, boxes in (((40, 48), (32, 36), [[3, 5, 20, 30], [0, 2, 40, 44]]),  # crop by crop: up; down
+                               ((10, 12), (40, 48), [[2, 3, 5, 9], [0, 0, 10, 12]])):  # small: matrix products
+        x = torch.randint(0, 256, (2, 3, *shape), dtype=torch.uint8, generator=g)
+        boxes, flip = torch.tensor(boxes), torch.tensor([False, True])
+        out = resized_crops(x.float() / 255, boxes, flip, size)
+        for i, (top, left, h, w) in enumerate(boxes.tolist()):
+            image = Image.fromarray(x[i].permute(1, 2, 0).numpy()).crop((left, top, left + w, top + h))
+            image = image.resize(size[::-1], Image.BILINEAR)
+            image = image.transpose(Image.FLIP_LEFT_RIGHT) if flip[i] else image
+            expected = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255
+            torch.testing.assert_close(out[i], expected, atol=1.01 / 255, rtol=0)
     preprocess = ImagePreprocess((24, 24), [0.2, 0.3, 0.4], [0.5, 0.6, 0.7]).train()
-    torch.manual_seed(1)
-    first = preprocess(x)
-    torch.manual_seed(1)
-    after = (random_resized_crop_flip(x.float() / 255, (24, 24)) - preprocess.mean) / preprocess.std
-    torch.testing.assert_close(first, after)
+    for x in (torch.randint(0, 256, (4, 3, 10, 12), dtype=torch.uint8), torch.rand(4, 3, 40, 48)):  # both ways
+        torch.manual_seed(1)
+        first = preprocess(x)
+        torch.manual_seed(1)
+        pixels = x.float() / 255 if x.dtype == torch.uint8 else x
+        torch.testing.assert_close(first, (random_resized_crop_flip(pixels, (24, 24)) - preprocess.mean) / preprocess.std)
 
 
 def _hf_folder(tmp_path, kind: str) -> str:
