@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -104,23 +105,28 @@ def resized_crops(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size
             out[i : i + 1] = F.interpolate(crop.flip(-1) if mirror else crop, size, mode="bilinear",
                                            align_corners=False, antialias=True)
         return out
-    top, left, h, w = boxes.to(x.dtype).unbind(1)
-    rows = filter_weights(top, h, size[0], x.shape[-2], torch.zeros_like(flip))
-    columns = filter_weights(left, w, size[1], x.shape[-1], flip)
+    top, left, h, w = boxes.unbind(1)
+    rows = filter_weights(top, h, size[0], x.shape[-2], torch.zeros_like(flip)).to(x.dtype)
+    columns = filter_weights(left, w, size[1], x.shape[-1], flip).to(x.dtype)
     return rows.unsqueeze(1) @ x @ columns.transpose(1, 2).unsqueeze(1)
 
 
 def filter_weights(start: torch.Tensor, length: torch.Tensor, out: int, full: int, flip: torch.Tensor) -> torch.Tensor:
     """(n, out, full): each output position of image k as weights over the ``full`` input positions of one
     axis, reading only its crop ``[start, start + length)``: PIL's bilinear (triangle) filter, widened by the
-    scale when shrinking (its antialiasing), each row summing to 1; mirrored where ``flip``."""
-    scale = (length / out).view(-1, 1, 1)
-    i = torch.arange(out, dtype=start.dtype, device=start.device).view(1, -1, 1)
-    i = torch.where(flip.view(-1, 1, 1), out - 1 - i, i)
-    j = torch.arange(full, dtype=start.dtype, device=start.device).view(1, 1, -1) - start.view(-1, 1, 1)
-    weights = (1 - ((j + 0.5 - (i + 0.5) * scale) / scale.clamp(min=1)).abs()).clamp(min=0)
-    weights = weights * ((j >= 0) & (j < length.view(-1, 1, 1)))
-    return weights / weights.sum(-1, keepdim=True)
+    scale when shrinking (its antialiasing), each row summing to 1; mirrored where ``flip``. On a CPU in
+    numpy: one thread, where torch's two-thread small ops waited ~100x longer on a busy machine."""
+    xp = np if start.device.type == "cpu" else torch
+    start, length, flip = (t.numpy() if xp is np else t for t in (start.double(), length.double(), flip))
+    arange = np.arange if xp is np else (lambda n: torch.arange(n, device=start.device))
+    scale = (length / out).reshape(-1, 1, 1)
+    i = arange(out).reshape(1, -1, 1)
+    i = xp.where(flip.reshape(-1, 1, 1), out - 1 - i, i)
+    j = arange(full).reshape(1, 1, -1) - start.reshape(-1, 1, 1)
+    weights = 1 - abs(j + 0.5 - (i + 0.5) * scale) / xp.where(scale > 1, scale, 1)
+    weights = weights * ((weights > 0) & (j >= 0) & (j < length.reshape(-1, 1, 1)))
+    weights = weights / weights.sum(-1, keepdims=True)
+    return torch.from_numpy(weights.astype(np.float32)) if xp is np else weights.float()
 
 
 def check_image_shape(input_shape: tuple[int, ...] | None, model: str) -> None:
