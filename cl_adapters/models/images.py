@@ -96,7 +96,7 @@ def resized_crops(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size
     quarter of the output's pixels (CIFAR to 224), or on an accelerator: two batched matrix products (every
     output row, then column, a weighted sum of the input's), a few kernels for the batch. Larger images on a
     CPU: each crop through ``F.interpolate``, which reads only the crop where the products read every pixel.
-    Both are 3-4x faster on a CPU than one ``grid_sample``, and far less hurt by busy cores (fewer parallel
+    Both are 2-4x faster on a CPU than one ``grid_sample``, and far less hurt by busy cores (fewer parallel
     regions; benchmarks/image_path.py)."""
     if x.device.type == "cpu" and 4 * x.shape[-2] * x.shape[-1] > size[0] * size[1]:
         out = x.new_empty((len(x), x.shape[1], *size))
