@@ -16,7 +16,7 @@ from cl_adapters import CONFIG_DIR
 from cl_adapters.adapters import AdapterConfig, LoraConfig, PrefixConfig, Route, inject_adapters
 from cl_adapters.errors import UserError
 from cl_adapters.models import AdaptedModel, HFVision, TimmBackbone
-from cl_adapters.models.images import crop_boxes, resized_crops
+from cl_adapters.models.images import ImagePreprocess, crop_boxes, resized_crops
 from cl_adapters.models.timm_backbone import current_name
 
 KINDS = ("hf", "timm")
@@ -369,3 +369,19 @@ def test_a_class_il_run(make_cfg, tmp_path, vision_streams, tiny_vit, tiny_timm,
     R = results["accuracy_matrix"]
     assert results["run"]["status"] == "complete" and results["scenario"] == "class_il"
     assert all(0 <= R[i][j] <= 1 for i in range(2) for j in range(i + 1))
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (40, 32), (32, 48)])
+def test_crop_pct_is_pilots_resize_256_then_centre_crop_224(shape):
+    """PILOT's eval transform (RevisitingCIL utils/data.py: Resize(256, bicubic) + CenterCrop(224)), as
+    torchvision computes it on a tensor; without crop_pct the whole image is resized."""
+    import torchvision.transforms.v2.functional as TF
+
+    x = torch.rand(2, 3, *shape, generator=torch.Generator().manual_seed(0))
+    pilot = TF.center_crop(TF.resize(x, 256, interpolation=TF.InterpolationMode.BICUBIC, antialias=True), [224, 224])
+    pre = ImagePreprocess((224, 224), [0, 0, 0], [1, 1, 1], "bicubic", crop_pct=0.875).eval()
+    torch.testing.assert_close(pre(x), pilot)
+    whole = ImagePreprocess((224, 224), [0, 0, 0], [1, 1, 1], "bicubic").eval()
+    torch.testing.assert_close(whole(x), F.interpolate(x, (224, 224), mode="bicubic", antialias=True, align_corners=False))
+    with pytest.raises(UserError, match="model.crop_pct must be in"):
+        ImagePreprocess((224, 224), [0, 0, 0], [1, 1, 1], crop_pct=1.5)

@@ -8,9 +8,11 @@ PILOT / RevisitingCIL's ``build_transform(is_train=True)`` (utils/data.py): ``Ra
 scale=(0.05, 1.0), ratio=(3/4, 4/3))`` + ``RandomHorizontalFlip(p=0.5)``; the crop is resampled straight to
 the model's size (bilinear, torchvision's default there; ``resized_crops`` says how). Otherwise (eval mode:
 evaluation and the feature passes of NCM, routers and probes) the whole image is resized to the model's
-size. Then ``(x - mean) / std``; with ``normalize=False``, 0..1 pixels as PILOT feeds them (its transforms
-end at ``ToTensor()``, no ``Normalize``). In training the normalisation comes first: a bilinear resample
-is a weighted mean, so the values are the same, and a CIFAR image has 49x fewer pixels before it.
+size, or with ``crop_pct`` its shorter side to ``size / crop_pct`` and the centre cropped (PILOT's eval
+transform, ``Resize(256)`` + ``CenterCrop(224)``: crop_pct 0.875). Then ``(x - mean) / std``; with
+``normalize=False``, 0..1 pixels as PILOT feeds them (its transforms end at ``ToTensor()``, no
+``Normalize``). In training the normalisation comes first: a bilinear resample is a weighted mean, so the
+values are the same, and a CIFAR image has 49x fewer pixels before it.
 """
 
 from __future__ import annotations
@@ -33,18 +35,23 @@ class ImagePreprocess(nn.Module):
     """uint8 or float images (B, C, H, W) -> the model's float input (B, 3, *size)."""
 
     def __init__(self, size: tuple[int, int], mean, std, interpolation: str | int = "bicubic", augment: bool = True,
-                 normalize: bool = True):
+                 normalize: bool = True, crop_pct: float | None = None):
         super().__init__()
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise UserError(f"the checkpoint's image mean/std must be 3 values each, std > 0: got {mean}, {std}")
+        if crop_pct is not None and (isinstance(crop_pct, bool) or not isinstance(crop_pct, (int, float))
+                                     or not 0 < crop_pct <= 1):
+            raise UserError(f"model.crop_pct must be in (0, 1] or null, got {crop_pct!r}")
         self.size, self.augment, self.normalize = (int(size[0]), int(size[1])), augment, normalize
+        self.crop_pct = crop_pct
         self.interpolation = (PIL_MODES if isinstance(interpolation, int) else MODES).get(interpolation, "bicubic")
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     def extra_repr(self) -> str:
         return (f"size={self.size}, interpolation={self.interpolation}, mean={self.mean.flatten().tolist()}, "
-                f"std={self.std.flatten().tolist()}, augment={self.augment}, normalize={self.normalize}")
+                f"std={self.std.flatten().tolist()}, augment={self.augment}, normalize={self.normalize}, "
+                f"crop_pct={self.crop_pct}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] not in (1, 3):
@@ -54,11 +61,24 @@ class ImagePreprocess(nn.Module):
             x = x.expand(-1, 3, -1, -1)
         if self.training and self.augment:
             return random_resized_crop_flip(self._normalized(x), self.size)
-        if tuple(x.shape[-2:]) != self.size:
+        resized = self.size if self.crop_pct is None else self._resized_for_crop(x.shape[-2:])
+        if tuple(x.shape[-2:]) != resized:
             smooth = self.interpolation != "nearest"
-            x = F.interpolate(x, self.size, mode=self.interpolation, antialias=smooth,
+            x = F.interpolate(x, resized, mode=self.interpolation, antialias=smooth,
                               **({"align_corners": False} if smooth else {}))
+        if resized != self.size:  # the centre crop, as torchvision's CenterCrop
+            top, left = round((resized[0] - self.size[0]) / 2), round((resized[1] - self.size[1]) / 2)
+            x = x[..., top: top + self.size[0], left: left + self.size[1]]
         return self._normalized(x)
+
+    def _resized_for_crop(self, shape) -> tuple[int, int]:
+        """torchvision's ``Resize(int(size / crop_pct))``: the shorter side to that length, the aspect kept
+        (PILOT's eval: ``Resize(256)`` then ``CenterCrop(224)``, crop_pct 0.875)."""
+        short = int(max(self.size) / self.crop_pct)
+        height, width = int(shape[0]), int(shape[1])
+        if height <= width:
+            return short, max(int(short * width / height), self.size[1])
+        return max(int(short * height / width), self.size[0]), short
 
     def _normalized(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std if self.normalize else x
