@@ -207,3 +207,17 @@ def test_adapter_profile_benchmark_smoke(tmp_path):
     bare = pairs["inference: ours_houlsby vs bare"]
     assert bare["base_own_ms"] == 0.0 and bare["own_ms"] > 0  # the bare model runs nothing the adapted one does not
     assert any("silu" in o["op"] for o in bare["operators"])  # Houlsby's activation, only in the adapted model
+
+
+@pytest.mark.slow
+def test_image_path_benchmark_smoke(tmp_path):
+    script = ROOT / "benchmarks" / "image_path.py"
+    subprocess.run([sys.executable, str(script), "--quick", "--out", str(tmp_path)], check=True, timeout=1800)
+    res = json.loads((tmp_path / "image_path.json").read_text())["datasets"]
+    assert set(res) == {"cifar100", "image_folder"}
+    for name, rows in res.items():
+        one_thread = {"data_train_1thread", "data_eval_1thread"} if name == "cifar100" else set()
+        assert set(rows) == {"data_train", "data_eval", "train", "eval"} | one_thread
+        for row in rows.values():
+            best = max(c["images_per_s"] for name, c in row["configs"].items() if name != "platform")
+            assert row["platform_vs_pilot"] == pytest.approx(row["configs"]["platform"]["images_per_s"] / best)

@@ -1,4 +1,5 @@
 import json
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -127,6 +128,43 @@ def test_linear_probe_on_a_hand_made_case():
     assert probe.measure(Features(product=True), 1) == 1.0
     assert probe.measure(Features(product=False), 1) < 0.8  # a line gets at most 3 of the 4 quadrants right
     assert probe.initial == probe.before == [None, None]
+
+
+class ReaderPids(torch.utils.data.Dataset):
+    """Each sample is the id of the process that read it (a lazily decoded stream decodes where it is read)."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return torch.tensor([float(os.getpid())]), i % 2, 1
+
+    def eval(self):
+        return self
+
+
+def test_the_probe_reads_its_samples_in_the_strategys_loader_workers(monkeypatch):
+    """With ``num_workers`` (the strategy's), a JPEG folder stream is decoded in the loader's workers, as in
+    training; with none, in the main process."""
+    from cl_adapters.metrics import probe as probe_module
+
+    read = []
+    monkeypatch.setattr(probe_module, "probe_accuracy", lambda train_x, *rest: read.append(set(train_x.ravel())) or 1.0)
+    stream = [SimpleNamespace(dataset=ReaderPids())] * 2
+    for workers in (2, 0):
+        LinearProbe(stream, stream, samples=8, seed=0, batch_size=2, device="cpu", num_workers=workers).measure(
+            Features(product=False), 1)
+    assert os.getpid() not in read[0] and len(read[0]) == 2 and read[1] == {os.getpid()}
+
+
+def test_a_run_gives_the_probe_the_strategys_workers(make_cfg, tmp_path, monkeypatch):
+    from cl_adapters.runs import run as run_module
+
+    made = []
+    monkeypatch.setattr(run_module, "LinearProbe", lambda *a, **k: made.append(LinearProbe(*a, **k)) or made[-1])
+    run(make_cfg("stream=split_digits", "stream.n_tasks=2", "strategy=adapter", "strategy.epochs=1",
+                 "strategy.num_workers=1"), tmp_path / "run")
+    assert made[0].num_workers == 1
 
 
 def test_probe_fwt_in_a_run_and_gem_fwt_only_with_a_shared_head(make_cfg, tmp_path):

@@ -357,3 +357,34 @@ def test_any_inputs_file_gives_predictions_or_one_error_line(served, tmp_path, c
         assert all(type(r["prediction"]) is int and r["task"] in range(5) for r in rows)
     else:
         assert rc == 2 and out == "" and len(err.splitlines()) == 1 and err.startswith("error: "), err
+
+
+def test_uint8_image_inputs_are_read_as_the_stream_gave_them(make_cfg, tmp_path, cifar100_root, capsys):
+    """A run on a uint8 image stream (CIFAR-100: pixels 0..255, which the backbone scales to 0..1): the command
+    reads each line's pixels as uint8, as the stream gave them in training, so its predictions are the run's
+    evaluation's; a pixel that is no integer in 0..255 is one line."""
+    from cl_adapters.streams import cifar100
+
+    run(make_cfg("stream=cifar100", f"stream.root={cifar100_root}", "stream.increment=50", "scenario=task_il",
+                 "model=mlp", "strategy=adapter", "strategy.epochs=1", "probe_samples=0"), tmp_path / "run")
+    test = cifar100(str(cifar100_root), increment=50, scenario="task_il").test_stream
+    samples = [test[t].dataset[i] for t in (0, 1) for i in range(10)]
+    x, t = torch.stack([s[0] for s in samples]), torch.tensor([s[2] for s in samples])
+    assert x.dtype == torch.uint8
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text("".join(json.dumps({"x": xi.tolist(), "task": int(ti)}) + "\n" for xi, ti in zip(x, t)))
+    exported = export(tmp_path / "run", tmp_path / "export")
+    info = Predictor(exported).export
+    assert info["input_dtype"] == "uint8"
+    assert torch.equal(read_inputs(inputs, info["config"], info["input_shape"], dtype=info["input_dtype"]).x, x)
+    assert main([str(tmp_path / "run"), str(inputs), "--out", str(tmp_path / "out.jsonl")]) == 0
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["prediction"] for r in lines] == predict(load_run(tmp_path / "run"), x, t).tolist()
+    capsys.readouterr()
+    for bad, message in ((0.5, "x[0][0][0] is 0.5, not an integer in 0..255"), (256, "x[0][0][0] is 256, not an integer in 0..255")):
+        pixels = x[0].tolist()
+        pixels[0][0][0] = bad
+        inputs.write_text(json.dumps({"x": pixels, "task": 0}) + "\n")
+        assert main([str(exported), str(inputs)]) == 2
+        assert one_error(capsys) == (f'error: {inputs}, line 1: "x" must be nested lists of integers in 0..255 (uint8 '
+                                     f"pixels, as the run's stream gave them), shape [3, 32, 32]: {message}")

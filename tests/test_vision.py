@@ -16,7 +16,7 @@ from cl_adapters import CONFIG_DIR
 from cl_adapters.adapters import AdapterConfig, LoraConfig, PrefixConfig, Route, inject_adapters
 from cl_adapters.errors import UserError
 from cl_adapters.models import AdaptedModel, HFVision, TimmBackbone
-from cl_adapters.models.images import crop_boxes, resized_crops
+from cl_adapters.models.images import ImagePreprocess, crop_boxes, resized_crops
 from cl_adapters.models.timm_backbone import current_name
 
 KINDS = ("hf", "timm")
@@ -83,6 +83,36 @@ def test_the_crops_are_torchvisions_random_resized_crops():
     torch.testing.assert_close(resized_crops(x, full, no, (40, 48)), F.interpolate(x, (40, 48), mode="bilinear"))
     torch.testing.assert_close(resized_crops(x, full, yes, (20, 24)), x.flip(-1))
     torch.testing.assert_close(resized_crops(x, torch.tensor([[2, 3, 10, 12]] * 3), no, (10, 12)), x[..., 2:12, 3:15])
+
+
+def test_crops_on_a_cpu_resample_as_pil_resizes_pilots_and_normalising_first_changes_nothing():
+    """On a CPU a crop is resized as PIL resizes PILOT's (``RandomResizedCrop`` on a PIL image: crop, then an
+    antialiased bilinear resize), up or down, within PIL's uint8 rounding; in training the preprocessing
+    normalises before resampling, which gives the values normalising after would."""
+    import numpy as np
+    from PIL import Image
+
+    from cl_adapters.models.images import ImagePreprocess, random_resized_crop_flip
+
+    g = torch.Generator().manual_seed(0)
+    for shape, size, boxes in (((40, 48), (32, 36), [[3, 5, 20, 30], [0, 2, 40, 44]]),  # crop by crop: up; down
+                               ((10, 12), (40, 48), [[2, 3, 5, 9], [0, 0, 10, 12]])):  # small: matrix products
+        x = torch.randint(0, 256, (2, 3, *shape), dtype=torch.uint8, generator=g)
+        boxes, flip = torch.tensor(boxes), torch.tensor([False, True])
+        out = resized_crops(x.float() / 255, boxes, flip, size)
+        for i, (top, left, h, w) in enumerate(boxes.tolist()):
+            image = Image.fromarray(x[i].permute(1, 2, 0).numpy()).crop((left, top, left + w, top + h))
+            image = image.resize(size[::-1], Image.BILINEAR)
+            image = image.transpose(Image.FLIP_LEFT_RIGHT) if flip[i] else image
+            expected = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255
+            torch.testing.assert_close(out[i], expected, atol=1.01 / 255, rtol=0)
+    preprocess = ImagePreprocess((24, 24), [0.2, 0.3, 0.4], [0.5, 0.6, 0.7]).train()
+    for x in (torch.randint(0, 256, (4, 3, 10, 12), dtype=torch.uint8), torch.rand(4, 3, 40, 48)):  # both ways
+        torch.manual_seed(1)
+        first = preprocess(x)
+        torch.manual_seed(1)
+        pixels = x.float() / 255 if x.dtype == torch.uint8 else x
+        torch.testing.assert_close(first, (random_resized_crop_flip(pixels, (24, 24)) - preprocess.mean) / preprocess.std)
 
 
 def _hf_folder(tmp_path, kind: str) -> str:
@@ -339,3 +369,19 @@ def test_a_class_il_run(make_cfg, tmp_path, vision_streams, tiny_vit, tiny_timm,
     R = results["accuracy_matrix"]
     assert results["run"]["status"] == "complete" and results["scenario"] == "class_il"
     assert all(0 <= R[i][j] <= 1 for i in range(2) for j in range(i + 1))
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (40, 32), (32, 48)])
+def test_crop_pct_is_pilots_resize_256_then_centre_crop_224(shape):
+    """PILOT's eval transform (RevisitingCIL utils/data.py: Resize(256, bicubic) + CenterCrop(224)), as
+    torchvision computes it on a tensor; without crop_pct the whole image is resized."""
+    import torchvision.transforms.v2.functional as TF
+
+    x = torch.rand(2, 3, *shape, generator=torch.Generator().manual_seed(0))
+    pilot = TF.center_crop(TF.resize(x, 256, interpolation=TF.InterpolationMode.BICUBIC, antialias=True), [224, 224])
+    pre = ImagePreprocess((224, 224), [0, 0, 0], [1, 1, 1], "bicubic", crop_pct=0.875).eval()
+    torch.testing.assert_close(pre(x), pilot)
+    whole = ImagePreprocess((224, 224), [0, 0, 0], [1, 1, 1], "bicubic").eval()
+    torch.testing.assert_close(whole(x), F.interpolate(x, (224, 224), mode="bicubic", antialias=True, align_corners=False))
+    with pytest.raises(UserError, match="model.crop_pct must be in"):
+        ImagePreprocess((224, 224), [0, 0, 0], [1, 1, 1], crop_pct=1.5)

@@ -34,11 +34,14 @@ class LinearProbe:
     """The probe accuracy of each task j >= 1: ``initial[j]`` on the model before training, ``before[j]``
     after task j-1 (None until measured, or if it cannot be: ``skipped[j]`` says why). The probe's training
     samples are at most ``samples`` per task, a subset fixed by ``seed`` and the task; the run's RNG is
-    untouched."""
+    untouched. ``num_workers``: the strategy's loader workers, so a stream read lazily from files (JPEG
+    folders) is decoded in them, not in the main process."""
 
-    def __init__(self, train_stream, eval_stream, samples: int, seed: int, batch_size: int, device):
+    def __init__(self, train_stream, eval_stream, samples: int, seed: int, batch_size: int, device,
+                 num_workers: int = 0):
         self.train_stream, self.eval_stream = train_stream, eval_stream
         self.samples, self.seed, self.batch_size, self.device = samples, seed, batch_size, device
+        self.num_workers = num_workers
         T = len(train_stream)
         self.initial: list[float | None] = [None] * T
         self.before: list[float | None] = [None] * T
@@ -67,7 +70,7 @@ class LinearProbe:
 
     def _features(self, model, dataset) -> tuple[np.ndarray, np.ndarray]:
         feats, labels = [], []
-        for x, y, *_ in DataLoader(dataset, batch_size=self.batch_size):
+        for x, y, *_ in DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers):
             feats.append(model.features(x.to(self.device), NO_ROUTE).flatten(1).float().cpu())
             labels.append(y)
         return torch.cat(feats).numpy(), torch.cat(labels).numpy()

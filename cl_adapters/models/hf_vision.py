@@ -46,7 +46,7 @@ class HFVision(nn.Module):
 
     def __init__(self, input_shape: tuple[int, ...] | None = None, name_or_path: str = DEFAULT, pooling: str = "cls",
                  quantize: str | None = None, dropout: float | None = None, augment: bool = True,
-                 normalize: bool = True):
+                 normalize: bool = True, crop_pct: float | None = None):
         super().__init__()
         from transformers import MODEL_MAPPING, AutoConfig, AutoImageProcessor, AutoModel
 
@@ -72,7 +72,8 @@ class HFVision(nn.Module):
             processor = from_pretrained(AutoImageProcessor, self.name_or_path, use_fast=False)
         except (OSError, ValueError) as e:  # no weights, or no preprocessor_config.json beside them
             raise UserError(f"{where} could not be loaded: {str(e).splitlines()[0]}") from e
-        self.preprocess = ImagePreprocess(**processor_settings(processor), augment=augment, normalize=normalize)
+        self.preprocess = ImagePreprocess(**processor_settings(processor), augment=augment, normalize=normalize,
+                                          crop_pct=crop_pct)
         self.family = config.model_type
         self.pooling = pooling
         self.patch_size = getattr(config, "patch_size", None)

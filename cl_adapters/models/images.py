@@ -6,16 +6,20 @@ Images come as uint8 (0..255) or float (0..1), (B, 3, H, W) of any size (1 chann
 training mode with ``augment``, each sample gets its own random resized crop and horizontal flip, as in
 PILOT / RevisitingCIL's ``build_transform(is_train=True)`` (utils/data.py): ``RandomResizedCrop(224,
 scale=(0.05, 1.0), ratio=(3/4, 4/3))`` + ``RandomHorizontalFlip(p=0.5)``; the crop is resampled straight to
-the model's size (bilinear, torchvision's default there), one ``grid_sample`` for the batch. Otherwise
-(eval mode: evaluation and the feature passes of NCM, routers and probes) the whole image is resized to the
-model's size. Then ``(x - mean) / std``; with ``normalize=False``, 0..1 pixels as PILOT feeds them (its
-transforms end at ``ToTensor()``, no ``Normalize``).
+the model's size (bilinear, torchvision's default there; ``resized_crops`` says how). Otherwise (eval mode:
+evaluation and the feature passes of NCM, routers and probes) the whole image is resized to the model's
+size, or with ``crop_pct`` its shorter side to ``size / crop_pct`` and the centre cropped (PILOT's eval
+transform, ``Resize(256)`` + ``CenterCrop(224)``: crop_pct 0.875). Then ``(x - mean) / std``; with
+``normalize=False``, 0..1 pixels as PILOT feeds them (its transforms end at ``ToTensor()``, no
+``Normalize``). In training the normalisation comes first: a bilinear resample is a weighted mean, so the
+values are the same, and a CIFAR image has 49x fewer pixels before it.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,18 +35,23 @@ class ImagePreprocess(nn.Module):
     """uint8 or float images (B, C, H, W) -> the model's float input (B, 3, *size)."""
 
     def __init__(self, size: tuple[int, int], mean, std, interpolation: str | int = "bicubic", augment: bool = True,
-                 normalize: bool = True):
+                 normalize: bool = True, crop_pct: float | None = None):
         super().__init__()
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise UserError(f"the checkpoint's image mean/std must be 3 values each, std > 0: got {mean}, {std}")
+        if crop_pct is not None and (isinstance(crop_pct, bool) or not isinstance(crop_pct, (int, float))
+                                     or not 0 < crop_pct <= 1):
+            raise UserError(f"model.crop_pct must be in (0, 1] or null, got {crop_pct!r}")
         self.size, self.augment, self.normalize = (int(size[0]), int(size[1])), augment, normalize
+        self.crop_pct = crop_pct
         self.interpolation = (PIL_MODES if isinstance(interpolation, int) else MODES).get(interpolation, "bicubic")
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     def extra_repr(self) -> str:
         return (f"size={self.size}, interpolation={self.interpolation}, mean={self.mean.flatten().tolist()}, "
-                f"std={self.std.flatten().tolist()}, augment={self.augment}, normalize={self.normalize}")
+                f"std={self.std.flatten().tolist()}, augment={self.augment}, normalize={self.normalize}, "
+                f"crop_pct={self.crop_pct}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] not in (1, 3):
@@ -51,11 +60,27 @@ class ImagePreprocess(nn.Module):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         if self.training and self.augment:
-            x = random_resized_crop_flip(x, self.size)
-        elif tuple(x.shape[-2:]) != self.size:
+            return random_resized_crop_flip(self._normalized(x), self.size)
+        resized = self.size if self.crop_pct is None else self._resized_for_crop(x.shape[-2:])
+        if tuple(x.shape[-2:]) != resized:
             smooth = self.interpolation != "nearest"
-            x = F.interpolate(x, self.size, mode=self.interpolation, antialias=smooth,
+            x = F.interpolate(x, resized, mode=self.interpolation, antialias=smooth,
                               **({"align_corners": False} if smooth else {}))
+        if resized != self.size:  # the centre crop, as torchvision's CenterCrop
+            top, left = round((resized[0] - self.size[0]) / 2), round((resized[1] - self.size[1]) / 2)
+            x = x[..., top: top + self.size[0], left: left + self.size[1]]
+        return self._normalized(x)
+
+    def _resized_for_crop(self, shape) -> tuple[int, int]:
+        """torchvision's ``Resize(int(size / crop_pct))``: the shorter side to that length, the aspect kept
+        (PILOT's eval: ``Resize(256)`` then ``CenterCrop(224)``, crop_pct 0.875)."""
+        short = int(max(self.size) / self.crop_pct)
+        height, width = int(shape[0]), int(shape[1])
+        if height <= width:
+            return short, max(int(short * width / height), self.size[1])
+        return max(int(short * height / width), self.size[0]), short
+
+    def _normalized(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std if self.normalize else x
 
 
@@ -86,15 +111,42 @@ def random_resized_crop_flip(x: torch.Tensor, size: tuple[int, int]) -> torch.Te
 
 
 def resized_crops(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Image i's box (top, left, h, w), mirrored where ``flip[i]``, resampled (bilinear) to ``size``: one
-    ``grid_sample`` mapping the output's [-1, 1] square onto each box."""
-    n, _, height, width = x.shape
-    top, left, h, w = boxes.to(x.dtype).unbind(1)
-    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
-    theta[:, 0, 0], theta[:, 0, 2] = torch.where(flip, -w, w) / width, (2 * left + w) / width - 1
-    theta[:, 1, 1], theta[:, 1, 2] = h / height, (2 * top + h) / height - 1
-    grid = F.affine_grid(theta, [n, x.shape[1], *size], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    """Image i's box (top, left, h, w, whole pixels), mirrored where ``flip[i]``, resampled to ``size`` by PIL's
+    antialiased bilinear filter (how PILOT's ``RandomResizedCrop`` resizes its PIL crops). Images of at most a
+    quarter of the output's pixels (CIFAR to 224), or on an accelerator: two batched matrix products (every
+    output row, then column, a weighted sum of the input's), a few kernels for the batch. Larger images on a
+    CPU: each crop through ``F.interpolate``, which reads only the crop where the products read every pixel.
+    Both are 2-4x faster on a CPU than one ``grid_sample``, and far less hurt by busy cores (fewer parallel
+    regions; benchmarks/image_path.py)."""
+    if x.device.type == "cpu" and 4 * x.shape[-2] * x.shape[-1] > size[0] * size[1]:
+        out = x.new_empty((len(x), x.shape[1], *size))
+        for i, ((top, left, h, w), mirror) in enumerate(zip(boxes.long().tolist(), flip.tolist())):
+            crop = x[i : i + 1, :, top : top + h, left : left + w]
+            out[i : i + 1] = F.interpolate(crop.flip(-1) if mirror else crop, size, mode="bilinear",
+                                           align_corners=False, antialias=True)
+        return out
+    top, left, h, w = boxes.unbind(1)
+    rows = filter_weights(top, h, size[0], x.shape[-2], torch.zeros_like(flip)).to(x.dtype)
+    columns = filter_weights(left, w, size[1], x.shape[-1], flip).to(x.dtype)
+    return rows.unsqueeze(1) @ x @ columns.transpose(1, 2).unsqueeze(1)
+
+
+def filter_weights(start: torch.Tensor, length: torch.Tensor, out: int, full: int, flip: torch.Tensor) -> torch.Tensor:
+    """(n, out, full): each output position of image k as weights over the ``full`` input positions of one
+    axis, reading only its crop ``[start, start + length)``: PIL's bilinear (triangle) filter, widened by the
+    scale when shrinking (its antialiasing), each row summing to 1; mirrored where ``flip``. On a CPU in
+    numpy: one thread, where torch's two-thread small ops waited ~100x longer on a busy machine."""
+    xp = np if start.device.type == "cpu" else torch
+    start, length, flip = (t.numpy() if xp is np else t for t in (start.double(), length.double(), flip))
+    arange = np.arange if xp is np else (lambda n: torch.arange(n, device=start.device))
+    scale = (length / out).reshape(-1, 1, 1)
+    i = arange(out).reshape(1, -1, 1)
+    i = xp.where(flip.reshape(-1, 1, 1), out - 1 - i, i)
+    j = arange(full).reshape(1, 1, -1) - start.reshape(-1, 1, 1)
+    weights = 1 - abs(j + 0.5 - (i + 0.5) * scale) / xp.where(scale > 1, scale, 1)
+    weights = weights * ((weights > 0) & (j >= 0) & (j < length.reshape(-1, 1, 1)))
+    weights = weights / weights.sum(-1, keepdims=True)
+    return torch.from_numpy(weights.astype(np.float32)) if xp is np else weights.float()
 
 
 def check_image_shape(input_shape: tuple[int, ...] | None, model: str) -> None:

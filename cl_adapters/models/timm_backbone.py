@@ -74,7 +74,7 @@ class TimmBackbone(nn.Module):
     def __init__(self, input_shape: tuple[int, ...] | None = None, name: str = DEFAULT, pretrained: bool = True,
                  checkpoint_path: str | None = None, model_kwargs: dict | None = None, pooling: str = "cls",
                  quantize: str | None = None, dropout: float | None = None, augment: bool = True,
-                 normalize: bool = True):
+                 normalize: bool = True, crop_pct: float | None = None):
         super().__init__()
         import timm
         from timm.data import resolve_data_config
@@ -107,7 +107,7 @@ class TimmBackbone(nn.Module):
         data = resolve_data_config({"input_size": (3, *size)} if isinstance(size, (list, tuple)) else {"img_size": size},
                                    model=self.model)
         self.preprocess = ImagePreprocess(data["input_size"][1:], data["mean"], data["std"], data["interpolation"],
-                                          augment=augment, normalize=normalize)
+                                          augment=augment, normalize=normalize, crop_pct=crop_pct)
         self.prefix_tokens = getattr(self.model, "num_prefix_tokens", 0)
         if pooling == "cls" and not self.prefix_tokens:
             raise UserError(f"model.pooling=cls: {self.name} has no CLS token; use model.pooling=mean")

@@ -129,19 +129,23 @@ def export(run_dir: str | Path, out_dir: str | Path, allow: Iterable[str] = (), 
     model, links = _load(run_dir, allow)
     with atomic_folder(out_dir) as staged:
         if format == "cl-adapters":
-            save_export(model, links[0].config, links[-1].record["input_shape"], staged, run=links[0].run_id)
+            save_export(model, links[0].config, links[-1].record["input_shape"], staged, run=links[0].run_id,
+                        input_dtype=links[-1].record.get("input_dtype") or "float32")
         else:
             FORMATS[format](model, staged)
             write_json_atomic(staged / MARKER, {"format": format, "run": links[0].run_id, "source": str(run_dir)})
     return out_dir
 
 
-def save_export(model: AdaptedModel, config: dict, input_shape, out_dir: Path, run: str = "") -> Path:
-    """``model`` (built from ``config`` for inputs of ``input_shape``) as a cl-adapters export in ``out_dir``:
-    its ``checkpoint.save`` files and the ``config.json`` that binds them (what ``export`` writes)."""
+def save_export(model: AdaptedModel, config: dict, input_shape, out_dir: Path, run: str = "",
+                input_dtype: str = "float32") -> Path:
+    """``model`` (built from ``config`` for inputs of ``input_shape`` and ``input_dtype``, the stream's: uint8
+    for image streams kept as pixels) as a cl-adapters export in ``out_dir``: its ``checkpoint.save`` files and
+    the ``config.json`` that binds them (what ``export`` writes)."""
     export_id = new_run_id()
     record = {"format": EXPORT_FORMAT, "export_id": export_id, "run": run, "config": config,
-              "input_shape": list(input_shape), "files": checkpoint.save(model, out_dir, export_id)}
+              "input_shape": list(input_shape), "input_dtype": input_dtype,
+              "files": checkpoint.save(model, out_dir, export_id)}
     write_json_atomic(Path(out_dir) / RUN_CONFIG, {**record, "digest": _digest(record)})
     return Path(out_dir)
 
@@ -151,7 +155,8 @@ def _digest(record: dict) -> str:
 
 
 def read_export(directory: Path) -> dict:
-    """An export's ``config.json``, verified against its own digest: ``config``, ``input_shape``, ``files``."""
+    """An export's ``config.json``, verified against its own digest: ``config``, ``input_shape``, ``files``,
+    ``input_dtype`` (an export written before it was recorded: float32)."""
     path = directory / RUN_CONFIG
     try:
         record = json.loads(path.read_text())
@@ -162,7 +167,7 @@ def read_export(directory: Path) -> dict:
                         "out_dir)") from None
     if fields[0] != EXPORT_FORMAT or stored != _digest(record):
         raise UserError(f"{path}: its contents do not match its digest (edited, or written by another version)")
-    return record
+    return {"input_dtype": "float32", **record}
 
 
 def check_export_target(out_dir: Path) -> None:

@@ -122,13 +122,17 @@ class Inputs(NamedTuple):
     lines: list[int]  # each sample's line number in the file
 
 
-def read_inputs(path: Path, config: dict, input_shape: Sequence[int], text: bool = False) -> Inputs:
+def read_inputs(path: Path, config: dict, input_shape: Sequence[int], text: bool = False,
+                dtype: str = "float32") -> Inputs:
     """A JSON-lines file, one sample per line: ``{"text": a string}`` for a text model (tokenised as its
     stream was, truncated to its max_length) or ``{"x": nested lists of numbers}`` of ``input_shape``,
-    with ``"task"`` (an index) on every line or on none. Anything else is refused naming its line and field."""
+    with ``"task"`` (an index) on every line or on none. Anything else is refused naming its line and field.
+    ``dtype``: the run's stream's; ``uint8`` (images kept as pixels) takes integers 0..255 and gives uint8,
+    since the backbones scale uint8 to 0..1 and take floats as they are (a float 255 is not a uint8 255)."""
     field, other = ("text", "x") if text else ("x", "text")
-    shape = tuple(input_shape)
-    what = "a string" if text else f"nested lists of finite numbers, shape {list(shape)}"
+    shape, pixels = tuple(input_shape), dtype == "uint8" and not text
+    what = ("a string" if text else f"nested lists of integers in 0..255 (uint8 pixels, as the run's stream gave them), "
+            f"shape {list(shape)}" if pixels else f"nested lists of finite numbers, shape {list(shape)}")
     values, tasks, lines = [], [], []
     for n, row in _objects(path):
         where = f"{path}, line {n}"
@@ -141,7 +145,7 @@ def read_inputs(path: Path, config: dict, input_shape: Sequence[int], text: bool
                             '"task")')
         if field not in row:
             raise UserError(f'{where}: no "{field}" ({what})')
-        if problem := _text_problem(row[field]) if text else _number_problem(row[field], shape, "x"):
+        if problem := _text_problem(row[field]) if text else _number_problem(row[field], shape, "x", pixels):
             raise UserError(f'{where}: "{field}" must be {what}: {problem}')
         if "task" in row and (isinstance(row["task"], bool) or not isinstance(row["task"], int) or row["task"] < 0):
             raise UserError(f'{where}: "task" must be a task index (an integer >= 0), got {reprlib.repr(row["task"])}')
@@ -157,7 +161,7 @@ def read_inputs(path: Path, config: dict, input_shape: Sequence[int], text: bool
     if text:
         x = tokenize(values, config["model"].get("name_or_path"), config.get("stream", {}).get("max_length", 128))
     else:
-        x = torch.tensor(values, dtype=torch.float32)
+        x = torch.tensor(values, dtype=torch.uint8 if pixels else torch.float32)
     return Inputs(x, tasks if given else None, lines)
 
 
@@ -187,16 +191,20 @@ def _json(line: str, where: str) -> object:
         raise UserError(f"{where}: not valid JSON ({type(e).__name__})") from None
 
 
-def _number_problem(value: object, shape: tuple[int, ...], at: str) -> str | None:
-    """What keeps ``value`` from being nested lists of float32 numbers of ``shape`` (None: nothing)."""
+def _number_problem(value: object, shape: tuple[int, ...], at: str, pixels: bool = False) -> str | None:
+    """What keeps ``value`` from being nested lists of float32 numbers (``pixels``: uint8) of ``shape`` (None:
+    nothing)."""
     if not shape:
+        if pixels:
+            ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255
+            return None if ok else f"{at} is {reprlib.repr(value)}, not an integer in 0..255"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"{at} is {reprlib.repr(value)}, not a number"
         return None if abs(value) <= FLOAT32_MAX else f"{at} is {reprlib.repr(value)}, not a finite float32"
     if not isinstance(value, list) or len(value) != shape[0]:
         got = f"{len(value)} items" if isinstance(value, list) else reprlib.repr(value)
         return f"{at} must be a list of {shape[0]}, got {got}"
-    return next((p for i, v in enumerate(value) if (p := _number_problem(v, shape[1:], f"{at}[{i}]"))), None)
+    return next((p for i, v in enumerate(value) if (p := _number_problem(v, shape[1:], f"{at}[{i}]", pixels))), None)
 
 
 def _text_problem(value: object) -> str | None:
@@ -257,7 +265,7 @@ def predictions(served: Path, inputs_path: Path, capacity: int | None, batch_siz
     predictor = Predictor(served, capacity=capacity, allow=allow)
     info = predictor.export
     text = predictor.model.backbone.inputs == "token ids"
-    inputs = read_inputs(inputs_path, info["config"], info["input_shape"], text)
+    inputs = read_inputs(inputs_path, info["config"], info["input_shape"], text, info["input_dtype"])
     check_tasks(inputs_path, inputs, predictor)
     tasks = inputs.tasks or [None] * len(inputs.lines)
     labels = [0] * len(tasks)
@@ -277,8 +285,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cl-adapters-predict",
                      description="Predict with a run's adapters (a run folder or a cl-adapters export).")
     parser.add_argument("source", type=Path, help="a run's output folder, or what export(run, out) wrote")
-    parser.add_argument("inputs", type=Path, help=f'JSON lines: {{"text": ...}} or {{"x": [...]}}, and "task" '
-                                                  f"(task-IL); at most {MAX_LINE} bytes a line")
+    parser.add_argument("inputs", type=Path, help=f'JSON lines: {{"text": ...}} or {{"x": [...]}} (pixels 0..255 for '
+                                                  f'a run on uint8 images), and "task" (task-IL); at most {MAX_LINE} '
+                                                  "bytes a line")
     parser.add_argument("--out", type=Path, help="where to write the predictions (default: stdout)")
     parser.add_argument("--capacity", type=_positive, help="task adapters resident at once (LRU; default: every "
                                                            "task, which inputs without task labels need)")

@@ -44,7 +44,7 @@ class Link:
     file: checkpoint.TaskFile
     run_id: str
     previous: str  # the digest of the link before it ("" for task 0)
-    record: dict  # input_shape, rng, plugins, results
+    record: dict  # input_shape, input_dtype, rng, plugins, results
     config: dict | None  # task 0 only
 
     @property
@@ -85,6 +85,7 @@ def _check_record(link: Link) -> None:
     checks = {
         "record": isinstance(record, dict),
         "record.input_shape": isinstance(shape, list) and all(isinstance(n, int) and n > 0 for n in shape),
+        "record.input_dtype": isinstance(record.get("input_dtype", ""), (str, type(None))),
         "record.results": isinstance(record.get("results"), dict) and isinstance(record["results"].get("accuracy_matrix", []), list),
         "record.rng": isinstance(record.get("rng"), dict),
         "config": link.config is None or (isinstance(link.config, dict) and isinstance(link.config.get("model"), dict)
@@ -120,10 +121,10 @@ class Checkpoints:
     """The checkpoint chain of one run directory (see the module docstring)."""
 
     def __init__(self, run_dir: str | Path, config: dict | None = None, input_shape: tuple[int, ...] | None = None,
-                 run_id: str | None = None):
+                 run_id: str | None = None, input_dtype: str | None = None):
         self.dir = Path(run_dir) / "checkpoint"
         self.config = {k: v for k, v in (config or {}).items() if k not in UNCHECKED}
-        self.input_shape = input_shape
+        self.input_shape, self.input_dtype = input_shape, input_dtype
         self.run_id = run_id
         self._previous = ""  # the digest of the newest link: the next one points at it
         self._last: dict[str, torch.Tensor] = {}  # the weights as last saved: later files hold what changed
@@ -151,7 +152,7 @@ class Checkpoints:
                    if k not in own and (k not in self._last or not torch.equal(v, self._last[k]))}
         rng_tensors, rng = _rng_state()
         plugin_tensors, plugins_info = plugin_state.state(plugins)
-        record = {"input_shape": self.input_shape, "rng": rng, "plugins": plugins_info,
+        record = {"input_shape": self.input_shape, "input_dtype": self.input_dtype, "rng": rng, "plugins": plugins_info,
                   "results": {k: v for k, v in results.items() if k != "config"}}
         metadata = {"run_id": self.run_id, "previous": self._previous, "record": dumps(record)}
         if task == 0:

@@ -163,7 +163,7 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     probe = None
     if cfg.probe_samples and protocol not in REFERENCES and T > 1:
         probe = LinearProbe(train_stream, eval_stream, cfg.probe_samples, cfg.seed, cfg.strategy.eval_batch_size,
-                            strategy.device)
+                            strategy.device, strategy.num_workers)
         probe.initial[1:] = [probe.measure(model, j) for j in range(1, T)]
     R = np.full((T, T), np.nan)
     without_labels = cfg.scenario != "task_il"
@@ -178,7 +178,8 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
                                                                  "linear probe on (probe.skipped)")
     checkpoints, done = None, 0
     if cfg.checkpoint:
-        checkpoints = Checkpoints(out_dir, results["config"], input_shape, run_id=results["run"]["id"])
+        checkpoints = Checkpoints(out_dir, results["config"], input_shape, run_id=results["run"]["id"],
+                                  input_dtype=str(sample.dtype).removeprefix("torch."))
         if cfg.resume and (last := checkpoints.resume(strategy.model, plugins)) is not None:
             done = _restore(last["results"], results, R, [costs, attention])
             sizes = results["eval_samples_per_task"]
