@@ -154,7 +154,7 @@ def test_an_adapter_set_that_breaks_the_contract_is_refused_naming_what_it_lacks
     assert str(error.value) == (
         "adapter (Method.attach): test_contracts.test_an_adapter_set_that_breaks_the_contract_is_refused_naming_"
         "what_it_lacks.<locals>.Duck is not a cl_adapters.adapters.base.AdapterSet and lacks parameters, routed, "
-        "task_state, load_task_state, remove, merge, add_fusion, fusions: subclass AdapterSet")
+        "task_state, load_task_state, remove, every_parameter, merge, add_fusion, fusions: subclass AdapterSet")
     odd = Bare()
     odd.capabilities = frozenset({"fusion", "prompt_pool"})
     with pytest.raises(UserError, match=r"unknown capabilities \['prompt_pool'\]; they are \['fusion', 'merge', 'stack'\]"):

@@ -64,6 +64,14 @@ class AdapterSet(ABC):
     def remove(self, key: str) -> None:
         """Delete ``key``'s adapter everywhere (a composition made for one evaluation, e.g. an average)."""
 
+    def every_parameter(self) -> Iterator[nn.Parameter]:
+        """Every adapter's and fusion's parameters: modules inside the backbone that its bare forward (no
+        route) does not use."""
+        for key in self.keys():
+            yield from self.parameters(key)
+            for fusion in self.fusions(key):
+                yield from fusion.parameters()
+
     def merge(self, key: str) -> None:
         """(``merge``) Fold ``key``'s adapter into the base weights (a linear method): the bare backbone then
         computes that task's function, for serving one task at no extra cost."""

@@ -431,15 +431,8 @@ class AdaptedModel(MultiTaskModule):
         frozen for good, in eval mode and without gradients; every other forward computes them."""
         if self.feature_cache is None or self.training or torch.is_grad_enabled() or not self.base_frozen:
             return self.backbone(x)
-        return self.feature_cache.features(self.backbone, x, exclude={id(p) for p in self._adapter_parameters()})
-
-    def _adapter_parameters(self):
-        """Every adapter's and fusion's parameters: in the backbone's modules, unused by its bare forward."""
-        for key in self.adapters.keys() if self.adapters is not None else ():
-            yield from self.adapters.parameters(key)
-        for task in self.trained_tasks:
-            for fusion in self.fusions(task):
-                yield from fusion.parameters()
+        unused = {id(p) for p in self.adapters.every_parameter()} if self.adapters is not None else set()
+        return self.feature_cache.features(self.backbone, x, exclude=unused)
 
     @property
     def base_frozen(self) -> bool:

@@ -18,8 +18,8 @@ Storage. ``<dir>/<key[:2]>/<key>/`` holds ``key.json`` (what the key was made of
 temporary file and renamed: two sweep jobs writing the same shard write the same bytes under the same
 name, and a reader sees a whole shard or none. A shard whose bytes do not match its name (torn, edited)
 is dropped with a warning and recomputed. The dir is kept under ``max_gb`` by removing the least
-recently used shards. A write the disk refuses turns the cache's writes off for the run, with a warning:
-the run goes on computing.
+recently used shards (a scan of the folder, redone once the bytes known pass the bound). A write the disk
+refuses turns the cache's writes off for the run, with a warning: the run goes on computing.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class FeatureCache:
         self.hits = self.computed = 0
         self.writable = True
         self._weights: tuple[tuple, str] | None = None  # (the tensors' identity, their hash)
+        self._size: int | None = None  # the cache's bytes at the last scan, plus this run's writes since
         self._entries: dict[str, dict[bytes, torch.Tensor]] = {}  # key -> sample hash -> its features
         self._read: dict[str, set[str]] = {}  # key -> shard names read (or dropped)
 
@@ -149,7 +150,7 @@ class FeatureCache:
         name = f"{hashlib.sha256(data).hexdigest()}.safetensors"
         self._read[key].add(name)
         self._try(lambda: _write_bytes(self._folder(key) / name, data))
-        self._bound()
+        self._bound(len(data))
 
     def _try(self, write) -> None:
         """A write the disk refuses turns writing off for this run (one warning); the run goes on."""
@@ -160,8 +161,13 @@ class FeatureCache:
             warnings.warn(f"feature cache: cannot write under {self.root} ({e}); features are computed, not kept",
                           stacklevel=3)
 
-    def _bound(self) -> None:
-        """Remove the least recently used shards until the cache holds at most ``max_bytes``."""
+    def _bound(self, written: int) -> None:
+        """Remove the least recently used shards until the cache holds at most ``max_bytes``. The folder is
+        scanned only when the size known from the last scan plus what this run wrote since passes the bound
+        (not after every write of a cold run: hundreds of shards, each scan stats every one)."""
+        if self._size is not None and self._size + written <= self.max_bytes:
+            self._size += written
+            return
         shards = []
         for path in self.root.glob("*/*/*.safetensors"):
             try:
@@ -175,6 +181,7 @@ class FeatureCache:
                 break
             path.unlink(missing_ok=True)
             total -= size
+        self._size = total
 
     def summary(self) -> dict:
         return {"dir": str(self.root), "hits": self.hits, "computed": self.computed, "writable": self.writable}

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cl_adapters.errors import UserError
+from cl_adapters.models.contract import unit_float
 
 SCALE, RATIO = (0.05, 1.0), (3 / 4, 4 / 3)  # PILOT's RandomResizedCrop
 MODES = {"nearest": "nearest", "bilinear": "bilinear", "bicubic": "bicubic"}  # others resize bicubic
@@ -56,7 +57,7 @@ class ImagePreprocess(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] not in (1, 3):
             raise UserError(f"an image backbone takes (B, 3, H, W) images (or 1 channel), got shape {tuple(x.shape)}")
-        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        x = unit_float(x).float()
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         if self.training and self.augment:

@@ -23,24 +23,23 @@ from cl_adapters.errors import UserError
 LEGACY = frozenset({"avalanche.training.plugins.EWCPlugin"})  # the ewc config's target until 2026-12-01: older runs load
 
 
+def nodes(node, where: str = ""):
+    """(path, value) for ``node`` and everything nested in it, parents first (``a.b[0].c``)."""
+    yield where, node
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        yield from nodes(value, f"{where}[{key}]" if isinstance(node, list) else f"{where}.{key}" if where else str(key))
+
+
 @functools.cache
 def shipped_targets(conf_dir: str = CONFIG_DIR) -> frozenset[str]:
     """Every ``_target_`` of the shipped configs (``cl_adapters/conf/``, Hydra's own settings aside): a component
     registered by its YAML is loadable with no entry here. Adapter methods, optimizers and ``extra`` are
     recognised by what they are (``allowed``)."""
     found = set()
-
-    def walk(node) -> None:
-        if isinstance(node, dict):
-            found.update([node["_target_"]] if isinstance(node.get("_target_"), str) else [])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
     for path in Path(conf_dir).rglob("*.yaml"):
-        walk({k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k != "hydra"})
+        config = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k != "hydra"}
+        found |= {v["_target_"] for _, v in nodes(config) if isinstance(v, dict) and isinstance(v.get("_target_"), str)}
     return frozenset(found)
 
 
@@ -77,18 +76,9 @@ def check(config: object, source: str | Path, extra: Iterable[str] = ()) -> None
     """Raise a UserError naming the first ``_target_`` outside the allowlist (or the first interpolation:
     stored configs are resolved, so ``${...}`` in one was put there by hand)."""
     extra = tuple(extra)
-
-    def walk(node, where: str) -> None:
-        if isinstance(node, dict):
-            if "_target_" in node and not allowed(node["_target_"], extra):
-                raise UserError(f"{source}: refusing to load: {where or 'the config'}._target_={node['_target_']!r} is not "
-                                "one of cl-adapters' constructors (pass allow=[...] to load it if you trust it)")
-            for key, value in node.items():
-                walk(value, f"{where}.{key}" if where else str(key))
-        elif isinstance(node, list):
-            for i, value in enumerate(node):
-                walk(value, f"{where}[{i}]")
-        elif isinstance(node, str) and "${" in node:
+    for where, node in nodes(config):
+        if isinstance(node, dict) and "_target_" in node and not allowed(node["_target_"], extra):
+            raise UserError(f"{source}: refusing to load: {where or 'the config'}._target_={node['_target_']!r} is not "
+                            "one of cl-adapters' constructors (pass allow=[...] to load it if you trust it)")
+        if isinstance(node, str) and "${" in node:
             raise UserError(f"{source}: refusing to load: {where}={node!r} is an interpolation (stored configs are resolved)")
-
-    walk(config, "")
