@@ -4,10 +4,10 @@
     .venv/bin/python benchmarks/image_path.py --quick    # a smoke run
 
 ``platform``: the stream's dataset as a run loads it (``cifar100``: uint8 tensors in memory, batched by
-``TensorBatches``; ``image_folder``: JPEGs decoded, resized and centre-cropped to uint8 in the loader's
-workers) through the loader a run builds (Avalanche's, ``TensorBatches.wrap``), then the backbone's
-``ImagePreprocess`` on the whole batch (training: random resized crop + flip by one ``grid_sample``; eval:
-resize). ``pilot``: as LAMDA-PILOT / RevisitingCIL load data (utils/data_manager.py ``DummyDataset``:
+``TensorBatches``; ``image_folder``: JPEGs decoded to uint8 in the loader's workers, training images with
+PILOT's random resized crop + flip there, test images resized and centre-cropped) through the loader a run
+builds (Avalanche's, ``TensorBatches.wrap``), then the backbone's ``ImagePreprocess`` on the whole batch
+(CIFAR training: random resized crop + flip; eval: resize; then normalisation). ``pilot``: as LAMDA-PILOT / RevisitingCIL load data (utils/data_manager.py ``DummyDataset``:
 ``Image.fromarray`` per CIFAR sample, ``pil_loader`` per JPEG; utils/data.py ``build_transform``: train
 ``RandomResizedCrop(224, scale=(0.05, 1), ratio=(3/4, 4/3))`` + ``RandomHorizontalFlip()`` + ``ToTensor()``,
 test ``Resize(256, bicubic)`` + ``CenterCrop(224)`` + ``ToTensor()``) in a ``DataLoader`` with ``w0`` or
@@ -21,7 +21,9 @@ python format (the tests' writer) and a small ImageFolder of JPEGs of 256-500 px
 rotating order in one process, medians over rounds; images/s and the ratio platform / PILOT-style (the
 faster PILOT-style config). ``*_1thread``: the CIFAR data rows again with one torch thread and no workers
 on either side: each path's own work, which a busy machine cannot stall by descheduling a second thread.
-Writes benchmarks/results/image_path.{md,json}.
+``decode_ms``: one process's milliseconds per JPEG for decoding alone, PILOT's train and test transforms and the
+platform's workers' (the folder rows' floor: both sides decode every image). Writes
+benchmarks/results/image_path.{md,json}.
 """
 
 from __future__ import annotations
@@ -224,6 +226,7 @@ def main():
                 ("cifar100", cifar_sides(cifar_root, n_cifar_train, n_cifar_eval), (0, WORKERS), 0),
                 ("image_folder", folder_sides(folder_root, folder_classes, folder_classes * folder_train,
                                               folder_classes * folder_test), (WORKERS,), WORKERS)):
+            bench.preprocess.augment = name == "cifar100"  # as a run sets it: folder streams augment in the loader
             results[name] = {**measure(bench, sides, pilot_workers, platform_workers, data_rounds, model_batches, True),
                              **measure(bench, sides, pilot_workers, platform_workers, model_rounds, model_batches, False)}
             if name == "cifar100":  # the data paths' own work, where busy cores cannot stall a second thread
@@ -231,6 +234,7 @@ def main():
                 torch.set_num_threads(1)
                 results[name].update(measure(bench, sides, (0,), 0, data_rounds, model_batches, True, "_1thread"))
                 torch.set_num_threads(threads)
+        results["image_folder"]["decode_ms"] = decode_ms(folder_root)
     res = {**environment("cl-adapters", "torch", "torchvision", "timm", "pillow", "avalanche-lib"),
            "cpu": cpu_model(),
            "setup": {"model": f"{MODEL} (random weights, 224 px) + linear head; train: full fine-tuning, SGD",
@@ -240,6 +244,22 @@ def main():
                      "image_folder": f"{folder_classes} classes x {folder_train} train / {folder_test} test JPEGs, 256-500 px"},
            "datasets": results}
     write(res, markdown(res), Path(args.out) / "image_path")
+
+
+def decode_ms(root: Path) -> dict:
+    """Milliseconds per train JPEG in this process (one torch thread): decoding alone, and with each side's
+    per-image transform."""
+    from cl_adapters.streams.images import preprocess
+
+    files = sorted(root.glob("train/*/*.jpg"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    work = {"decode": lambda image: image, "pilot_train": pilot_transform(True), "pilot_eval": pilot_transform(False),
+            "platform_train": preprocess(224, True, augment=True), "platform_eval": preprocess(224, train=False)}
+    seconds = timed_rotation({name: lambda t=transform: [t(Image.open(f).convert("RGB")) for f in files]
+                              for name, transform in work.items()}, 3, 1, 1)
+    torch.set_num_threads(threads)
+    return {name: 1000 * s / len(files) for name, s in seconds.items()}
 
 
 def cpu_model() -> str:
@@ -269,10 +289,15 @@ def markdown(res: dict) -> str:
              "| --- | --- | --- | --- | --- |"]
     for dataset, rows in res["datasets"].items():
         for row, r in rows.items():
+            if row == "decode_ms":
+                continue
             pilot = ", ".join(f"{c['images_per_s']:,.0f} ({name.removeprefix('pilot_')})"
                               for name, c in r["configs"].items() if name != "platform")
             lines.append(f"| {dataset} | {ROWS[row]} | {r['configs']['platform']['images_per_s']:,.0f} | {pilot} "
                          f"| {r['platform_vs_pilot']:.2f}x |")
+    ms = res["datasets"]["image_folder"]["decode_ms"]
+    lines += ["", "Milliseconds per 256-500 px JPEG in one process (one thread): " + ", ".join(
+        f"{name.replace('_', ' ')} {value:.2f}" for name, value in ms.items()) + "."]
     return "\n".join(lines) + "\n"
 
 

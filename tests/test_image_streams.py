@@ -129,7 +129,9 @@ def test_a_cifar_pickle_that_would_run_code_is_refused(cifar100_root, tmp_path):
 
 
 def test_image_folder_splits_orders_and_preprocessing(image_folder_root):
-    s = image_folder("cub200", str(image_folder_root), n_classes=6, initial_classes=2, increment=2, image_size=16)
+    s = image_folder("cub200", str(image_folder_root), n_classes=6, initial_classes=2, increment=2, image_size=16,
+                     augment=False)
+    assert not s.augmented
     order = pilot_order(6)
     assert s.classes_per_task == [order[0:2], order[2:4], order[4:6]] and [e.n_classes for e in s.train_stream] == [2, 2, 2]
     names = sorted(p.name for p in (image_folder_root / "train").iterdir())  # ImageFolder's class ids
@@ -146,6 +148,22 @@ def test_image_folder_splits_orders_and_preprocessing(image_folder_root):
     fitted = s.train_stream[1].dataset.eval()[0][0]  # class means are fitted under the test preprocessing
     with Image.open(image_folder_root / "train" / names[order[2]] / "0.jpg") as image:
         assert torch.equal(fitted, images.preprocess(16, train=False)(image.convert("RGB")))
+
+
+def test_image_folder_training_images_get_pilots_augmentation_in_the_loader(image_folder_root):
+    """PILOT's train transform (RandomResizedCrop of the whole image + flip) on each decoded image, in uint8;
+    the scenario says so, and a run's backbone then leaves these batches as they come."""
+    s = image_folder("cub200", str(image_folder_root), n_classes=6, initial_classes=2, increment=2, image_size=16)
+    assert s.augmented
+    torch.manual_seed(3)
+    x = s.train_stream[0].dataset[0][0]
+    torch.manual_seed(3)
+    names = sorted(p.name for p in (image_folder_root / "train").iterdir())
+    with Image.open(image_folder_root / "train" / names[pilot_order(6)[0]] / "0.jpg") as image:
+        assert torch.equal(x, images.preprocess(16, True, augment=True)(image.convert("RGB")))
+    assert x.dtype == torch.uint8 and x.shape == (3, 16, 16)
+    with pytest.raises(UserError, match="stream.augment must be true or false"):
+        image_folder("cub200", str(image_folder_root), n_classes=6, increment=2, augment="yes")
 
 
 def test_image_folder_task_il_natural_order_and_validation(image_folder_root):

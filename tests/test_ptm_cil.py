@@ -73,3 +73,22 @@ def test_the_cifar100_stream_is_20_tasks_of_5_in_pilots_order(make_cfg, cifar100
     stream = instantiate(make_cfg("experiment=ptm_cil/cifar100", f"stream.root={cifar100_root}").stream)
     order = pilot_order(100)
     assert stream.classes_per_task == [order[i:i + 5] for i in range(0, 100, 5)] and len(stream.train_stream) == 20
+
+
+def test_a_folder_stream_is_augmented_once_in_the_loader(make_cfg, tmp_path, image_folder_root, tiny_timm, monkeypatch):
+    """experiment=ptm_cil/cub200 on the ImageFolder fixture: training images come augmented from the loader
+    (PILOT's transform per decoded image), so the backbone never crops its batches again; model.augment=false
+    turns the loader's augmentation off as well."""
+    from cl_adapters.models import images
+    from cl_adapters.runs.run import run
+
+    def again(*args):
+        raise AssertionError("the backbone augmented a batch the loader had augmented")
+
+    monkeypatch.setattr(images, "random_resized_crop_flip", again)
+    overrides = ["experiment=ptm_cil/cub200", "strategy=adapter", "router=prototype", "strategy.epochs=1", f"stream.root={image_folder_root}",
+                 "stream.n_classes=6", "stream.increment=3", "stream.image_size=32", "probe_samples=0", *_tiny(tiny_timm)]
+    results = run(make_cfg(*overrides), tmp_path / "run")
+    assert results["run"]["status"] == "complete" and len(results["accuracy_curve"]) == 2
+    assert make_cfg(*overrides).stream.augment is True
+    assert make_cfg(*overrides, "model.augment=false").stream.augment is False

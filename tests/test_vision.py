@@ -385,3 +385,19 @@ def test_crop_pct_is_pilots_resize_256_then_centre_crop_224(shape):
     torch.testing.assert_close(whole(x), F.interpolate(x, (224, 224), mode="bicubic", antialias=True, align_corners=False))
     with pytest.raises(UserError, match="model.crop_pct must be in"):
         ImagePreprocess((224, 224), [0, 0, 0], [1, 1, 1], crop_pct=1.5)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("size", [(15, 20), (70, 90)])
+def test_resizing_by_matrix_products_is_antialiased_interpolation(mode, size):
+    """The weights of the small-image path (eval resize, an accelerator's) give torch's antialiased resize
+    (PIL's filters), shrinking and enlarging."""
+    from cl_adapters.models.images import axis_weights
+
+    x = torch.rand(2, 3, 40, 48, generator=torch.Generator().manual_seed(0))
+    rows, columns = axis_weights(40, size[0], mode, x.device), axis_weights(48, size[1], mode, x.device)
+    expected = F.interpolate(x, size, mode=mode, antialias=True, align_corners=False)
+    torch.testing.assert_close(rows @ x @ columns.T, expected)
+    pre = ImagePreprocess((70, 90), [0.2, 0.3, 0.4], [0.5, 0.6, 0.7], mode).eval()  # normalises first: the same values
+    enlarged = F.interpolate(x[..., :16, :20], (70, 90), mode=mode, antialias=True, align_corners=False)
+    torch.testing.assert_close(pre(x[..., :16, :20]), (enlarged - pre.mean) / pre.std)

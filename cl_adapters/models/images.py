@@ -11,8 +11,9 @@ evaluation and the feature passes of NCM, routers and probes) the whole image is
 size, or with ``crop_pct`` its shorter side to ``size / crop_pct`` and the centre cropped (PILOT's eval
 transform, ``Resize(256)`` + ``CenterCrop(224)``: crop_pct 0.875). Then ``(x - mean) / std``; with
 ``normalize=False``, 0..1 pixels as PILOT feeds them (its transforms end at ``ToTensor()``, no
-``Normalize``). In training the normalisation comes first: a bilinear resample is a weighted mean, so the
-values are the same, and a CIFAR image has 49x fewer pixels before it.
+``Normalize``). Where a small image is resampled by matrix products (training; evaluation of CIFAR-sized
+images) the normalisation comes first: a resample is a weighted sum with weights summing to 1, so the values
+are the same, and a CIFAR image has 49x fewer pixels before it.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ from torch import nn
 
 from cl_adapters.errors import UserError
 from cl_adapters.models.contract import unit_float
-
-SCALE, RATIO = (0.05, 1.0), (3 / 4, 4 / 3)  # PILOT's RandomResizedCrop
+from cl_adapters.streams.images import RATIO, SCALE
 MODES = {"nearest": "nearest", "bilinear": "bilinear", "bicubic": "bicubic"}  # others resize bicubic
 PIL_MODES = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # a Hugging Face processor's ``resample`` (PIL's codes)
 
@@ -63,14 +63,16 @@ class ImagePreprocess(nn.Module):
         if self.training and self.augment:
             return random_resized_crop_flip(self._normalized(x), self.size)
         resized = self.size if self.crop_pct is None else self._resized_for_crop(x.shape[-2:])
-        if tuple(x.shape[-2:]) != resized:
-            smooth = self.interpolation != "nearest"
-            x = F.interpolate(x, resized, mode=self.interpolation, antialias=smooth,
-                              **({"align_corners": False} if smooth else {}))
-        if resized != self.size:  # the centre crop, as torchvision's CenterCrop
-            top, left = round((resized[0] - self.size[0]) / 2), round((resized[1] - self.size[1]) / 2)
-            x = x[..., top: top + self.size[0], left: left + self.size[1]]
-        return self._normalized(x)
+        top, left = round((resized[0] - self.size[0]) / 2), round((resized[1] - self.size[1]) / 2)  # CenterCrop's
+        if tuple(x.shape[-2:]) == resized or self.interpolation == "nearest" or not by_products(x, self.size):
+            if tuple(x.shape[-2:]) != resized:
+                smooth = self.interpolation != "nearest"
+                x = F.interpolate(x, resized, mode=self.interpolation, antialias=smooth,
+                                  **({"align_corners": False} if smooth else {}))
+            return self._normalized(x[..., top: top + self.size[0], left: left + self.size[1]])
+        rows, columns = (axis_weights(full, out, self.interpolation, x.device)[start: start + crop]
+                         for full, out, start, crop in zip(x.shape[-2:], resized, (top, left), self.size))
+        return rows @ self._normalized(x) @ columns.T  # the kept rows and columns; normalised first, as in training
 
     def _resized_for_crop(self, shape) -> tuple[int, int]:
         """torchvision's ``Resize(int(size / crop_pct))``: the shorter side to that length, the aspect kept
@@ -119,7 +121,7 @@ def resized_crops(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size
     CPU: each crop through ``F.interpolate``, which reads only the crop where the products read every pixel.
     Both are 2-4x faster on a CPU than one ``grid_sample``, and far less hurt by busy cores (fewer parallel
     regions; benchmarks/image_path.py)."""
-    if x.device.type == "cpu" and 4 * x.shape[-2] * x.shape[-1] > size[0] * size[1]:
+    if not by_products(x, size):
         out = x.new_empty((len(x), x.shape[1], *size))
         for i, ((top, left, h, w), mirror) in enumerate(zip(boxes.long().tolist(), flip.tolist())):
             crop = x[i : i + 1, :, top : top + h, left : left + w]
@@ -132,11 +134,27 @@ def resized_crops(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size
     return rows.unsqueeze(1) @ x @ columns.transpose(1, 2).unsqueeze(1)
 
 
-def filter_weights(start: torch.Tensor, length: torch.Tensor, out: int, full: int, flip: torch.Tensor) -> torch.Tensor:
+def by_products(x: torch.Tensor, size: tuple[int, int]) -> bool:
+    """Resample ``x`` to ``size`` as two matrix products: on an accelerator, or for images of at most a quarter
+    of the output's pixels (CIFAR to 224) on a CPU, where the products' reading every input pixel per output
+    row costs less than ``F.interpolate``'s passes."""
+    return x.device.type != "cpu" or 4 * x.shape[-2] * x.shape[-1] <= size[0] * size[1]
+
+
+def axis_weights(full: int, out: int, interpolation: str, device) -> torch.Tensor:
+    """(out, full): the whole axis resized from ``full`` to ``out`` positions (PIL's filters, as torch's
+    antialiased ``F.interpolate`` computes them)."""
+    zero = torch.zeros(1, device=device)
+    return filter_weights(zero, zero + full, out, full, zero.bool(), interpolation)[0].to(device)
+
+
+def filter_weights(start: torch.Tensor, length: torch.Tensor, out: int, full: int, flip: torch.Tensor,
+                   interpolation: str = "bilinear") -> torch.Tensor:
     """(n, out, full): each output position of image k as weights over the ``full`` input positions of one
-    axis, reading only its crop ``[start, start + length)``: PIL's bilinear (triangle) filter, widened by the
-    scale when shrinking (its antialiasing), each row summing to 1; mirrored where ``flip``. On a CPU in
-    numpy: one thread, where torch's two-thread small ops waited ~100x longer on a busy machine."""
+    axis, reading only its crop ``[start, start + length)``: PIL's bilinear (triangle) or bicubic (Keys, a =
+    -0.5) filter, widened by the scale when shrinking (its antialiasing), each row summing to 1; mirrored
+    where ``flip``. On a CPU in numpy: one thread, where torch's two-thread small ops waited ~100x longer on a
+    busy machine."""
     xp = np if start.device.type == "cpu" else torch
     start, length, flip = (t.numpy() if xp is np else t for t in (start.double(), length.double(), flip))
     arange = np.arange if xp is np else (lambda n: torch.arange(n, device=start.device))
@@ -144,10 +162,16 @@ def filter_weights(start: torch.Tensor, length: torch.Tensor, out: int, full: in
     i = arange(out).reshape(1, -1, 1)
     i = xp.where(flip.reshape(-1, 1, 1), out - 1 - i, i)
     j = arange(full).reshape(1, 1, -1) - start.reshape(-1, 1, 1)
-    weights = 1 - abs(j + 0.5 - (i + 0.5) * scale) / xp.where(scale > 1, scale, 1)
-    weights = weights * ((weights > 0) & (j >= 0) & (j < length.reshape(-1, 1, 1)))
+    d = abs(j + 0.5 - (i + 0.5) * scale) / xp.where(scale > 1, scale, 1)
+    weights = cubic(d) if interpolation == "bicubic" else 1 - d
+    weights = weights * ((d < (2 if interpolation == "bicubic" else 1)) & (j >= 0) & (j < length.reshape(-1, 1, 1)))
     weights = weights / weights.sum(-1, keepdims=True)
     return torch.from_numpy(weights.astype(np.float32)) if xp is np else weights.float()
+
+
+def cubic(d, a: float = -0.5):
+    """Keys' cubic convolution kernel at distances ``d`` >= 0 (PIL's and antialiased torch's a = -0.5)."""
+    return (d < 1) * (((a + 2) * d - (a + 3)) * d * d + 1) + (d >= 1) * (((d - 5) * d + 8) * d - 4) * a
 
 
 def check_image_shape(input_shape: tuple[int, ...] | None, model: str) -> None:

@@ -106,6 +106,8 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
         backbone_class = get_class(cfg.model._target_)
     check_inputs(backbone_class, sample)
     backbone = build(cfg.model, "model", input_shape=input_shape)
+    if getattr(scenario, "augmented", False) and hasattr(backbone, "preprocess"):
+        backbone.preprocess.augment = False  # the stream's loader augments its training images already
     plugins = [build(node, f"plugins.{name}") for name, node in cfg.plugins.items()]
     for name, plugin in zip(cfg.plugins, plugins):
         plugin_state.check_settings(name, plugin)

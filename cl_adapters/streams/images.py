@@ -6,9 +6,11 @@ CIFAR-100 is read from its python pickles into memory as uint8 (N, 3, 32, 32), t
 folder datasets are read lazily: each JPEG is decoded with PIL where it is loaded (in the DataLoader's
 workers, ``strategy.num_workers``) into uint8 (3, S, S), S = ``image_size``. Evaluation (Avalanche's
 ``eval`` group: test and validation streams, and class means fitted on training data) resizes the shorter
-side to ``int(256 / 224 * S)`` (bicubic) and centre-crops S, PILOT's test transform; training resizes the
-shorter side to S and centre-crops S. The training augmentation (random resized crop, flip) is not done
-here: the vision backbones do it on whole batches (their module), so workers only decode.
+side to ``int(256 / 224 * S)`` (bicubic) and centre-crops S, PILOT's test transform. Training (``augment``)
+takes PILOT's train transform there too, a random resized crop of the whole image and a flip, in uint8:
+the workers' per-image work is then PILOT's (a decoded image resized once), and the backbone, told by the
+scenario's ``augmented`` flag, does not augment these batches again (it does for in-memory images, which
+it augments on whole batches). Without ``augment``, training resizes the shorter side to S and centre-crops.
 
 What this follows (RevisitingCIL = github.com/zhoudw-zdw/RevisitingCIL @ a2e6b71; PILOT =
 github.com/sun-hailong/LAMDA-PILOT @ 2647455):
@@ -30,7 +32,6 @@ github.com/sun-hailong/LAMDA-PILOT @ 2647455):
 
 Deviations:
 - images are uint8 in [0, 255], not ``ToTensor``'s float in [0, 1]: backbones divide by 255 (the same values);
-- train images are resized and centre-cropped here, augmented on batches by the backbone (above);
 - CIFAR-100 stays 32x32 (PILOT's ``cifar224`` resizes each image to 224 in its transform): the backbone resizes;
 - ``initial_classes: 0`` means a first task of ``increment`` classes (PILOT's configs write B0 Inc10 as
   ``init_cls: 10``); a split that does not cover the classes exactly is refused (PILOT adds a smaller last task);
@@ -61,6 +62,7 @@ from cl_adapters.streams.base import (ArraysOnly, Split, check_scenario, check_v
                                       labelled_dataset, scenario_of, task_stream, val_split)
 
 SCENARIOS = ("class_il", "task_il")
+SCALE, RATIO = (0.05, 1.0), (3 / 4, 4 / 3)  # PILOT's RandomResizedCrop (build_transform, above)
 CIFAR = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 CIFAR_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"  # torchvision's CIFAR100.tgz_md5
 README = "https://github.com/zhoudw-zdw/RevisitingCIL#dataset"
@@ -106,15 +108,19 @@ def image_folder(
     scenario: str = "class_il",
     image_size: int = 224,
     val_fraction: float = 0.0,
+    augment: bool = True,
 ):
     """An ImageFolder dataset (``root/train/<class>/*``, ``root/test/<class>/*``) of ``n_classes`` classes
     (default: ``dataset``'s in ``DATASETS``; any other name is your own dataset) as ``B{initial_classes}
-    Inc{increment}`` in ``class_order``; images decoded lazily to uint8 (3, image_size, image_size)."""
+    Inc{increment}`` in ``class_order``; images decoded lazily to uint8 (3, image_size, image_size), training
+    images with PILOT's augmentation where ``augment``."""
     check_scenario(scenario, SCENARIOS, dataset)
     check_val_fraction(val_fraction)
     name, expected, link = DATASETS.get(dataset, (dataset, None, None))
     n_classes = _positive("n_classes", expected if n_classes is None else n_classes, f"the class count of {name}")
     size = _positive("image_size", image_size, "the side of the square images")
+    if not isinstance(augment, bool):
+        raise UserError(f"stream.augment must be true or false (PILOT's train augmentation in the loader), got {augment!r}")
     source = f"{name} ({n_classes} classes) comes from {link} (links in {README}); " if link else ""
     root = _existing_root(root, f"{source}stream.root must hold {name}'s train/ and test/ ImageFolder trees "
                                 "(<class>/<image>)")
@@ -129,9 +135,11 @@ def image_folder(
                 kept, held = val_split(len(idx), val_fraction, seed + t)
                 parts = {"train": kept.numpy(), "valid": held.numpy()}
             for stream, rows in parts.items():
-                data = _task_data([files[i] for i in idx[rows]], (local[rows] + offsets[t]).tolist(), t, size)
+                data = _task_data([files[i] for i in idx[rows]], (local[rows] + offsets[t]).tolist(), t, size, augment)
                 streams[stream].append(data if stream == "train" else data.eval())  # test, valid: evaluated
-    return scenario_of(streams, sizes, scenario, chunks(order, sizes))
+    built = scenario_of(streams, sizes, scenario, chunks(order, sizes))
+    built.augmented = augment is True  # the loader augments: the backbone must not again
+    return built
 
 
 class ImageFiles(Dataset):
@@ -148,16 +156,19 @@ class ImageFiles(Dataset):
             return image.convert("RGB"), self.labels[i]
 
 
-def preprocess(size: int, train: bool) -> transforms.Compose:
-    """PIL image -> uint8 (3, size, size): PILOT's test transform for evaluation, resize + centre crop for
-    training (the augmentation is the backbone's, on batches)."""
+def preprocess(size: int, train: bool, augment: bool = False) -> transforms.Compose:
+    """PIL image -> uint8 (3, size, size): PILOT's train transform where ``train`` and ``augment``, else its
+    test transform (evaluation), or for training a resize + centre crop."""
+    if train and augment:
+        return transforms.Compose([transforms.RandomResizedCrop(size, scale=SCALE, ratio=RATIO),
+                                   transforms.RandomHorizontalFlip(), transforms.PILToTensor()])
     shorter = size if train else int((256 / 224) * size)  # PILOT's expression, as written
     return transforms.Compose([transforms.Resize(shorter, interpolation=transforms.InterpolationMode.BICUBIC),
                                transforms.CenterCrop(size), transforms.PILToTensor()])
 
 
-def _task_data(files: list[str], labels: list[int], task: int, size: int):
-    groups = {"train": preprocess(size, train=True), "eval": preprocess(size, train=False)}
+def _task_data(files: list[str], labels: list[int], task: int, size: int, augment: bool):
+    groups = {"train": preprocess(size, True, augment), "eval": preprocess(size, train=False)}
     return labelled_dataset(ImageFiles(files, labels), labels, task, groups)
 
 
