@@ -155,3 +155,12 @@ def test_a_backbone_that_does_not_declare_the_contract_is_one_clear_error():
                                 "'token ids', got 'pixels'); out_features (a positive integer, got nothing) "
                                 "(see cl_adapters.models.contract)")
     AdaptedModel(MLP((1, 8, 8)))  # the shipped ones declare it
+
+
+def test_a_method_brings_its_own_settings_for_a_strategy(make_cfg):
+    """adapter_strategy/<method>/<strategy>.yaml applies to that pair only, before an experiment and the
+    command line: Compacter's tuned lr with strategy=adapter, not with full_ft nor over an explicit lr."""
+    lr = lambda *o: make_cfg(*o).strategy.optimizer.lr  # noqa: E731
+    assert lr("adapter=compacter") == 1e-2 and lr("adapter=pfeiffer") == 1e-3
+    assert lr("adapter=compacter", "strategy=full_ft") == 1e-3
+    assert lr("adapter=compacter", "strategy.optimizer.lr=3e-3") == 3e-3
