@@ -222,3 +222,19 @@ def test_the_class_order_is_the_streams_class_ids_flattened_or_null():
     assert class_order(SimpleNamespace(classes_per_task=[[3, 1], [0, 2]])) == [3, 1, 0, 2]
     assert class_order(SimpleNamespace(classes_per_task=[["negative", "positive"]])) is None  # a text stream's names
     assert class_order(SimpleNamespace()) is None
+
+
+def test_a_metric_module_in_added_joins_the_table(tmp_path, monkeypatch):
+    """A module with a ``METRICS`` tuple in ``metrics/added/`` is all a new metric takes: its rows are found."""
+    import importlib
+
+    from cl_adapters.metrics import spec
+
+    (tmp_path / "zz_added").mkdir()
+    (tmp_path / "zz_added" / "__init__.py").write_text("")
+    (tmp_path / "zz_added" / "mine.py").write_text(
+        "from cl_adapters.metrics.metric import Metric\n"
+        "METRICS = (Metric('mine', 'mine', 'R[0, 0]', lambda m: float(m.R[0][0]), accuracy=True),)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rows = spec.rows_of(importlib.import_module("zz_added"))
+    assert [m.key for m in rows] == ["mine"] and rows[0].compute(spec.Inputs(np.array([[0.5]]))) == 0.5
