@@ -195,9 +195,9 @@ def test_the_cli_refuses_a_bad_value_in_one_line(make_cfg):
 
 @pytest.mark.slow
 def test_split_digits_run(make_cfg, tmp_path):
-    """The acceptance run at the lr chosen on validation data, with the passes SSF needs (docs/methods/ssf.md)."""
+    """``cl-adapters adapter=ssf`` as it comes: the lr and passes chosen on validation (adapter_strategy/ssf/adapter.yaml)."""
     from cl_adapters.runs.run import run
 
-    results = run(make_cfg("adapter=ssf", "strategy.optimizer.lr=1e-2", "strategy.epochs=40"), tmp_path)
+    results = run(make_cfg("adapter=ssf"), tmp_path)
     assert results["metrics"]["bwt"] == 0.0 and results["metrics"]["acc"] >= 0.97
     assert results["costs"][1]["trainable_params"] == 2 * (256 + 256) + 256 * 2 + 2  # two layers' pairs and a head
