@@ -74,8 +74,9 @@ def test_accuracy_curve_weights_each_task_by_its_eval_samples():
     unseen = R.copy()
     unseen[np.triu_indices(3, 1)] = np.nan
     assert accuracy_curve(unseen, n) == accuracy_curve(R, n)
-    assert summarize(R, sizes=n) == {"acc": acc(R), "bwt": bwt(R), "forgetting": forgetting(R),
-                                     "avg_incremental_acc": avg_incremental_acc(R, n), "last_acc": last_acc(R, n)}
+    assert summarize(R, sizes=n).items() >= {"acc": acc(R), "bwt": bwt(R), "forgetting": forgetting(R),
+                                             "avg_incremental_acc": avg_incremental_acc(R, n),
+                                             "last_acc": last_acc(R, n)}.items()
     assert {"avg_incremental_acc", "last_acc"} <= set(DEFINITIONS) and "task-IL" in DEFINITIONS["avg_incremental_acc"]
     with pytest.raises(ValueError, match="one entry per task"):
         accuracy_curve(R, [10, 30])
@@ -158,10 +159,10 @@ def test_the_probe_reads_its_samples_in_the_strategys_loader_workers(monkeypatch
 
 
 def test_a_run_gives_the_probe_the_strategys_workers(make_cfg, tmp_path, monkeypatch):
-    from cl_adapters.runs import run as run_module
+    from cl_adapters.runs import evaluator
 
     made = []
-    monkeypatch.setattr(run_module, "LinearProbe", lambda *a, **k: made.append(LinearProbe(*a, **k)) or made[-1])
+    monkeypatch.setattr(evaluator, "LinearProbe", lambda *a, **k: made.append(LinearProbe(*a, **k)) or made[-1])
     run(make_cfg("stream=split_digits", "stream.n_tasks=2", "strategy=adapter", "strategy.epochs=1",
                  "strategy.num_workers=1"), tmp_path / "run")
     assert made[0].num_workers == 1

@@ -22,22 +22,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import cl_adapters  # noqa: F401  (applies the environment shims before torchvision can load)
 from cl_adapters.errors import UserError, check_contract, one_line
-from cl_adapters.metrics import (
-    DEFINITIONS,
-    AccuracyPlugin,
-    CostPlugin,
-    FusionAttention,
-    LinearProbe,
-    accuracy_curve,
-    summarize,
-)
+from cl_adapters.metrics import DEFINITIONS, AccuracyPlugin, CostPlugin, FusionAttention
 from cl_adapters.models.compositions import averaged_adapter
 from cl_adapters.models.contract import check_inputs
 from cl_adapters.models.feature_cache import FeatureCache
-from cl_adapters.outputs import Logger, ProgressBar, plot_fusion_attention, plot_task_id_confusion, write_json_atomic
-from cl_adapters.outputs.results import json_safe
+from cl_adapters.outputs import Logger, ProgressBar, plot_fusion_attention, write_json_atomic
 from cl_adapters.runs import plugin_state
 from cl_adapters.runs.build import build
+from cl_adapters.runs.evaluator import Evaluator
 from cl_adapters.runs.options import check_reference, check_run_options, choices, choices_router
 from cl_adapters.runs.references import (REFERENCES, ReferenceCache, reference_model, reference_optimizer,
                                          reference_strategy)
@@ -132,60 +124,15 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
         "class_order": class_order(scenario),
         "references": {p: {k: ref[k] for k in ("key", "fields", "diagonal", "run_dir")} for p, ref in references.items()},
     })
-    S, J = (references[p]["diagonal"] if p in references else None for p in REFERENCES)  # in that order
-
-    def first(v: list | None, n: int) -> list | None:
-        return None if v is None else v[:n]
-
-    def evaluate(seen: int = T) -> list[float | None]:
-        """Accuracy on the first ``seen`` tasks (None for the rest). The unseen tasks' evaluations are skipped
-        but their one RNG draw each (a DataLoader's base seed) is taken, so training draws what it drew when
-        every task was evaluated: same seed, same accuracy matrix."""
-        model.task_id_counts.clear()
-        strategy.eval(eval_stream if seen == T else eval_stream[:seen])
-        for _ in range(T - seen):
-            torch.empty((), dtype=torch.int64).random_()
-        return [accuracy.last[j] if j < seen else None for j in range(T)]
-
-    def evaluate_with_task_labels() -> list[float]:  # RNG untouched: the run trains as it would without it
-        with model.given_task_labels(), torch.random.fork_rng():
-            strategy.eval(eval_stream)
-        return [accuracy.last[j] for j in range(T)]
-
-    # The untrained model (GEM's FWT baseline, chance level with fresh heads). Always measured: its eval
-    # creates every task's head now, and so fixes the order in which heads draw their initial weights.
-    b = evaluate()
-    sizes = [accuracy.samples[j] for j in range(T)]  # each task's eval samples: its weight in A_b
-    gem = not model.head_per_task  # GEM's FWT reads a head before its task trains: only a shared head has one
-    needs_unseen = unseen_tasks_needed(cfg, model)
-    probe = None
-    if cfg.probe_samples and protocol not in REFERENCES and T > 1:
-        probe = LinearProbe(train_stream, eval_stream, cfg.probe_samples, cfg.seed, cfg.strategy.eval_batch_size,
-                            strategy.device, strategy.num_workers)
-        probe.initial[1:] = [probe.measure(model, j) for j in range(1, T)]
-    R = np.full((T, T), np.nan)
-    without_labels = cfg.scenario != "task_il"
-    R_til, Q = np.full((T, T), np.nan), np.full((T, T), np.nan)  # with task labels; task-ID accuracy
-    results.update(accuracy_matrix=json_safe(R.tolist()), untrained_accuracy=b, eval_samples_per_task=sizes,
-                   accuracy_curve=[], costs=[], metrics={})
-    if not gem:
-        results["not_applicable"] = {"fwt": "a fresh head per task: R[j-1, j] would read task j through its untrained "
-                                            "head (tasks not trained yet are not evaluated)"}
-    if probe is not None and len(probe.skipped) == T - 1:
-        results.setdefault("not_applicable", {})["fwt_probe"] = ("no task after the first has two classes to fit a "
-                                                                 "linear probe on (probe.skipped)")
+    evaluator = Evaluator(cfg, strategy, accuracy, train_stream, eval_stream, references, protocol in REFERENCES)
+    results.update(evaluator.first_results())
     checkpoints, done = None, 0
     if cfg.checkpoint:
         checkpoints = Checkpoints(out_dir, results["config"], input_shape, run_id=results["run"]["id"],
                                   input_dtype=str(sample.dtype).removeprefix("torch."))
         if cfg.resume and (last := checkpoints.resume(strategy.model, plugins)) is not None:
-            done = _restore(last["results"], results, R, [costs, attention])
-            sizes = results["eval_samples_per_task"]
-            if probe is not None:
-                probe.before[:done] = last["results"]["probe"]["before_task"][:done]
-            for key, matrix in (("accuracy_matrix_til", R_til), ("task_id_matrix", Q)):
-                if results.get(key):
-                    matrix[:done] = np.array(results[key][:done], dtype=float)
+            done = _restore(last["results"], results, [costs, attention])
+            evaluator.restore(last["results"], done)
             results["run"]["id"] = checkpoints.run_id  # the chain's: this is the same run, continued
             strategy.restore_experiences([train_stream[k] for k in range(done)])
             print(f"resumed from {checkpoints.dir} after task {done}/{T} (run {checkpoints.run_id})")
@@ -197,31 +144,11 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     for i, experience in enumerate(train_stream):
         if i < done:
             continue
-        if probe is not None and i > 0:
-            probe.before[i] = probe.measure(model, i)
+        evaluator.before_task(i)
         strategy.train(experience)
-        R[i] = evaluate(T if needs_unseen else i + 1)
-        n = i + 1
-        results["accuracy_curve"] = accuracy_curve(R[:n, :n], sizes[:n])
-        if without_labels:
-            if model.router is not None:
-                confusion = [[model.task_id_counts[(j, k)] for k in range(T)] for j in range(T)]
-                Q[i] = [confusion[j][j] / max(sum(confusion[j]), 1) for j in range(T)]
-                results.update(task_id_matrix=json_safe(Q.tolist()), task_id_confusion=confusion)
-                if i == T - 1:  # plotted once: a figure per task would cost more with every task
-                    plot_task_id_confusion(confusion, out.with_name("task_id_confusion.png"))
-            R_til[i] = evaluate_with_task_labels()
-            results["accuracy_matrix_til"] = json_safe(R_til.tolist())
-        routed = without_labels and model.router is not None
-        metrics = summarize(R[:n, :n], sizes=sizes[:n], b=first(b, n) if gem else None, S=first(S, n), J=first(J, n),
-                            P=probe.before if probe else None, P0=probe.initial if probe else None,
-                            R_til=R_til[:n, :n] if without_labels else None, Q=Q[:n, :n] if routed else None)
-        results.update(accuracy_matrix=json_safe(R.tolist()), costs=costs.tasks, metrics=metrics)
+        results.update(evaluator.after_task(i, out.with_name("task_id_confusion.png")), costs=costs.tasks)
         if model.feature_cache is not None:
             results["feature_cache"] = model.feature_cache.summary()
-        if probe is not None:
-            results["probe"] = {"samples": cfg.probe_samples, "initial": probe.initial, "before_task": probe.before,
-                                "skipped": probe.skipped}
         if attention.attention:
             results["fusion_attention"] = attention.attention
             if i == T - 1:
@@ -243,7 +170,7 @@ def _run(cfg: DictConfig, out_dir: Path, results: dict, loggers: list) -> dict:
     }
     write_json_atomic(out, results)
     if protocol in REFERENCES:
-        print(f"reference {protocol} cached: {cache.save(protocol, cfg, R.tolist(), out_dir)}")
+        print(f"reference {protocol} cached: {cache.save(protocol, cfg, evaluator.R.tolist(), out_dir)}")
     for logger in loggers:
         logger.log_summary(results)
     print(f"results: {out}")
@@ -256,12 +183,6 @@ def class_order(scenario) -> list[int] | None:
     (a text stream's label names are not class ids)."""
     classes = [c for task in getattr(scenario, "classes_per_task", None) or () for c in task]
     return classes if classes and all(isinstance(c, int) and not isinstance(c, bool) for c in classes) else None
-
-
-def unseen_tasks_needed(cfg: DictConfig, model) -> bool:
-    """Whether a metric reads tasks not trained yet: GEM's FWT reads R[j-1, j] where a shared head exists
-    before its task, and a router's task-ID confusion counts every task."""
-    return not model.head_per_task or cfg.scenario != "task_il"
 
 
 def _record_failure(out: Path, results: dict, error: BaseException, loggers: list) -> None:
@@ -294,11 +215,10 @@ def _leave_no_other_chain(cfg: DictConfig, out_dir: Path) -> None:
     checkpoints.clear()
 
 
-def _restore(measured: dict, results: dict, R: np.ndarray, monitors: list) -> int:
-    """Put what a checkpoint measured back in place (rows of R, metrics; each monitor restores its own
-    records); returns the tasks done."""
+def _restore(measured: dict, results: dict, monitors: list) -> int:
+    """Put what a checkpoint measured back in results (each monitor restores its own records); returns the
+    tasks done."""
     done = sum(row[0] is not None for row in measured["accuracy_matrix"])
-    R[:done] = np.array(measured["accuracy_matrix"][:done], dtype=float)
     for monitor in monitors:
         monitor.restore(measured)
     kept = ("accuracy_matrix", "costs", "metrics", "accuracy_matrix_til", "task_id_matrix", "task_id_confusion",
