@@ -16,7 +16,7 @@ from cl_adapters.avalanche_compat import adaptation_device
 from cl_adapters.errors import UserError, check_contract
 from cl_adapters.models.contract import check_backbone
 from cl_adapters.models.fusion_choice import data_signature, relevant_adapters
-from cl_adapters.models.heads import Head, PrototypeHead
+from cl_adapters.models import classifiers
 from cl_adapters.models.keys import SHARED, task_key
 from cl_adapters.models.quantize import quantize_linears
 from cl_adapters.models.walks import all_on, parameters, set_training
@@ -24,7 +24,6 @@ from cl_adapters.routers.base import Router
 from cl_adapters.streams.base import SCENARIOS
 
 BACKBONE_POLICIES = ("auto", "first", "all", "never")
-CLASSIFIERS = ("linear", "ncm")
 
 
 class AdaptedModel(MultiTaskModule):
@@ -47,8 +46,9 @@ class AdaptedModel(MultiTaskModule):
     adapter. With ``class_il``/``domain_il`` the test label is not used: per-task adapters keep a head
     per task and a ``router`` predicts each sample's task (``cl_adapters/routers``); every other model has
     one head over the classes trained so far (it grows in class_il, as Avalanche's IncrementalClassifier).
-    ``classifier=ncm`` (strategy=ncm, SimpleCIL) makes every head a ``PrototypeHead``: class means fitted
-    after each task (``fit_task``) score the samples; nothing trains once the backbone is frozen.
+    ``classifier`` picks the heads' kind (``classifiers/``: linear, ncm, ...; ``classifier_options`` its
+    options): ``ncm`` (strategy=ncm, SimpleCIL) makes every head a ``PrototypeHead``, class means fitted after
+    each task (``fit_task``) scoring the samples; nothing of a fitted kind trains once the backbone is frozen.
     Heads map their columns to label ids (``head_classes``); logits come out over all label ids known,
     with -inf where the sample's head has no column. ``given_task_labels()`` evaluates with the labels
     anyway (the task-IL accuracy of the same model: the TIL-CIL gap); ``adapter_override`` sends every
@@ -69,6 +69,7 @@ class AdaptedModel(MultiTaskModule):
         scenario: str = "task_il",
         router=None,
         classifier: str = "linear",
+        classifier_options: dict | None = None,
         stack_on: int | None = None,
     ):
         super().__init__()
@@ -77,10 +78,9 @@ class AdaptedModel(MultiTaskModule):
             raise UserError(f"scenario must be one of {SCENARIOS}, got {scenario!r}")
         if train_backbone not in BACKBONE_POLICIES:
             raise UserError(f"strategy.model.train_backbone must be one of {BACKBONE_POLICIES}, got {train_backbone!r}")
-        if classifier not in CLASSIFIERS:
-            raise UserError(f"strategy.model.classifier must be one of {CLASSIFIERS}, got {classifier!r}")
-        if classifier == "ncm" and adapter is not None:
-            raise UserError("classifier=ncm is the backbone's class means alone (strategy=ncm): set strategy.model.adapter=null")
+        self.head_kind = classifiers.resolve(classifier)
+        self.head_options = self.head_kind.configure(classifier_options)
+        self.head_kind.check_model(adapter)
         if router is not None:
             check_contract(router, Router, "strategy.model.router")
         if train_backbone == "auto":
@@ -177,13 +177,11 @@ class AdaptedModel(MultiTaskModule):
         new = [c for c in classes if c not in known]
         if key in self.heads and not new:
             return
-        kind = PrototypeHead if self.classifier == "ncm" else Head
-        head = kind(self.backbone.out_features, known + new).to(adaptation_device(self)).train(self.training)
         if key in self.heads:
-            grown = head.state_dict()  # tensors sharing the head's storage: weight, bias (means, counts)
-            for name, old in self.heads[key].state_dict().items():
-                grown[name][: len(known)] = old
-        self.heads[key] = head
+            head = self.heads[key].grown(known + new)
+        else:
+            head = self.head_kind(self.backbone.out_features, known + new, **self.head_options)
+        self.heads[key] = head.to(adaptation_device(self)).train(self.training)
 
     def restore_task(self, task: int, classes: int | list[int], fusion_over: list[str] | None = None) -> None:
         """Create ``task``'s head, adapter and fusion as they were trained, to load weights into."""
@@ -242,7 +240,7 @@ class AdaptedModel(MultiTaskModule):
             trains.update((id(p), True) for fusion in fusions for p in fusion.parameters())  # earlier ones: frozen with the base
         seen = {self.head_key(t) for t in self.trained_tasks} if self.shares_training else set()
         for key, head in self.heads.items():  # class means are fitted, not trained: their head trains with the backbone
-            train_head = (key == self.head_key(task) or key in seen) and (self.classifier == "linear" or train_base)
+            train_head = (key == self.head_key(task) or key in seen) and (not self.head_kind.fitted or train_base)
             if train_head != train_base:
                 trains.update((id(p), train_head) for p in head.parameters())
         for p in parameters(self):
@@ -272,19 +270,26 @@ class AdaptedModel(MultiTaskModule):
     @torch.no_grad()
     def fit_task(self, task: int, batches) -> None:
         """After ``task`` trained (eval mode): what is fitted on its data, not trained: the router's
-        prototypes, or the class means of an ``ncm`` head."""
+        prototypes, or a fitted head's kind (the class means of an ``ncm`` head)."""
         if self.router is not None:
             self.router.fit(self, task, batches)
-        elif self.classifier == "ncm":
-            key, route = self.head_key(task), Route.whole(self.adapter_key(task))
+        elif self.head_kind.fitted:
+            head, route = self.heads[self.head_key(task)], Route.whole(self.adapter_key(task))
             for x, y in batches:
-                self.heads[key].fit(self.features(x, route).flatten(1), y)
+                head.fit(self.features(x, route).flatten(1), y)
+            head.end_fit()
+
+    @property
+    def fits_after_task(self) -> bool:
+        """Whether ``fit_task`` fits anything (a router, or a fitted classifier kind): the strategy skips it if not."""
+        return self.router is not None or self.head_kind.fitted
 
     def fitted_state(self, task: int) -> list[torch.Tensor]:
-        """What is fitted for ``task`` (router prototypes; its NCM head's means and counts; its data signature)."""
+        """What is fitted for ``task`` (router prototypes; its data signature; its head's fitted state: an NCM
+        head's means and counts)."""
         kept = list(self.router.task_state(task).values()) if self.router is not None else []
         kept += [self.signatures[task]] if task in self.signatures else []
-        return kept + (list(self.heads[self.head_key(task)].buffers()) if self.classifier == "ncm" else [])
+        return kept + self.heads[self.head_key(task)].fitted_state()
 
     def owns_adapter(self, task: int) -> bool:
         """Whether ``task`` has an adapter (and fusion) of its own, rather than none or a shared one."""

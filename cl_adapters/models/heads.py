@@ -1,49 +1,7 @@
-"""Heads: a linear head over label ids, and the nearest-class-mean head of strategy=ncm (SimpleCIL)."""
+"""The heads of the two built-in classifier kinds, where they were always imported from (the kinds and their
+contract live in ``classifiers/``)."""
 
-from __future__ import annotations
+from cl_adapters.models.classifiers.linear import Head
+from cl_adapters.models.classifiers.ncm import PrototypeHead
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-
-class Head(nn.Linear):
-    """A linear head whose column i scores label id ``classes[i]``."""
-
-    def __init__(self, in_features: int, classes: list[int]):
-        super().__init__(in_features, len(classes))
-        self.classes = list(classes)
-
-
-class PrototypeHead(Head):
-    """Nearest class mean (SimpleCIL): in eval mode a sample scores each class by the cosine similarity of
-    its features to the class's mean feature, a running mean over every sample ``fit`` has seen (so in
-    domain-IL a class's mean spans the domains). The linear layer underneath is what trains, when the
-    backbone trains (first-session adaptation); before any ``fit`` the head is that linear layer."""
-
-    def __init__(self, in_features: int, classes: list[int]):
-        super().__init__(in_features, classes)
-        self.register_buffer("means", torch.zeros(len(classes), in_features))
-        self.register_buffer("counts", torch.zeros(len(classes)))
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-        if hasattr(self, "means"):  # nn.Linear's __init__ resets before the buffers exist
-            self.means.zero_()
-            self.counts.zero_()
-
-    @torch.no_grad()
-    def fit(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        """Fold a batch into the running means of the classes it holds."""
-        for column, label in enumerate(self.classes):
-            rows = features[labels == label]
-            if len(rows):
-                total = self.counts[column] + len(rows)
-                self.means[column] += (rows.sum(0) - len(rows) * self.means[column]) / total
-                self.counts[column] = total
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if self.training or not self.counts.any():
-            return super().forward(features)
-        scores = F.normalize(features, dim=-1) @ F.normalize(self.means, dim=-1).T
-        return scores.masked_fill(self.counts == 0, float("-inf"))  # a class never seen takes no sample
+__all__ = ["Head", "PrototypeHead"]

@@ -232,10 +232,10 @@ class ContinualStrategy(SupervisedTemplate):
 
     @torch.no_grad()
     def _fit_task(self, experience) -> None:
-        """The model fits what it learns from data without training (a router's or an NCM head's class
-        means), in eval mode, on the task's data; the RNG is left as it was (with the
+        """The model fits what it learns from data without training (a router's or a fitted head's: an NCM
+        head's class means), in eval mode, on the task's data; the RNG is left as it was (with the
         oracle, a run trains exactly as its task-IL twin)."""
-        if self.model.router is None and self.model.classifier != "ncm":
+        if not self.model.fits_after_task:
             return
         training = self.model.training
         self.model.eval()
