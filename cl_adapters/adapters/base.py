@@ -91,6 +91,37 @@ class AdapterSet(ABC):
         return UserError(f"adapter {type(self).__name__} does not support {capability}: {why}")
 
 
+class LayerwiseAdapters(AdapterSet):
+    """A set whose adapters live in its wrapped layers, each layer holding one module per task key in the
+    ``nn.ModuleDict`` named ``task_modules`` (the bottleneck's ``adapters``, SSF's ``ssf``): the bookkeeping
+    such methods share. A subclass sets ``layers``, ``layer_names`` and ``task_modules`` and writes ``add``."""
+
+    task_modules: str
+    layers: list[nn.Module]
+
+    def _of(self, layer: nn.Module) -> nn.ModuleDict:
+        return getattr(layer, self.task_modules)
+
+    def keys(self) -> list[str]:
+        return list(self._of(self.layers[0]))
+
+    def parameters(self, key: str) -> Iterator[nn.Parameter]:
+        for layer in self.layers:
+            yield from self._of(layer)[key].parameters()
+
+    def task_state(self, key: str) -> dict[str, torch.Tensor]:
+        return {f"{name}.{k}": t for name, layer in zip(self.layer_names, self.layers)
+                for k, t in self._of(layer)[key].state_dict().items()}
+
+    def load_task_state(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
+        self.add(key)
+        copy_state(self.task_state(key), tensors, f"adapter {key}")
+
+    def remove(self, key: str) -> None:
+        for layer in self.layers:
+            del self._of(layer)[key]
+
+
 def check_adapter_set(adapters, method) -> None:
     """What ``method.attach`` returned meets the contract: an ``AdapterSet`` declaring known capabilities."""
     key = f"adapter ({type(method).__name__}.attach)"

@@ -9,10 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-import torch
 from torch import nn
 
-from cl_adapters.adapters.base import AdapterSet, copy_state
+from cl_adapters.adapters.base import LayerwiseAdapters
 from cl_adapters.adapters.bottleneck.fusion import FusionConfig
 from cl_adapters.adapters.bottleneck.layer import AdapterLayer, Bottleneck
 from cl_adapters.adapters.presets import Target, preset
@@ -47,11 +46,12 @@ def inject_adapters(backbone: nn.Module, cfg: AdapterConfig) -> dict[str, Adapte
     return layers
 
 
-class BottleneckAdapters(AdapterSet):
+class BottleneckAdapters(LayerwiseAdapters):
     """The bottleneck adapters injected into one backbone, one per task key in every wrapped layer,
     and the fusions over them (one per fused task key in every layer)."""
 
     capabilities = frozenset({"fusion", "stack"})  # not merge: the activation is not linear
+    task_modules = "adapters"
 
     def __init__(self, backbone: nn.Module, cfg: AdapterConfig):
         self.cfg = cfg
@@ -62,25 +62,6 @@ class BottleneckAdapters(AdapterSet):
         if key not in self.keys():
             for layer in self.layers:
                 layer.add(key, Bottleneck(layer.adapter_in, layer.out_dim, self.cfg))
-
-    def keys(self) -> list[str]:
-        return list(self.layers[0].adapters)
-
-    def parameters(self, key: str) -> Iterator[nn.Parameter]:
-        for layer in self.layers:
-            yield from layer.adapters[key].parameters()
-
-    def task_state(self, key: str) -> dict[str, torch.Tensor]:
-        return {f"{name}.{k}": t for name, layer in zip(self.layer_names, self.layers)
-                for k, t in layer.adapters[key].state_dict().items()}
-
-    def load_task_state(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
-        self.add(key)
-        copy_state(self.task_state(key), tensors, f"adapter {key}")
-
-    def remove(self, key: str) -> None:
-        for layer in self.layers:
-            del layer.adapters[key]
 
     def merge(self, key: str) -> None:
         raise self._unsupported("merge", "an adapter with a non-linearity (adapter.activation) cannot be merged "

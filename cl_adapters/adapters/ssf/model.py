@@ -34,7 +34,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from cl_adapters.adapters.base import AdapterSet, copy_state
+from cl_adapters.adapters.base import LayerwiseAdapters
 from cl_adapters.adapters.route import NO_ROUTE, Route, stacked_keys
 from cl_adapters.adapters.ssf.layer import KINDS, SSFLayer
 from cl_adapters.errors import UserError
@@ -59,10 +59,11 @@ def targets(backbone: nn.Module, patterns: list[str] | None) -> dict[str, nn.Mod
     return found
 
 
-class SSFAdapters(AdapterSet):
+class SSFAdapters(LayerwiseAdapters):
     """The SSF pairs of one backbone: task ``key``'s pair at layer i is ``layers[i].ssf[key]``."""
 
     capabilities = frozenset({"stack", "merge"})
+    task_modules = "ssf"
 
     def __init__(self, backbone: nn.Module, cfg):
         self.cfg = cfg
@@ -79,25 +80,6 @@ class SSFAdapters(AdapterSet):
         if key not in self.keys():
             for layer in self.layers:
                 layer.add(key, self.cfg.init_std)
-
-    def keys(self) -> list[str]:
-        return list(self.layers[0].ssf)
-
-    def parameters(self, key: str) -> Iterator[nn.Parameter]:
-        for layer in self.layers:
-            yield from layer.ssf[key].parameters()
-
-    def task_state(self, key: str) -> dict[str, torch.Tensor]:
-        return {f"{name}.{k}": t for name, layer in zip(self.layer_names, self.layers)
-                for k, t in layer.ssf[key].state_dict().items()}
-
-    def load_task_state(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
-        self.add(key)
-        copy_state(self.task_state(key), tensors, f"SSF {key}")
-
-    def remove(self, key: str) -> None:
-        for layer in self.layers:
-            del layer.ssf[key]
 
     def merge(self, key: str) -> None:
         """Fold ``key``'s pairs into the wrapped layers (W <- scale W, b <- scale b + shift, per output channel):
