@@ -41,7 +41,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import cl_adapters  # noqa: E402,F401  (before torchvision: its CPU shim)
 from avalanche.benchmarks.utils.data_loader import TaskBalancedDataLoader  # noqa: E402
-from conftest import write_cifar100  # noqa: E402  (CIFAR-100's python format, as the tests write it)
+from conftest import write_cifar100, write_image_folder  # noqa: E402  (the real formats, as the tests write them)
 from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Dataset, Subset  # noqa: E402
@@ -80,22 +80,6 @@ def pilot_transform(train: bool) -> transforms.Compose:
                                    transforms.RandomHorizontalFlip(p=0.5), transforms.ToTensor()])
     return transforms.Compose([transforms.Resize(int(256 / 224 * 224), interpolation=3), transforms.CenterCrop(224),
                                transforms.ToTensor()])
-
-
-def write_folder(root: Path, classes: int, train: int, test: int) -> Path:
-    """``root/{train,test}/<class>/*.jpg``: smooth random JPEGs of 256-500 px a side (photo-like sizes)."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", train), ("test", test)):
-        for c in range(classes):
-            folder = root / split / f"class_{c}"
-            folder.mkdir(parents=True)
-            for i in range(n):
-                h, w = rng.integers(256, 501, 2)
-                small = Image.fromarray(rng.integers(0, 256, (h // 16, w // 16, 3), dtype=np.uint8))
-                noise = rng.integers(-12, 13, (h, w, 3))
-                image = np.asarray(small.resize((w, h), Image.BILINEAR), dtype=np.int64) + noise
-                Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(folder / f"{i}.jpg", quality=90)
-    return root
 
 
 def platform_loader(dataset, batch: int, shuffle: bool, workers: int):
@@ -219,7 +203,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         cifar_root = write_cifar100(Path(tmp) / "cifar", train_per_class=max(2, -(-n_cifar_train // 100)),
                                     test_per_class=max(2, -(-n_cifar_eval // 100)))
-        folder_root = write_folder(Path(tmp) / "folder", folder_classes, folder_train, folder_test)
+        folder_root = write_image_folder(Path(tmp) / "folder", folder_classes, folder_train, folder_test, sides=(256, 501),
+                                         photo_like=True)
         bench = Bench(100)
         results = {}
         for name, sides, pilot_workers, platform_workers in (

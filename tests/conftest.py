@@ -124,8 +124,11 @@ def write_cifar100(folder: Path, train_per_class: int = 5, test_per_class: int =
     return folder
 
 
-def write_image_folder(folder: Path, classes: int = 6, train: int = 3, test: int = 2) -> Path:
-    """``folder/{train,test}/<class>/*.jpg``: small JPEGs of varied sizes (RevisitingCIL's layout)."""
+def write_image_folder(folder: Path, classes: int = 6, train: int = 3, test: int = 2, sides=(20, 40),
+                       photo_like: bool = False) -> Path:
+    """``folder/{train,test}/<class>/*.jpg``: JPEGs of varied sizes, ``sides`` [low, high) px a side (RevisitingCIL's
+    layout); random pixels, or with ``photo_like`` smooth ones with a little noise, saved at quality 90 (what a
+    photo's decoding costs: benchmarks/image_path.py)."""
     import numpy as np
     from PIL import Image
 
@@ -135,8 +138,13 @@ def write_image_folder(folder: Path, classes: int = 6, train: int = 3, test: int
             images = folder / split / f"{c:03d}.class_{c}"
             images.mkdir(parents=True)
             for i in range(n):
-                h, w = rng.integers(20, 40, 2)
-                Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(images / f"{i}.jpg")
+                h, w = rng.integers(*sides, 2)
+                if not photo_like:
+                    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(images / f"{i}.jpg")
+                    continue
+                small = Image.fromarray(rng.integers(0, 256, (h // 16, w // 16, 3), dtype=np.uint8))
+                image = np.asarray(small.resize((w, h), Image.BILINEAR), dtype=np.int64) + rng.integers(-12, 13, (h, w, 3))
+                Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(images / f"{i}.jpg", quality=90)
     return folder
 
 

@@ -222,7 +222,7 @@ def test_in_class_il_a_misrouted_sample_is_always_wrong(make_cfg, tmp_path, rout
 
 
 def test_an_ncm_head_keeps_running_class_means_and_picks_the_nearest_by_cosine():
-    from cl_adapters.models.heads import PrototypeHead
+    from cl_adapters.models.classifiers.ncm import PrototypeHead
 
     head = PrototypeHead(2, [3, 5, 7])
     head.eval()

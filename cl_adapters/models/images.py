@@ -64,15 +64,15 @@ class ImagePreprocess(nn.Module):
             return random_resized_crop_flip(self._normalized(x), self.size)
         resized = self.size if self.crop_pct is None else self._resized_for_crop(x.shape[-2:])
         top, left = round((resized[0] - self.size[0]) / 2), round((resized[1] - self.size[1]) / 2)  # CenterCrop's
-        if tuple(x.shape[-2:]) == resized or self.interpolation == "nearest" or not by_products(x, self.size):
-            if tuple(x.shape[-2:]) != resized:
-                smooth = self.interpolation != "nearest"
-                x = F.interpolate(x, resized, mode=self.interpolation, antialias=smooth,
-                                  **({"align_corners": False} if smooth else {}))
-            return self._normalized(x[..., top: top + self.size[0], left: left + self.size[1]])
-        rows, columns = (axis_weights(full, out, self.interpolation, x.device)[start: start + crop]
-                         for full, out, start, crop in zip(x.shape[-2:], resized, (top, left), self.size))
-        return rows @ self._normalized(x) @ columns.T  # the kept rows and columns; normalised first, as in training
+        smooth = self.interpolation != "nearest"
+        if tuple(x.shape[-2:]) != resized:
+            if smooth and by_products(x, self.size):  # only the kept rows and columns; normalised first
+                rows, columns = (axis_weights(full, out, self.interpolation, x.device)[start: start + crop]
+                                 for full, out, start, crop in zip(x.shape[-2:], resized, (top, left), self.size))
+                return rows @ self._normalized(x) @ columns.T
+            x = F.interpolate(x, resized, mode=self.interpolation, antialias=smooth,
+                              **({"align_corners": False} if smooth else {}))
+        return self._normalized(x[..., top: top + self.size[0], left: left + self.size[1]])
 
     def _resized_for_crop(self, shape) -> tuple[int, int]:
         """torchvision's ``Resize(int(size / crop_pct))``: the shorter side to that length, the aspect kept
